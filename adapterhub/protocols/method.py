@@ -1,0 +1,172 @@
+"""The PEFT method protocol: training-side and serving-side.
+
+A method is designed for two lives:
+
+* **Training** (``attach`` / ``load``): the method modifies a frozen base in place so
+  that only its own parameters require grad, and gives back a :class:`TrainableAdapter`
+  that can export exactly the tensors stored in ``adapter.safetensors`` and can
+  ``detach`` to give the base back bit for bit.
+
+* **Serving** (``runtime``): the host builds one :class:`MethodRuntime` per method on
+  its one frozen base. The runtime makes adapters *resident* beside the base
+  (``plan`` then ``apply``) and *selects* them per request row (``route``). This is what
+  makes a swap a constant-time switch and lets one batch serve rows with different
+  adapters:
+
+  - reparameterization (LoRA): ``prepare`` wraps target linears once with
+    multi-adapter layers holding stacked A/B weights; ``route`` sets a per-row index
+    tensor, and the layers apply a gathered batched matmul. ``mixed_batch=True``.
+  - additive (prefix tuning): resident prefixes are stacked key/value tensors;
+    ``route`` builds per-row past key/values and extends the attention mask
+    (rows with no prefix get masked-out slots). ``mixed_batch=True``.
+  - selective (layer-selective): the adapter *replaces* base tensors, so one batch can
+    only hold one such adapter; ``route`` copies the adapter's tensors into the
+    existing base parameters (saving the originals once) and restores them on exit.
+    ``mixed_batch=False``: the host groups rows into sub-batches per adapter.
+
+  ``plan`` performs every check (keys, shapes, dtypes, ranks, config) and raises
+  :class:`~adapterhub.errors.IncompatibleAdapterError` without touching anything;
+  ``apply`` only copies into tensors prepared by ``plan``, so a swap that fails
+  validation leaves the previous state and outputs exactly as they were.
+
+Tensor key conventions in ``adapter.safetensors`` (so that the host, the PEFT
+exporter and third parties agree):
+
+* LoRA: ``"<module path>.lora_A"`` of shape ``(r, in_features)`` and
+  ``"<module path>.lora_B"`` of shape ``(out_features, r)``, module path as in
+  ``base.named_modules()`` (e.g. ``model.layers.0.self_attn.q_proj``); the scale
+  ``alpha / r`` comes from the config, never baked into the weights.
+* Prefix tuning: ``"prefix.key"`` and ``"prefix.value"``, each of shape
+  ``(num_layers, num_key_value_heads, num_virtual_tokens, head_dim)`` — already past the
+  reparameterization MLP, which is folded away before saving.
+* Layer-selective: the selected base parameters under their own names
+  (``model.layers.3.input_layernorm.weight``), full tensors, same dtype as the base.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+MethodKind = Literal["reparameterization", "additive", "selective", "full"]
+
+
+class MethodConfig(BaseModel):
+    """Base class of every method config: frozen, and unknown keys are refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the host may do with a method's adapters."""
+
+    hot_swap: bool
+    """Adapters can be made resident and switched on a frozen base at inference."""
+    mixed_batch: bool
+    """Rows with different adapters of this method can share one forward pass."""
+    merge: bool = False
+    """The adapter can be merged into base weights (and unmerged)."""
+
+
+@runtime_checkable
+class TrainableAdapter(Protocol):
+    """An adapter attached to a base model for training or single-adapter inference."""
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """Exactly the parameters the optimiser should update."""
+        ...
+
+    def adapter_state(self) -> dict[str, torch.Tensor]:
+        """The tensors to store: detached, contiguous, on CPU, keyed as documented above."""
+        ...
+
+    def detach(self) -> None:
+        """Remove the adapter; the base model's state is bit-identical to before attach."""
+        ...
+
+
+@dataclass
+class SwapPlan:
+    """A fully validated, ready-to-apply residency change (built by ``MethodRuntime.plan``).
+
+    ``tensors`` are already converted to the base's dtype/device layout expected by
+    ``apply``; ``nbytes`` is what residency will cost (for the pool's memory budget).
+    """
+
+    adapter_id: str
+    method: str
+    config: MethodConfig
+    tensors: dict[str, torch.Tensor]
+    nbytes: int
+    extra: dict[str, Any] | None = None
+
+
+@runtime_checkable
+class MethodRuntime(Protocol):
+    """Serving-side state of one method on one host's frozen base (see module docs)."""
+
+    def plan(self, adapter_id: str, config: MethodConfig, tensors: Mapping[str, torch.Tensor]) -> SwapPlan:
+        """Validate everything (keys, shapes, dtypes, config) and prepare; change nothing."""
+        ...
+
+    def apply(self, plan: SwapPlan) -> None:
+        """Make the planned adapter resident. Only copies/appends; never fails validation."""
+        ...
+
+    def remove(self, adapter_id: str) -> None:
+        """Drop a resident adapter (the host guarantees no request in flight uses it)."""
+        ...
+
+    def resident(self) -> Sequence[str]:
+        """Ids of the adapters currently resident in this runtime."""
+        ...
+
+    def route(self, rows: Sequence[str | None], inputs: dict[str, Any]) -> AbstractContextManager[dict[str, Any]]:
+        """Select an adapter per batch row for the forward passes inside the context.
+
+        ``rows[i]`` is the adapter id for row ``i`` (``None``: no adapter of this method).
+        Gets the model-call kwargs (``input_ids``, ``attention_mask``, ...) and yields
+        the kwargs to use (prefix tuning adds past key/values and widens the mask).
+        On exit the base behaves as if no adapter were selected.
+        """
+        ...
+
+
+@runtime_checkable
+class Method(Protocol):
+    """A PEFT method plugin (LoRA, prefix tuning, layer-selective, full, third-party)."""
+
+    name: str
+    kind: MethodKind
+    description: str
+    config_cls: type[MethodConfig]
+    capabilities: Capabilities
+
+    def attach(self, model: torch.nn.Module, config: MethodConfig) -> TrainableAdapter:
+        """Freeze the base and inject freshly initialised trainable adapter parameters."""
+        ...
+
+    def validate(self, model: torch.nn.Module, config: MethodConfig, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Raise IncompatibleAdapterError if ``tensors`` cannot load onto ``model``."""
+        ...
+
+    def load(self, model: torch.nn.Module, config: MethodConfig, tensors: Mapping[str, torch.Tensor]) -> TrainableAdapter:
+        """``validate`` then attach with the given weights (for inference or resuming)."""
+        ...
+
+    def runtime(self, model: torch.nn.Module) -> MethodRuntime:
+        """Serving-side runtime on ``model`` (raise NotImplementedError if not hot_swap)."""
+        ...
+
+
+def iter_named_linears(model: torch.nn.Module) -> Iterator[tuple[str, torch.nn.Linear]]:
+    """All ``nn.Linear`` modules with their dotted paths (shared by method plugins)."""
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            yield name, module

@@ -1,0 +1,1 @@
+"""Adapter storage (installed as ``adapterhub.registry``)."""
