@@ -1,0 +1,333 @@
+"""``AdapterHost``: one frozen base model, a pool of adapters, per-row adapters per batch.
+
+The host owns the base once, on one device, and never modifies its weights except
+through a selective adapter's planned, reversible swap inside a request. Loading an
+adapter is *plan, then apply*: reading, verifying (sizes, sha256, base fingerprint,
+method capability, config) and the method runtime's ``plan`` (keys, shapes, dtypes) all
+happen before anything changes; ``apply`` only copies into runtime storage. A failed
+load therefore leaves the previous state and outputs exactly as they were.
+
+Requests pin the adapter versions they resolve at their start (see ``pool.py``), so a
+request in flight is served by exactly one version even while another thread replaces
+or unloads that adapter. Forward passes are serialised by one lock because routing
+mutates per-module selection state; loading/validation runs outside it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from adapterhub.artifact import read_adapter
+from adapterhub.basemodels import load_base
+from adapterhub.catalog import get_catalog
+from adapterhub.errors import ConfigError, IncompatibleAdapterError
+from adapterhub.fingerprint import fingerprint as compute_fingerprint
+from adapterhub.host.decode import Route, greedy_generate, prefill_logits
+from adapterhub.host.pool import AdapterPool, PoolEntry
+from adapterhub.manifest import BaseFingerprint
+from adapterhub.protocols.basemodel import LoadedBase
+from adapterhub.protocols.method import Method, MethodRuntime
+
+BASE = "<base>"
+"""Name a request can use to ask for the bare base even when a default adapter is set."""
+
+
+@dataclass
+class Generation:
+    prompt: str
+    adapter: str | None
+    """``name@version`` of the adapter that produced this completion (None: bare base)."""
+    completion: str
+    token_ids: list[int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"prompt": self.prompt, "adapter": self.adapter, "completion": self.completion, "token_ids": self.token_ids}
+
+
+def _default_dtype(device: str) -> torch.dtype:
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def format_prompts(tokenizer: Any, prompts: Sequence[str], raw: bool) -> list[str]:
+    """Wrap prompts the way the trainer does (chat template as a user turn)."""
+    if raw:
+        return list(prompts)
+    from adapterhub.trainer.templates import format_prompt
+
+    return [format_prompt(tokenizer, p) for p in prompts]
+
+
+class AdapterHost:
+    """Serve many adapters from one frozen base (see module docs).
+
+    >>> host = AdapterHost("tiny-random-llama")            # doctest: +SKIP
+    >>> host.load("path/to/adapter-dir", name="sentiment")  # doctest: +SKIP
+    >>> host.generate(["Great film!"], adapters=["sentiment"])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        base: str | LoadedBase = "smollm2-135m-instruct",
+        *,
+        device: str | None = None,
+        dtype: torch.dtype | None = None,
+        default_adapter: str | None = None,
+        device_budget_bytes: int | None = None,
+        registry_url: str | None = None,
+    ) -> None:
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.dtype = dtype or _default_dtype(self.device)
+        if isinstance(base, str):
+            base = load_base(base, dtype=self.dtype, device=self.device)
+        self.base = base
+        self.model = base.model
+        self.model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.tokenizer = base.tokenizer
+        self.tokenizer.padding_side = "left"
+        self.default_adapter = default_adapter
+        self.registry_url = registry_url
+        self._pool = AdapterPool(device_budget_bytes)
+        self._runtimes: dict[str, MethodRuntime] = {}
+        self._forward_lock = threading.RLock()
+        self._fingerprint: BaseFingerprint | None = None
+
+    # --- identity -----------------------------------------------------------------------
+    @property
+    def fingerprint(self) -> BaseFingerprint:
+        if self._fingerprint is None:
+            self._fingerprint = compute_fingerprint(self.model, self.base.name)
+        return self._fingerprint
+
+    # --- loading ------------------------------------------------------------------------------
+    def _resolve_dir(self, source: str | Path) -> tuple[Path, str | None]:
+        path = Path(source)
+        if path.is_dir():
+            return path, None
+        from adapterhub.registry.client import Registry
+
+        reg = Registry(self.registry_url)
+        return Path(reg.pull(str(source))), str(source)
+
+    def _runtime(self, method: Method) -> MethodRuntime:
+        with self._forward_lock:
+            rt = self._runtimes.get(method.name)
+            if rt is None:
+                rt = method.runtime(self.model)
+                self._runtimes[method.name] = rt
+            return rt
+
+    def load(self, source: str | Path, *, name: str | None = None, check_base: bool = True) -> PoolEntry:
+        """Load an adapter directory or registry ref into the pool and make it resident.
+
+        Loading a name that is already loaded replaces it: new requests get the new
+        version; requests in flight finish on the old one.
+        """
+        t0 = time.perf_counter()
+        directory, ref = self._resolve_dir(source)
+        manifest, tensors = read_adapter(directory)
+        method = get_catalog().method(manifest.method)
+        if not method.capabilities.hot_swap:
+            raise IncompatibleAdapterError(
+                f"{directory}: method {method.name!r} ({method.kind}) adapters cannot be hot-swapped; "
+                "load them as a model instead"
+            )
+        if check_base and manifest.base.weights_sha256 != self.fingerprint.weights_sha256:
+            raise IncompatibleAdapterError(
+                f"{directory}: adapter was trained on base {manifest.base.name!r} "
+                f"(weights {manifest.base.weights_sha256[:12]}), this host serves {self.base.name!r} "
+                f"(weights {self.fingerprint.weights_sha256[:12]})"
+            )
+        try:
+            config = method.config_cls.model_validate(manifest.method_config)
+        except Exception as exc:  # pydantic ValidationError → one line
+            raise ConfigError(f"{directory}: invalid {method.name} config in manifest: {exc}".splitlines()[0]) from None
+        label_name = name or manifest.name
+        version = manifest.version
+        if version is None and ref and "@" in ref:
+            version = ref.rsplit("@", 1)[1]
+        runtime = self._runtime(method)
+        uid = AdapterPool.new_uid(label_name, version)
+        moved = {k: v.to(self.device) for k, v in tensors.items()}
+        plan = runtime.plan(uid, config, moved)  # every check; nothing changes yet
+        entry = PoolEntry(
+            name=label_name, version=version, manifest=manifest, method=method, plan=plan,
+            source=str(source), uid=uid,
+        )
+        with self._forward_lock:
+            self._make_resident(entry, keep=set())
+            dropped = self._pool.add(entry)
+            self._drop(dropped)
+        entry.swap_ms = (time.perf_counter() - t0) * 1000.0
+        return entry
+
+    def _make_resident(self, entry: PoolEntry, keep: set[str]) -> None:
+        if entry.resident:
+            self._pool.touch(entry)
+            return
+        for victim in self._pool.eviction_candidates(entry.nbytes, keep | {entry.uid}):
+            self._runtimes[victim.method.name].remove(victim.uid)
+            self._pool.mark_resident(victim, False)
+        self._runtimes[entry.method.name].apply(entry.plan)
+        self._pool.mark_resident(entry, True)
+
+    def _drop(self, entries: Sequence[PoolEntry]) -> None:
+        for e in entries:
+            if e.resident:
+                self._runtimes[e.method.name].remove(e.uid)
+                self._pool.mark_resident(e, False)
+
+    def unload(self, name: str) -> None:
+        """Unload ``name``; requests already running on it finish first."""
+        with self._forward_lock:
+            self._drop(self._pool.remove(name))
+
+    def entry(self, name: str) -> PoolEntry:
+        """The current pool entry of ``name`` (AdapterUnloadedError if not loaded)."""
+        return self._pool.get(name)
+
+    def adapters(self) -> list[dict[str, Any]]:
+        """The pool: name, version, method, kind, resident, bytes, requests in flight."""
+        return [
+            {
+                "name": e.name, "version": e.version, "method": e.method.name, "kind": e.method.kind,
+                "resident": e.resident, "bytes": e.nbytes, "in_flight": e.refs, "load_ms": round(e.swap_ms, 3),
+            }
+            for e in self._pool.entries()
+        ]
+
+    # --- requests ------------------------------------------------------------------------------
+    def _names(self, n: int, adapters: str | Sequence[str | None] | None) -> list[str | None]:
+        if adapters is None or isinstance(adapters, str):
+            names: list[str | None] = [adapters] * n
+        else:
+            names = list(adapters)
+            if len(names) != n:
+                raise ConfigError(f"got {n} prompts but {len(names)} adapters")
+        out: list[str | None] = []
+        for a in names:
+            a = self.default_adapter if a is None else a
+            out.append(None if a in (None, BASE) else a)
+        return out
+
+    def _groups(self, entries: Sequence[PoolEntry | None]) -> list[list[int]]:
+        """Rows that can share a forward: all mixed-batch rows together; others per adapter."""
+        shared: list[int] = []
+        alone: dict[str, list[int]] = {}
+        for i, e in enumerate(entries):
+            if e is None or e.method.capabilities.mixed_batch:
+                shared.append(i)
+            else:
+                alone.setdefault(e.uid, []).append(i)
+        return ([shared] if shared else []) + list(alone.values())
+
+    def _routes(self, entries: Sequence[PoolEntry | None]) -> list[Route]:
+        routes: list[Route] = []
+        for mname, rt in self._runtimes.items():
+            rows = [e.uid if e is not None and e.method.name == mname else None for e in entries]
+            if any(r is not None for r in rows):
+                routes.append((rt, rows))
+        return routes
+
+    def _encode(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        enc = self.tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False)
+        return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+
+    def _serve(self, n: int, adapters: Any, fn: Any, batch_size: int | None) -> list[Any]:
+        names = self._names(n, adapters)
+        entries = self._pool.acquire(names)
+        results: list[Any] = [None] * n
+        try:
+            with self._forward_lock:
+                needed = {e.uid for e in entries if e is not None}
+                for e in entries:
+                    if e is not None:
+                        self._make_resident(e, keep=needed)
+                for group in self._groups(entries):
+                    step = batch_size or len(group)
+                    for start in range(0, len(group), step):
+                        rows = group[start : start + step]
+                        sub = [entries[i] for i in rows]
+                        for i, r in zip(rows, fn(rows, sub, self._routes(sub)), strict=True):
+                            results[i] = r
+        finally:
+            dropped = self._pool.release(entries)
+            if dropped:
+                with self._forward_lock:
+                    self._drop(dropped)
+        return results
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        adapters: str | Sequence[str | None] | None = None,
+        *,
+        max_new_tokens: int = 64,
+        batch_size: int | None = None,
+        raw: bool = False,
+    ) -> list[Generation]:
+        """Greedy completions; ``adapters[i]`` names row i's adapter (None: default)."""
+        texts = format_prompts(self.tokenizer, prompts, raw)
+        eos = self._eos_ids()
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos[0]
+
+        def run(rows: list[int], sub: list[PoolEntry | None], routes: list[Route]) -> list[Generation]:
+            ids, mask = self._encode([texts[i] for i in rows])
+            dec = greedy_generate(
+                self.model, ids, mask, routes, max_new_tokens=max_new_tokens, eos_token_ids=eos, pad_token_id=pad
+            )
+            return [
+                Generation(
+                    prompt=prompts[i], adapter=None if e is None else e.label,
+                    completion=self.tokenizer.decode(toks, skip_special_tokens=True), token_ids=toks,
+                )
+                for i, e, toks in zip(rows, sub, dec.token_ids, strict=True)
+            ]
+
+        return self._serve(len(prompts), adapters, run, batch_size)
+
+    def logits(
+        self,
+        prompts: Sequence[str],
+        adapters: str | Sequence[str | None] | None = None,
+        *,
+        raw: bool = False,
+        batch_size: int | None = None,
+    ) -> list[torch.Tensor]:
+        """Prefill logits per prompt, shape (tokens, vocab), for the prompt's real tokens."""
+        texts = format_prompts(self.tokenizer, prompts, raw)
+
+        def run(rows: list[int], sub: list[PoolEntry | None], routes: list[Route]) -> list[torch.Tensor]:
+            ids, mask = self._encode([texts[i] for i in rows])
+            full = prefill_logits(self.model, ids, mask, routes)
+            lengths = mask.sum(-1).tolist()
+            return [full[j, full.shape[1] - int(lengths[j]) :].cpu() for j in range(len(rows))]
+
+        return self._serve(len(prompts), adapters, run, batch_size)
+
+    def _eos_ids(self) -> list[int]:
+        ids: set[int] = set()
+        tok_eos = self.tokenizer.eos_token_id
+        if tok_eos is not None:
+            ids.add(int(tok_eos))
+        gen_cfg = getattr(self.model, "generation_config", None)
+        cfg_eos = getattr(gen_cfg, "eos_token_id", None)
+        if isinstance(cfg_eos, int):
+            ids.add(cfg_eos)
+        elif isinstance(cfg_eos, list):
+            ids.update(int(x) for x in cfg_eos)
+        for special in ("<|im_end|>",):
+            tid = self.tokenizer.convert_tokens_to_ids(special)
+            if isinstance(tid, int) and tid != self.tokenizer.unk_token_id and tid >= 0:
+                ids.add(tid)
+        return sorted(ids)
