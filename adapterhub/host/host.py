@@ -25,13 +25,13 @@ from typing import Any
 import torch
 
 from adapterhub.artifact import read_adapter
-from adapterhub.basemodels import load_base
 from adapterhub.catalog import get_catalog
 from adapterhub.errors import ConfigError, IncompatibleAdapterError
 from adapterhub.fingerprint import fingerprint as compute_fingerprint
 from adapterhub.host.decode import Route, greedy_generate, prefill_logits
 from adapterhub.host.pool import AdapterPool, PoolEntry
 from adapterhub.manifest import BaseFingerprint
+from adapterhub.prompting import format_prompt
 from adapterhub.protocols.basemodel import LoadedBase
 from adapterhub.protocols.method import Method, MethodRuntime
 
@@ -61,8 +61,6 @@ def format_prompts(tokenizer: Any, prompts: Sequence[str], raw: bool) -> list[st
     """Wrap prompts the way the trainer does (chat template as a user turn)."""
     if raw:
         return list(prompts)
-    from adapterhub.trainer.templates import format_prompt
-
     return [format_prompt(tokenizer, p) for p in prompts]
 
 
@@ -87,6 +85,8 @@ class AdapterHost:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.dtype = dtype or _default_dtype(self.device)
         if isinstance(base, str):
+            from adapterhub.basemodels import load_base
+
             base = load_base(base, dtype=self.dtype, device=self.device)
         self.base = base
         self.model = base.model
