@@ -137,7 +137,8 @@ def describe_error(exc: BaseException) -> str:
     ]
     if frames:
         last = frames[-1]
-        line += f" (at {os.path.basename(last.filename)}:{last.lineno})"
+        where = os.path.join(os.path.basename(os.path.dirname(last.filename)), os.path.basename(last.filename))
+        line += f" (at {where}:{last.lineno})"
     if len(line) > _MAX_ERROR_CHARS:
         line = line[: _MAX_ERROR_CHARS - 3] + "..."
     return line
