@@ -1,0 +1,270 @@
+"""LoRA layers: a trainable single-adapter linear and a multi-adapter serving linear.
+
+Both replace an ``nn.Linear`` in its parent module but *share its Parameter objects*
+(registered under the same names ``weight``/``bias``), so while they are installed the
+base's ``state_dict`` keys are unchanged, and putting the original module back gives the
+base bit for bit. The original module is kept outside the module tree (not a submodule)
+so its parameters are not listed twice.
+
+Speed: the base product is exactly ``F.linear(x, W, b)`` (what ``nn.Linear`` runs), and the
+low-rank update is added *in place* with ``addmm_(h, B^T, alpha=scale)``: one GEMM with
+beta=1 instead of a matmul, a scale pass and an add pass (what ``peft`` does). That is safe
+under autograd because no backward formula needs the base output itself.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+from typing import cast
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+class _SharedLinear(nn.Module):
+    """Common part: owns no base weights, only references the replaced ``nn.Linear``'s."""
+
+    in_features: int
+    out_features: int
+    weight: nn.Parameter
+    bias: nn.Parameter | None
+
+    def __init__(self, base: nn.Linear) -> None:
+        super().__init__()
+        self.in_features = base.in_features
+        self.out_features = base.out_features
+        self.register_parameter("weight", cast(nn.Parameter, base.weight))
+        self.register_parameter("bias", base.bias)
+        # Outside the module tree on purpose (see module docstring).
+        object.__setattr__(self, "original", base)
+
+    @property
+    def base_linear(self) -> nn.Linear:
+        """The ``nn.Linear`` this layer replaced (same Parameter objects)."""
+        base = self.__dict__["original"]
+        assert isinstance(base, nn.Linear)
+        return base
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class LoraLinear(_SharedLinear):
+    """``y = x W^T + b + scale * B (A dropout(x))`` with trainable ``lora_A``/``lora_B``.
+
+    Parameters are named ``lora_A`` (r, in) and ``lora_B`` (out, r) so the model's
+    ``state_dict`` keys equal the stored adapter keys. On a half-precision base the LoRA
+    parameters are kept in fp32 (as peft does by default): their updates are tiny
+    relative to their values and would otherwise round away.
+    """
+
+    def __init__(self, base: nn.Linear, r: int, scaling: float, dropout: float, init: str | None) -> None:
+        super().__init__(base)
+        w = base.weight
+        dtype = torch.float32 if w.dtype in HALF_DTYPES else w.dtype
+        self.r = r
+        self.scaling = float(scaling)
+        self.dropout_p = float(dropout)
+        self.lora_A = nn.Parameter(torch.empty(r, self.in_features, dtype=dtype, device=w.device))
+        self.lora_B = nn.Parameter(torch.zeros(self.out_features, r, dtype=dtype, device=w.device))
+        if init == "kaiming":  # peft's default: same distribution as nn.Linear's weight
+            nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        elif init == "gaussian":
+            nn.init.normal_(self.lora_A, std=1.0 / r)
+        elif init is None:  # weights will be copied in by ``load``: spend no RNG draws
+            nn.init.zeros_(self.lora_A)
+        else:
+            raise ValueError(f"unknown LoRA init {init!r}")
+        self._original_weight: torch.Tensor | None = None
+
+    @property
+    def merged(self) -> bool:
+        return self._original_weight is not None
+
+    def delta_weight(self) -> torch.Tensor:
+        """``scale * B @ A`` in fp32 (the dense update that ``merge`` folds in)."""
+        return (self.lora_B.detach().float() @ self.lora_A.detach().float()) * self.scaling
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Fold the update into the base weight, keeping an exact copy of the original."""
+        if self.merged:
+            return
+        self._original_weight = self.weight.detach().clone()
+        self.weight.add_(self.delta_weight().to(self.weight.dtype))
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """Restore the base weight bit for bit (copy back, no subtraction round-off)."""
+        if self._original_weight is None:
+            return
+        self.weight.copy_(self._original_weight)
+        self._original_weight = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._original_weight is not None:
+            return F.linear(x, self.weight, self.bias)
+        # Work on 2-D views so the in-place add hits a non-view tensor: autograd then
+        # records a plain AddmmBackward instead of a CopySlices (which copies the grad).
+        # F.linear on a contiguous 3-D input runs the same 2-D GEMM internally.
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)
+        out = F.linear(x2, self.weight, self.bias)
+        a, b = self.lora_A, self.lora_B
+        h_in = x2 if x2.dtype == a.dtype else x2.to(a.dtype)
+        if self.dropout_p > 0.0 and self.training:
+            h_in = F.dropout(h_in, self.dropout_p, training=True)
+        h = F.linear(h_in, a)
+        if out.dtype != b.dtype:
+            out = out + (F.linear(h, b) * self.scaling).to(out.dtype)
+        else:
+            out.addmm_(h, b.t(), alpha=self.scaling)
+        return out.view(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, r={self.r}, scaling={self.scaling:g}, dropout={self.dropout_p:g}"
+
+
+# --- serving ------------------------------------------------------------------------------
+
+
+@dataclass
+class Route:
+    """One forward's adapter selection, shared by every multi-adapter layer.
+
+    ``mask`` has bit ``s`` set for every slot used by some row; a layer whose own mask
+    does not intersect it does no LoRA work at all. ``slot`` is set when every row uses
+    the same adapter (the fast path); otherwise ``index`` maps rows to slots (slot 0 is
+    the all-zero slot, for rows without an adapter) and ``scales`` holds each row's scale.
+    """
+
+    mask: int
+    rank: int
+    slot: int | None = None
+    scale: float = 0.0
+    index: torch.Tensor | None = None
+    scales: torch.Tensor | None = None
+    _expanded: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+    def rows_for(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Index and (batch, 1, 1) scales for a forward whose batch is ``batch`` rows.
+
+        Beam search and ``num_return_sequences`` repeat each request row
+        ``batch // len(rows)`` times consecutively (``repeat_interleave``), so the
+        route follows that layout instead of failing.
+        """
+        assert self.index is not None and self.scales is not None
+        n = self.index.shape[0]
+        if batch == n:
+            return self.index, self.scales
+        got = self._expanded.get(batch)
+        if got is None:
+            if batch % n:
+                raise RuntimeError(f"LoRA route has {n} rows but the forward got a batch of {batch}")
+            k = batch // n
+            got = (self.index.repeat_interleave(k), self.scales.repeat_interleave(k, dim=0))
+            self._expanded[batch] = got
+        return got
+
+
+class Router(threading.local):
+    """The active route, per thread, so concurrent forwards cannot see each other's rows."""
+
+    route: Route | None = None
+
+
+class MultiLoraLinear(_SharedLinear):
+    """A linear serving many resident adapters from stacked slot tensors.
+
+    ``lora_A``: (slots, r_max, in), ``lora_B``: (slots, out, r_max), both in the base
+    weight's dtype/device; smaller ranks are zero-padded (exact: the padding contributes
+    0). Slot 0 is all zeros. ``mask`` has bit ``s`` set when slot ``s`` holds a non-zero
+    adapter for this layer. Stacks are non-persistent buffers: they follow
+    ``model.to(...)`` but never enter the base's ``state_dict``.
+    """
+
+    lora_A: torch.Tensor
+    lora_B: torch.Tensor
+    router: Router
+
+    def __init__(self, base: nn.Linear, router: Router, capacity: int, r_max: int, zero_slots: int) -> None:
+        super().__init__(base)
+        object.__setattr__(self, "router", router)
+        w = base.weight
+        # torch.empty: pages of never-used slots are not touched, so they cost no RSS.
+        self.register_buffer("lora_A", torch.empty(capacity, r_max, self.in_features, dtype=w.dtype, device=w.device), persistent=False)
+        self.register_buffer("lora_B", torch.empty(capacity, self.out_features, r_max, dtype=w.dtype, device=w.device), persistent=False)
+        with torch.no_grad():
+            self.lora_A[:zero_slots].zero_()
+            self.lora_B[:zero_slots].zero_()
+        self.mask = 0
+
+    def resize(self, capacity: int, r_max: int, used_slots: int) -> None:
+        """Reallocate the stacks; slots below ``used_slots`` keep their data (zero-padded)."""
+        old_a, old_b = self.lora_A, self.lora_B
+        r_old = old_a.shape[1]
+        n = min(used_slots, old_a.shape[0], capacity)
+        new_a = torch.empty(capacity, r_max, self.in_features, dtype=old_a.dtype, device=old_a.device)
+        new_b = torch.empty(capacity, self.out_features, r_max, dtype=old_b.dtype, device=old_b.device)
+        with torch.no_grad():
+            rk = min(r_old, r_max)
+            new_a[:n, :rk].copy_(old_a[:n, :rk])
+            new_b[:n, :, :rk].copy_(old_b[:n, :, :rk])
+            if r_max > r_old:
+                new_a[:n, r_old:].zero_()
+                new_b[:n, :, r_old:].zero_()
+        # Swap in only fully built tensors: a forward in another thread sees old or new.
+        self.lora_A, self.lora_B = new_a, new_b
+
+    @torch.no_grad()
+    def write_slot(self, slot: int, a: torch.Tensor | None, b: torch.Tensor | None) -> None:
+        """Copy one adapter's (r, in)/(out, r) pair into ``slot`` (None: zero the slot)."""
+        bit = 1 << slot
+        if a is None or b is None:
+            self.lora_A[slot].zero_()
+            self.lora_B[slot].zero_()
+            self.mask &= ~bit
+            return
+        r = a.shape[0]
+        self.lora_A[slot, :r].copy_(a)
+        self.lora_A[slot, r:].zero_()
+        self.lora_B[slot, :, :r].copy_(b)
+        self.lora_B[slot, :, r:].zero_()
+        self.mask |= bit
+
+    def clear_slot(self, slot: int) -> None:
+        """Forget a slot (its data is rewritten in full before the slot is reused)."""
+        self.mask &= ~(1 << slot)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.linear(x, self.weight, self.bias)
+        route = self.router.route
+        if route is None or not (route.mask & self.mask):
+            return out  # exactly the base linear, no extra work
+        r = route.rank
+        if route.slot is not None:
+            s = route.slot
+            h = F.linear(x, self.lora_A[s, :r])
+            out.view(-1, self.out_features).addmm_(
+                h.reshape(-1, r), self.lora_B[s, :, :r].t(), alpha=route.scale
+            )
+            return out
+        batch = x.shape[0]
+        index, scales = route.rows_for(batch)
+        # One gather per forward of the rows' slots, then two batched matmuls: no Python
+        # loop over rows or adapters.
+        a = self.lora_A[:, :r].index_select(0, index)  # (batch, r, in)
+        b = self.lora_B[:, :, :r].index_select(0, index)  # (batch, out, r)
+        x3 = x.reshape(batch, -1, self.in_features)
+        h = torch.bmm(x3, a.transpose(1, 2)).mul_(scales)  # (batch, seq, r)
+        out.view(batch, -1, self.out_features).baddbmm_(h, b.transpose(1, 2))
+        return out
+
+    def extra_repr(self) -> str:
+        slots, r_max = self.lora_A.shape[0], self.lora_A.shape[1]
+        return f"{super().extra_repr()}, slots={slots}, r_max={r_max}"

@@ -1,0 +1,224 @@
+"""Serving-side LoRA: many resident adapters on one frozen base, selected per row.
+
+On the first ``apply`` the target linears are replaced by :class:`MultiLoraLinear`
+layers holding stacked slot tensors; the set grows when a later adapter targets more
+modules (new layers start with zeros in every used slot, so growth is exact). A switch
+between resident adapters is only a new :class:`Route` (a slot number, or a row->slot
+index for mixed batches): constant time, independent of adapter size.
+
+``plan`` does every check and every conversion and touches nothing; ``apply`` only
+allocates (capacity doubles when full, so appends are amortised O(1)) and copies.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from adapterhub.plugins.lora.config import LinearInfo
+from adapterhub.plugins.lora.layers import LoraLinear, MultiLoraLinear, Route, Router
+from adapterhub.plugins.lora.validation import linear_infos, validate_against
+from torch import nn
+
+from adapterhub.errors import AdapterUnloadedError, IncompatibleAdapterError
+from adapterhub.protocols.method import MethodConfig, SwapPlan
+
+INITIAL_SLOTS = 4
+"""Adapter slots allocated on first use (plus the all-zero slot 0); doubles when full."""
+
+
+@dataclass(frozen=True)
+class _Resident:
+    slot: int
+    rank: int
+    scale: float
+    targets: frozenset[str]
+
+
+class LoraRuntime:
+    """``MethodRuntime`` of the ``lora`` method on one base model."""
+
+    def __init__(self, model: nn.Module) -> None:
+        if any(isinstance(m, (LoraLinear, MultiLoraLinear)) for m in model.modules()):
+            raise IncompatibleAdapterError(
+                "this model already carries LoRA layers (a training adapter or another runtime); detach/close it first"
+            )
+        self.model = model
+        self._infos: dict[str, LinearInfo] = {li.path: li for li in linear_infos(model)}
+        self._router = Router()
+        self._layers: dict[str, MultiLoraLinear] = {}
+        self._resident: dict[str, _Resident] = {}
+        self._free: list[int] = []
+        self._high_water = 1  # slots [0, high_water) have been written (slot 0: zeros)
+        self._capacity = 0
+        self._r_max = 0
+        # Mutations are serialised; forwards read only immutable Routes and whole tensors.
+        self._lock = threading.RLock()
+
+    # --- MethodRuntime ------------------------------------------------------------------------
+    def plan(self, adapter_id: str, config: MethodConfig, tensors: Mapping[str, torch.Tensor]) -> SwapPlan:
+        cfg, targets = validate_against(self.model, config, tensors)
+        if adapter_id in self._resident:
+            raise IncompatibleAdapterError(f"LoRA adapter id {adapter_id!r} is already resident; remove it first")
+        converted: dict[str, torch.Tensor] = {}
+        nbytes = 0
+        for info in targets:
+            weight = self._weight_of(info.path)
+            for key in (f"{info.path}.lora_A", f"{info.path}.lora_B"):
+                t = tensors[key].to(device=weight.device, dtype=weight.dtype).contiguous()
+                converted[key] = t
+                nbytes += t.numel() * t.element_size()
+        return SwapPlan(
+            adapter_id=adapter_id,
+            method="lora",
+            config=cfg,
+            tensors=converted,
+            nbytes=nbytes,
+            extra={"targets": [t.path for t in targets], "rank": cfg.r, "scale": cfg.scaling},
+        )
+
+    def apply(self, plan: SwapPlan) -> None:
+        assert plan.extra is not None, "apply() needs a plan made by LoraRuntime.plan()"
+        targets: list[str] = list(plan.extra["targets"])
+        rank = int(plan.extra["rank"])
+        with self._lock:
+            if plan.adapter_id in self._resident:
+                raise RuntimeError(f"LoRA adapter id {plan.adapter_id!r} is already resident")
+            # Allocation first (the only step that can fail, e.g. out of memory), copies last.
+            slot = self._free.pop() if self._free else self._high_water
+            try:
+                self._reserve(slot + 1, max(self._r_max, rank))
+                for path in targets:
+                    if path not in self._layers:
+                        self._wrap(path)
+            except BaseException:
+                if slot < self._high_water:
+                    self._free.append(slot)
+                raise
+            wanted = set(targets)
+            for path, layer in self._layers.items():
+                if path in wanted:
+                    layer.write_slot(slot, plan.tensors[f"{path}.lora_A"], plan.tensors[f"{path}.lora_B"])
+                else:
+                    layer.write_slot(slot, None, None)
+            self._high_water = max(self._high_water, slot + 1)
+            self._resident[plan.adapter_id] = _Resident(slot, rank, float(plan.extra["scale"]), frozenset(targets))
+
+    def remove(self, adapter_id: str) -> None:
+        with self._lock:
+            res = self._resident.pop(adapter_id, None)
+            if res is None:
+                raise AdapterUnloadedError(f"LoRA adapter {adapter_id!r} is not resident")
+            for layer in self._layers.values():
+                layer.clear_slot(res.slot)
+            self._free.append(res.slot)
+
+    def resident(self) -> Sequence[str]:
+        return list(self._resident)
+
+    @contextmanager
+    def route(self, rows: Sequence[str | None], inputs: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        ids = inputs.get("input_ids")
+        if isinstance(ids, torch.Tensor) and ids.dim() >= 1 and ids.shape[0] != len(rows):
+            raise ValueError(f"LoRA route got {len(rows)} rows for a batch of {ids.shape[0]}")
+        new = self.build_route(rows)
+        prev = self._router.route
+        self._router.route = new
+        try:
+            yield inputs
+        finally:
+            self._router.route = prev
+
+    # --- extras -------------------------------------------------------------------------------
+    def build_route(self, rows: Sequence[str | None]) -> Route | None:
+        """The Route for ``rows`` (None when no row uses a LoRA adapter)."""
+        resident = self._resident
+        used: list[_Resident | None] = []
+        for r in rows:
+            if r is None:
+                used.append(None)
+                continue
+            res = resident.get(r)
+            if res is None:
+                raise AdapterUnloadedError(f"LoRA adapter {r!r} is not resident")
+            used.append(res)
+        present = [u for u in used if u is not None]
+        if not present:
+            return None
+        first = present[0]
+        if len(present) == len(used) and all(u.slot == first.slot for u in present):
+            return Route(mask=1 << first.slot, rank=first.rank, slot=first.slot, scale=first.scale)
+        mask = 0
+        for u in present:
+            mask |= 1 << u.slot
+        device, dtype = self._stack_layout()
+        index = torch.tensor([0 if u is None else u.slot for u in used], dtype=torch.long, device=device)
+        scales = torch.tensor([0.0 if u is None else u.scale for u in used], dtype=dtype, device=device)
+        return Route(mask=mask, rank=max(u.rank for u in present), index=index, scales=scales.view(-1, 1, 1))
+
+    def slot_of(self, adapter_id: str) -> int:
+        """The slot an adapter occupies (for tests and diagnostics)."""
+        res = self._resident.get(adapter_id)
+        if res is None:
+            raise AdapterUnloadedError(f"LoRA adapter {adapter_id!r} is not resident")
+        return res.slot
+
+    @property
+    def capacity(self) -> int:
+        """Adapter slots currently allocated (excluding the zero slot)."""
+        return max(self._capacity - 1, 0)
+
+    @property
+    def wrapped(self) -> list[str]:
+        """Paths of the linears currently replaced by multi-adapter layers."""
+        return list(self._layers)
+
+    def close(self) -> None:
+        """Drop every adapter and put the original linears back (base bit-identical)."""
+        with self._lock:
+            for path, layer in self._layers.items():
+                parent_path, _, attr = path.rpartition(".")
+                parent = self.model.get_submodule(parent_path) if parent_path else self.model
+                setattr(parent, attr, layer.base_linear)
+            self._layers.clear()
+            self._resident.clear()
+            self._free.clear()
+            self._high_water, self._capacity, self._r_max = 1, 0, 0
+
+    # --- internals ----------------------------------------------------------------------------
+    def _weight_of(self, path: str) -> torch.Tensor:
+        mod = self.model.get_submodule(path)
+        weight = mod.weight
+        assert isinstance(weight, torch.Tensor)
+        return weight
+
+    def _stack_layout(self) -> tuple[torch.device, torch.dtype]:
+        layer = next(iter(self._layers.values()))
+        return layer.lora_A.device, layer.lora_A.dtype
+
+    def _reserve(self, slots_needed: int, r_max: int) -> None:
+        """Grow every layer's stacks to hold ``slots_needed`` slots of rank ``r_max``."""
+        capacity = self._capacity
+        if capacity == 0:
+            capacity = INITIAL_SLOTS + 1
+        while capacity < slots_needed:
+            capacity *= 2  # amortised O(1) appends
+        if capacity == self._capacity and r_max == self._r_max:
+            return
+        for layer in self._layers.values():
+            layer.resize(capacity, r_max, self._high_water)
+        self._capacity, self._r_max = capacity, r_max
+
+    def _wrap(self, path: str) -> None:
+        parent_path, _, attr = path.rpartition(".")
+        parent = self.model.get_submodule(parent_path) if parent_path else self.model
+        base = getattr(parent, attr)
+        assert isinstance(base, nn.Linear), f"{path} is not an nn.Linear"
+        # Every slot written so far must read as zero for this new layer: exact growth.
+        layer = MultiLoraLinear(base, self._router, self._capacity, self._r_max, self._high_water)
+        setattr(parent, attr, layer)
+        self._layers[path] = layer
