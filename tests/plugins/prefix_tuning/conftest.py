@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 import torch
-
 from adapterhub.plugins.prefix_tuning import PrefixTuningMethod
+
 from adapterhub.testing.models import tiny_llama
 
 

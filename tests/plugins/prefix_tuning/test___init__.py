@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapterhub.catalog import Catalog
-from adapterhub.pluginmanager import build_plugin_manager
 from adapterhub.plugins import prefix_tuning
 from adapterhub.plugins.prefix_tuning import PrefixTuningConfig, PrefixTuningMethod
+
+from adapterhub.catalog import Catalog
+from adapterhub.pluginmanager import build_plugin_manager
 
 
 def test_hook_registers_the_method() -> None:

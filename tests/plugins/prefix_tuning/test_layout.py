@@ -6,15 +6,15 @@ from typing import Any
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
-
-from adapterhub.errors import IncompatibleAdapterError
 from adapterhub.plugins.prefix_tuning import PrefixTuningConfig, PrefixTuningMethod
 from adapterhub.plugins.prefix_tuning.layout import (
     from_peft_prompt_embeddings,
     geometry_of,
     to_peft_prompt_embeddings,
 )
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from adapterhub.errors import IncompatibleAdapterError
 
 CFG = PrefixTuningConfig(num_virtual_tokens=3)
 

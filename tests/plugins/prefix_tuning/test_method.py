@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
-
-from adapterhub.errors import ConfigError, IncompatibleAdapterError
 from adapterhub.plugins.prefix_tuning import PrefixTuningConfig, PrefixTuningMethod
 from adapterhub.plugins.prefix_tuning.decode import greedy_decode
 from adapterhub.plugins.prefix_tuning.method import SUBMODULE
+from safetensors.torch import load_file, save_file
+
+from adapterhub.errors import ConfigError, IncompatibleAdapterError
 from adapterhub.protocols.method import Method, TrainableAdapter
 
 CFG = PrefixTuningConfig(num_virtual_tokens=4)

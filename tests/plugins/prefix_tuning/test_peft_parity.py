@@ -8,11 +8,14 @@ from typing import Any
 
 import pytest
 import torch
+from adapterhub.plugins.prefix_tuning import PrefixTuningConfig, PrefixTuningMethod
+from adapterhub.plugins.prefix_tuning.layout import (
+    from_peft_prompt_embeddings,
+    geometry_of,
+    to_peft_prompt_embeddings,
+)
 from peft import PrefixTuningConfig as PeftPrefixConfig
 from peft import get_peft_model
-
-from adapterhub.plugins.prefix_tuning import PrefixTuningConfig, PrefixTuningMethod
-from adapterhub.plugins.prefix_tuning.layout import from_peft_prompt_embeddings, geometry_of, to_peft_prompt_embeddings
 
 
 def peft_model(base: Any, tokens: int) -> Any:
