@@ -113,7 +113,9 @@ class BaseTensorAdapter:
     ``Parameter`` objects, bit for bit) and restores the ``requires_grad`` flags.
     """
 
-    def __init__(self, model: torch.nn.Module, names: Sequence[str], *, buffers: bool = False) -> None:
+    def __init__(
+        self, model: torch.nn.Module, names: Sequence[str], *, buffers: bool = False, keep_originals: bool = True
+    ) -> None:
         self.model = model
         base, _ = base_tensors(model, buffers=buffers)
         params = dict(model.named_parameters())  # canonical names, tied once
@@ -123,7 +125,8 @@ class BaseTensorAdapter:
         self.state_names = self.names + extra
         self._targets = {n: base[n] for n in self.state_names}
         self._trainable = [params[n] for n in self.names]
-        self._originals = snapshot(self._targets)
+        # keep_originals=False (full fine-tuning that never detaches) saves a base's memory.
+        self._originals = snapshot(self._targets) if keep_originals else {}
         self._requires_grad = {n: p.requires_grad for n, p in params.items()}
         self.attached = True
         for p in params.values():
