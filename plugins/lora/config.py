@@ -18,6 +18,7 @@ from pydantic import Field, field_validator
 
 from adapterhub.errors import ConfigError
 from adapterhub.protocols.method import MethodConfig
+from adapterhub.selector import format_layers, layer_index, parse_layers
 
 ALL_LINEAR = "all-linear"
 
@@ -55,6 +56,10 @@ class LoraConfig(MethodConfig):
             "'model.layers.1*.mlp.*'), or 'all-linear'. None: the architecture's default."
         ),
     )
+    layers: str | None = Field(
+        None,
+        description="Only adapt targets in these decoder layers ('20-29', '0,3,5-7'); None: all.",
+    )
     init: Literal["kaiming", "gaussian"] = Field(
         "kaiming",
         description="Initialisation of A (B always starts at zero, so a fresh adapter is a no-op).",
@@ -74,6 +79,17 @@ class LoraConfig(MethodConfig):
                     raise ValueError(f"target_modules holds an empty or non-string pattern: {p!r}")
             return tuple(p.strip() for p in value)
         return value
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _canonical_layers(cls, value: Any) -> Any:
+        # The shared selector's syntax and canonical form (so manifests compare equal).
+        if value is None:
+            return None
+        try:
+            return format_layers(parse_layers(value))
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
 
     @property
     def scaling(self) -> float:
@@ -139,8 +155,12 @@ def resolve_targets(
                     f"LoRA target pattern {p!r} matches no nn.Linear module of this "
                     f"{architecture or 'model'} (e.g. {', '.join(li.path for li in linears[:3])})"
                 )
+    if config.layers is not None:
+        keep = set(parse_layers(config.layers))
+        chosen = [li for li in chosen if layer_index(li.path) in keep]
     if not chosen:
-        raise ConfigError(f"LoRA config selects no linear layer of this {architecture or 'model'}")
+        where = f" in layers {config.layers}" if config.layers is not None else ""
+        raise ConfigError(f"LoRA config selects no linear layer of this {architecture or 'model'}{where}")
     return chosen
 
 

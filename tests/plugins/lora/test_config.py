@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from adapterhub.plugins.lora.config import LinearInfo, LoraConfig, pattern_matches, resolve_targets
+from adapterhub.plugins.lora.validation import targets_for
 from pydantic import ValidationError
 
 from adapterhub.errors import ConfigError
-from adapterhub.plugins.lora.config import LinearInfo, LoraConfig, pattern_matches, resolve_targets
-from adapterhub.plugins.lora.validation import targets_for
 from adapterhub.testing.models import tiny_llama
 
 
@@ -96,3 +96,14 @@ def test_glob_selects_a_layer_range() -> None:
         "model.layers.1.mlp.up_proj",
         "model.layers.1.mlp.down_proj",
     ]
+
+
+def test_layers_restricts_targets_with_the_shared_selector_syntax() -> None:
+    cfg = LoraConfig.model_validate({"layers": "1-1", "target_modules": "all-linear"})
+    assert cfg.layers == "1"
+    paths = _paths(cfg)
+    assert len(paths) == 7 and all(p.startswith("model.layers.1.") for p in paths)
+    with pytest.raises(ValidationError, match="reversed range"):
+        LoraConfig.model_validate({"layers": "5-2"})
+    with pytest.raises(ConfigError, match="selects no linear layer .* in layers 7"):
+        _paths(LoraConfig(layers="7"))

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 import torch
-
-from adapterhub.errors import ConfigError, IncompatibleAdapterError
 from adapterhub.plugins.lora import LoraConfig, LoraMethod
 from adapterhub.plugins.lora.layers import LoraLinear
+
+from adapterhub.errors import ConfigError, IncompatibleAdapterError
 from adapterhub.protocols.method import Method, TrainableAdapter
 from adapterhub.testing.models import tiny_llama
 

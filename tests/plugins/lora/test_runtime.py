@@ -1,0 +1,265 @@
+"""Serving-side LoRA runtime: residency, per-row routing, exactness, failed plans, growth."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+import torch
+from adapterhub.plugins.lora import LoraConfig, LoraMethod, LoraRuntime
+from adapterhub.plugins.lora.layers import MultiLoraLinear
+
+from adapterhub.errors import AdapterUnloadedError, IncompatibleAdapterError
+from adapterhub.protocols.method import MethodRuntime
+from adapterhub.testing.models import tiny_llama
+
+METHOD = LoraMethod()
+IDS = torch.randint(0, 256, (5, 10), generator=torch.Generator().manual_seed(11))
+TOL = 1e-5
+
+CONFIGS = {
+    "qv4": LoraConfig(r=4, alpha=8),
+    "all8": LoraConfig(r=8, alpha=4, target_modules="all-linear"),
+    "mlp2": LoraConfig(r=2, alpha=6, target_modules=("gate_proj", "down_proj")),
+}
+
+
+def make_tensors(cfg: LoraConfig, seed: int) -> dict[str, torch.Tensor]:
+    """Random (non-trivial) adapter tensors for ``cfg`` via the training side."""
+    model, _ = tiny_llama()
+    adapter = METHOD.attach(model, cfg)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in adapter.trainable_parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    return adapter.adapter_state()
+
+
+@pytest.fixture(scope="module")
+def adapters() -> dict[str, tuple[LoraConfig, dict[str, torch.Tensor]]]:
+    return {name: (cfg, make_tensors(cfg, seed)) for seed, (name, cfg) in enumerate(CONFIGS.items())}
+
+
+@pytest.fixture(scope="module")
+def attached_logits(adapters: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Reference: each adapter through the training-side ``load`` on a fresh base."""
+    out = {}
+    for name, (cfg, tensors) in adapters.items():
+        model, _ = tiny_llama()
+        METHOD.load(model, cfg, tensors)
+        out[name] = logits(model, IDS)
+    return out
+
+
+def logits(model: Any, ids: torch.Tensor, runtime: LoraRuntime | None = None, rows: list[str | None] | None = None) -> torch.Tensor:
+    with torch.no_grad():
+        if runtime is None or rows is None:
+            return model(input_ids=ids).logits
+        with runtime.route(rows, {"input_ids": ids}) as kwargs:
+            return model(**kwargs).logits
+
+
+def loaded_runtime(adapters: dict[str, Any], names: list[str] | None = None) -> tuple[Any, LoraRuntime]:
+    model, _ = tiny_llama()
+    rt = METHOD.runtime(model)
+    for name in names or list(adapters):
+        cfg, tensors = adapters[name]
+        rt.apply(rt.plan(name, cfg, tensors))
+    return model, rt
+
+
+def test_is_a_method_runtime(adapters: dict[str, Any]) -> None:
+    _, rt = loaded_runtime(adapters)
+    assert isinstance(rt, MethodRuntime)
+    assert list(rt.resident()) == list(CONFIGS)
+
+
+def test_mixed_batch_equals_each_row_alone_and_the_attached_adapter(adapters: dict[str, Any], attached_logits: dict[str, torch.Tensor]) -> None:
+    model, rt = loaded_runtime(adapters)
+    rows: list[str | None] = ["qv4", "all8", None, "mlp2", "qv4"]
+    mixed = logits(model, IDS, rt, rows)
+    base, _ = tiny_llama()
+    base_logits = logits(base, IDS)
+    for i, name in enumerate(rows):
+        alone = logits(model, IDS[i : i + 1], rt, [name])
+        assert (mixed[i] - alone[0]).abs().max().item() <= TOL, (i, name)
+        ref = base_logits[i] if name is None else attached_logits[name][i]
+        assert (mixed[i] - ref).abs().max().item() <= TOL, (i, name)
+        if name is not None:
+            assert (alone[0] - base_logits[i]).abs().max().item() > 1e-3  # adapters matter
+    # Single-adapter fast path (whole batch on one adapter) equals the attached path.
+    for name in CONFIGS:
+        assert (logits(model, IDS, rt, [name] * 5) - attached_logits[name]).abs().max().item() <= TOL
+
+
+def test_no_adapter_rows_and_outside_a_route_are_the_bare_base(adapters: dict[str, Any]) -> None:
+    model, rt = loaded_runtime(adapters)
+    base, _ = tiny_llama()
+    expect = logits(base, IDS)
+    assert torch.equal(logits(model, IDS), expect)
+    assert torch.equal(logits(model, IDS, rt, [None] * 5), expect)
+    logits(model, IDS, rt, ["all8"] * 5)
+    assert torch.equal(logits(model, IDS), expect)  # the route ended with the context
+
+
+def test_failed_plan_leaves_outputs_bit_identical(adapters: dict[str, Any]) -> None:
+    model, rt = loaded_runtime(adapters, ["qv4", "all8"])
+    rows: list[str | None] = ["qv4", "all8", None, "all8", "qv4"]
+    before = logits(model, IDS, rt, rows)
+    modules = dict(model.named_modules())
+    cfg, tensors = adapters["all8"]
+    bad = dict(tensors)
+    last = "model.layers.1.mlp.down_proj.lora_B"
+    assert list(bad)[-1] == last  # the very last tensor is the broken one
+    bad[last] = torch.zeros(64, 9)
+    with pytest.raises(IncompatibleAdapterError, match=last):
+        rt.plan("broken", cfg, bad)
+    nan = {**tensors, last: torch.full((64, 8), float("nan"))}
+    with pytest.raises(IncompatibleAdapterError, match="NaN"):
+        rt.plan("broken", cfg, nan)
+    assert list(rt.resident()) == ["qv4", "all8"]
+    assert dict(model.named_modules()) == modules
+    assert torch.equal(logits(model, IDS, rt, rows), before)
+
+
+def test_plan_changes_nothing_until_apply(adapters: dict[str, Any]) -> None:
+    model, _ = tiny_llama()
+    rt = METHOD.runtime(model)
+    modules = dict(model.named_modules())
+    cfg, tensors = adapters["all8"]
+    plan = rt.plan("all8", cfg, tensors)
+    assert plan.nbytes == sum(t.numel() * 4 for t in tensors.values())
+    assert rt.resident() == [] and rt.wrapped == []
+    assert dict(model.named_modules()) == modules
+    rt.apply(plan)
+    with pytest.raises(IncompatibleAdapterError, match="already resident"):
+        rt.plan("all8", cfg, tensors)
+
+
+def test_remove_and_reapply(adapters: dict[str, Any], attached_logits: dict[str, torch.Tensor]) -> None:
+    model, rt = loaded_runtime(adapters)
+    slot = rt.slot_of("all8")
+    rt.remove("all8")
+    assert "all8" not in rt.resident()
+    with pytest.raises(AdapterUnloadedError, match="all8"):
+        logits(model, IDS, rt, ["all8"] * 5)
+    with pytest.raises(AdapterUnloadedError):
+        rt.remove("all8")
+    # The others are untouched by the removal.
+    assert (logits(model, IDS, rt, ["mlp2"] * 5) - attached_logits["mlp2"]).abs().max().item() <= TOL
+    cfg, tensors = adapters["all8"]
+    rt.apply(rt.plan("all8-v2", cfg, tensors))
+    assert rt.slot_of("all8-v2") == slot  # freed slot reused
+    rows: list[str | None] = ["all8-v2", "qv4", "all8-v2", None, "mlp2"]
+    mixed = logits(model, IDS, rt, rows)
+    assert (mixed[0] - attached_logits["all8"][0]).abs().max().item() <= TOL
+    assert (mixed[4] - attached_logits["mlp2"][4]).abs().max().item() <= TOL
+
+
+def test_capacity_grows_by_doubling_and_stays_exact() -> None:
+    model, _ = tiny_llama()
+    rt = METHOD.runtime(model)
+    cfg = LoraConfig(r=2, alpha=4, target_modules=("q_proj",))
+    tensors = [make_tensors(cfg, 100 + i) for i in range(11)]
+    rt.apply(rt.plan("a0", cfg, tensors[0]))
+    first = logits(model, IDS, rt, ["a0"] * 5)
+    capacities = []
+    for i in range(1, 11):
+        rt.apply(rt.plan(f"a{i}", cfg, tensors[i]))
+        capacities.append(rt.capacity)
+    assert capacities[0] == 4 and capacities[-1] >= 11 and sorted(set(capacities)) == [4, 9, 19]
+    assert torch.equal(logits(model, IDS, rt, ["a0"] * 5), first)
+    rows = ["a0", "a3", "a7", "a10", "a9"]
+    mixed = logits(model, IDS, rt, rows)  # type: ignore[arg-type]
+    for i, name in enumerate(rows):
+        alone = logits(model, IDS[i : i + 1], rt, [name])
+        assert (mixed[i] - alone[0]).abs().max().item() <= TOL
+
+
+def test_growing_targets_and_rank_later_is_exact(adapters: dict[str, Any], attached_logits: dict[str, torch.Tensor]) -> None:
+    model, rt = loaded_runtime(adapters, ["mlp2"])
+    assert len(rt.wrapped) == 4
+    first = logits(model, IDS, rt, ["mlp2"] * 5)
+    rt.apply(rt.plan("qv4", *adapters["qv4"]))
+    rt.apply(rt.plan("all8", *adapters["all8"]))  # wraps 14 linears, r_max 2 -> 8
+    assert len(rt.wrapped) == 14
+    assert (logits(model, IDS, rt, ["mlp2"] * 5) - first).abs().max().item() <= 1e-6
+    for name in CONFIGS:
+        assert (logits(model, IDS, rt, [name] * 5) - attached_logits[name]).abs().max().item() <= TOL
+
+
+def test_route_is_per_thread(adapters: dict[str, Any]) -> None:
+    model, rt = loaded_runtime(adapters)
+    base, _ = tiny_llama()
+    expect = logits(base, IDS)
+    inside, release = threading.Event(), threading.Event()
+    seen: dict[str, torch.Tensor] = {}
+
+    def worker() -> None:
+        with rt.route(["all8"] * 5, {"input_ids": IDS}), torch.no_grad():
+            inside.set()
+            release.wait(10)
+            seen["out"] = model(input_ids=IDS).logits
+
+    t = threading.Thread(target=worker)
+    t.start()
+    assert inside.wait(10)
+    assert torch.equal(logits(model, IDS), expect)  # this thread has no route
+    release.set()
+    t.join(10)
+    assert (seen["out"] - expect).abs().max().item() > 1e-3
+
+
+def test_route_errors(adapters: dict[str, Any]) -> None:
+    model, rt = loaded_runtime(adapters)
+    with pytest.raises(AdapterUnloadedError, match="nope"):
+        with rt.route(["qv4", "nope"], {}):
+            pass
+    with pytest.raises(ValueError, match="2 rows for a batch of 5"):
+        with rt.route(["qv4", "all8"], {"input_ids": IDS}):
+            pass
+
+
+def test_rows_repeated_for_beams_follow_their_request(adapters: dict[str, Any]) -> None:
+    model, rt = loaded_runtime(adapters)
+    ids = IDS[:2]
+    with rt.route(["qv4", "all8"], {"input_ids": ids}), torch.no_grad():
+        out = model(input_ids=ids.repeat_interleave(2, dim=0)).logits
+    for i, name in enumerate(["qv4", "qv4", "all8", "all8"]):
+        alone = logits(model, IDS[i // 2 : i // 2 + 1], rt, [name])
+        assert (out[i] - alone[0]).abs().max().item() <= TOL
+
+
+def test_close_restores_the_base(adapters: dict[str, Any]) -> None:
+    model, _ = tiny_llama()
+    modules = dict(model.named_modules())
+    params = {n: (p, p.detach().clone()) for n, p in model.named_parameters()}
+    keys = set(model.state_dict())
+    expect = logits(model, IDS)
+    rt = METHOD.runtime(model)
+    for name, (cfg, tensors) in adapters.items():
+        rt.apply(rt.plan(name, cfg, tensors))
+    assert any(isinstance(m, MultiLoraLinear) for m in model.modules())
+    assert set(model.state_dict()) == keys  # wrapping adds or renames no state_dict key
+    rt.close()
+    assert dict(model.named_modules()) == modules
+    assert all(dict(model.named_parameters())[n] is p and torch.equal(p, v) for n, (p, v) in params.items())
+    assert torch.equal(logits(model, IDS), expect)
+
+
+def test_bf16_base_serves_within_bf16_tolerance(adapters: dict[str, Any]) -> None:
+    model, _ = tiny_llama(dtype=torch.bfloat16)
+    rt = METHOD.runtime(model)
+    cfg, tensors = adapters["all8"]
+    plan = rt.plan("all8", cfg, tensors)
+    assert all(t.dtype == torch.bfloat16 for t in plan.tensors.values())
+    rt.apply(plan)
+    rows: list[str | None] = ["all8", None, "all8", None, None]
+    mixed = logits(model, IDS, rt, rows).float()
+    ref_model, _ = tiny_llama()
+    METHOD.load(ref_model, cfg, tensors)
+    ref = logits(ref_model, IDS)
+    assert (mixed[0] - ref[0]).abs().max().item() < 0.05
+    base_bf16 = logits(model, IDS).float()
+    assert torch.equal(mixed[1], base_bf16[1])
