@@ -4,12 +4,15 @@ A selective adapter *replaces* base tensors, so a forward pass can hold only one
 them (``mixed_batch=False``; the host groups rows). Lifecycle on one frozen base:
 
 * ``plan``: every check (config fits the base, keys, shapes, float dtypes, finite);
-  prepares CPU copies in the base dtype (pinned when the base lives on CUDA, for fast
-  non-blocking uploads). Nothing in the model changes.
+  prepares CPU copies in the base dtype (pinned when the base lives on CUDA: page-locked
+  memory uploads at full bus speed). Nothing in the model changes.
 * ``apply``: keeps the planned tensors resident in host memory and saves an exact CPU
   copy of each base tensor the adapter touches, once per tensor (shared by all resident
   adapters touching it). Copying only, it cannot fail validation.
-* ``route``: on enter ``copy_`` the adapter's tensors into the existing base parameters
+* ``route``: every row must name the same adapter (or none does: then nothing
+  happens); a batch mixing adapters, or an adapter with adapter-less rows, is refused
+  with a clear error because the host groups rows per selective adapter. On enter
+  ``copy_`` the adapter's tensors into the existing base parameters
   (same objects, same storage, so anything holding a reference sees the swap); on exit
   copy the saved originals back, bit for bit, even if the forward raised.
 
@@ -95,6 +98,13 @@ class LayerSelectiveRuntime:
             raise IncompatibleAdapterError(
                 "layer-selective adapters rewrite base weights, so one batch can use only one; "
                 f"rows name {', '.join(repr(n) for n in named)} (group rows per adapter)"
+            )
+        if named and any(r is None for r in rows):
+            # The swap changes the shared weights, so a row asking for no adapter would
+            # silently get this one; the host never sends such a batch.
+            raise IncompatibleAdapterError(
+                f"layer-selective adapter {named[0]!r} rewrites base weights for every row; rows "
+                "without an adapter cannot share its batch (group rows per adapter)"
             )
         return named[0] if named else None
 
