@@ -1,0 +1,140 @@
+"""``adapterhub score`` end to end: formats, --json shapes, per-example output, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import sacrebleu
+from rouge_score import rouge_scorer
+
+from adapterhub.cli.main import main
+
+PREDS = ["The cat sat on the mat.", "Results improve by 20 %.", "", "Smörgåsbord är gott"]
+REFS = [["A cat sat on the mat.", "The cat is on the mat."], ["Results improve by up to 20 %."], ["nothing"], ["Smörgåsbord"]]
+
+
+@pytest.fixture
+def files(tmp_path):
+    p = tmp_path / "pred.txt"
+    p.write_text("\n".join(PREDS) + "\n", encoding="utf-8")
+    r_txt = tmp_path / "ref.txt"
+    r_txt.write_text("\n".join(r[0] for r in REFS) + "\n", encoding="utf-8")
+    r_jsonl = tmp_path / "ref.jsonl"
+    r_jsonl.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in REFS), encoding="utf-8")
+    return p, r_txt, r_jsonl
+
+
+def run(capsys, *argv):
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_rouge_json_text_files(capsys, files):
+    p, r_txt, _ = files
+    rc, out, err = run(capsys, "score", "--metric", "rouge", "--predictions", str(p), "--references", str(r_txt), "--json")
+    assert rc == 0, err
+    got = json.loads(out)
+    assert list(got) == ["rouge1", "rouge2", "rougeL", "rougeLsum"]
+    scorer = rouge_scorer.RougeScorer(list(got))
+    rows = [scorer.score(r[0], pr) for pr, r in zip(PREDS, REFS, strict=True)]
+    for t, fields in got.items():
+        assert set(fields) == {"precision", "recall", "fmeasure"}
+        for f, v in fields.items():
+            assert v == pytest.approx(math.fsum(getattr(row[t], f) for row in rows) / len(rows), abs=1e-9)
+
+
+def test_rouge_jsonl_multi_references(capsys, files):
+    p, _, r_jsonl = files
+    rc, out, _ = run(capsys, "score", "-m", "rouge", "-p", str(p), "-r", str(r_jsonl), "--json")
+    assert rc == 0
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    expected = math.fsum(scorer.score_multi(r, pr)["rougeL"].fmeasure for pr, r in zip(PREDS, REFS, strict=True)) / len(PREDS)
+    assert json.loads(out)["rougeL"]["fmeasure"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_bleu_json_keeps_sacrebleu_names_and_scale(capsys, files):
+    p, _, r_jsonl = files
+    rc, out, _ = run(capsys, "score", "-m", "bleu", "-p", str(p), "-r", str(r_jsonl), "--json", "-o", "tokenize=intl")
+    assert rc == 0
+    got = json.loads(out)
+    streams = [[r[j] if j < len(r) else None for r in REFS] for j in range(2)]
+    expected = sacrebleu.corpus_bleu(PREDS, streams, tokenize="intl")
+    assert got["score"] == pytest.approx(expected.score, abs=1e-9)
+    assert got["signature"].startswith("nrefs:var|case:mixed|eff:no|tok:intl|smooth:exp|version:")
+    assert {"counts", "totals", "precisions", "bp", "sys_len", "ref_len"} <= set(got)
+
+
+def test_human_output_and_per_example_file(capsys, files, tmp_path):
+    p, r_txt, _ = files
+    per = tmp_path / "per.jsonl"
+    rc, out, _ = run(capsys, "score", "-m", "bleu", "-p", str(p), "-r", str(r_txt), "--per-example", str(per))
+    assert rc == 0
+    assert out.startswith("BLEU = ") and "signature: nrefs:1|" in out
+    rows = [json.loads(line) for line in per.read_text().splitlines()]
+    assert len(rows) == len(PREDS)
+    assert rows[0]["sentence_bleu"] == pytest.approx(sacrebleu.sentence_bleu(PREDS[0], [REFS[0][0]]).score, abs=1e-9)
+    rc, out, _ = run(capsys, "score", "-m", "rouge", "-p", str(p), "-r", str(r_txt), "--per-example", str(per))
+    assert out.splitlines()[0].split() == ["METRIC", "PRECISION", "RECALL", "FMEASURE"]
+    first = json.loads(per.read_text().splitlines()[0])
+    assert set(first["rouge1"]) == {"precision", "recall", "fmeasure"}
+
+
+def test_accuracy_and_chrf(capsys, tmp_path):
+    (tmp_path / "p.txt").write_text("Positive!\nnegative, surely\npositive\n")
+    (tmp_path / "r.txt").write_text("positive\nnegative\nnegative\n")
+    rc, out, _ = run(capsys, "score", "-m", "accuracy", "-p", str(tmp_path / "p.txt"), "-r", str(tmp_path / "r.txt"), "--json")
+    assert rc == 0 and json.loads(out)["correct"] == 2
+    rc, out, _ = run(capsys, "score", "-m", "chrf", "-p", str(tmp_path / "p.txt"), "-r", str(tmp_path / "r.txt"), "--json")
+    assert json.loads(out)["score"] == pytest.approx(
+        sacrebleu.corpus_chrf(["Positive!", "negative, surely", "positive"], [["positive", "negative", "negative"]]).score, abs=1e-9
+    )
+
+
+@pytest.mark.parametrize(
+    ("setup", "needle"),
+    [
+        ("missing", "no such file"),
+        ("mismatch", "has 3 examples but"),
+        ("badjson", "ref.jsonl:2: invalid JSON"),
+        ("unknown", "unknown evaluator 'rogue'"),
+        ("badopt", "bad option 'stemming'"),
+        ("perplexity", "needs a model"),
+    ],
+)
+def test_errors_are_one_line(capsys, tmp_path, setup, needle):
+    p = tmp_path / "p.txt"
+    p.write_text("a\nb\nc\n")
+    r = tmp_path / "r.txt"
+    r.write_text("a\nb\nc\n")
+    metric = "rouge"
+    if setup == "missing":
+        r = tmp_path / "nope.txt"
+    elif setup == "mismatch":
+        r.write_text("a\n")
+    elif setup == "badjson":
+        r = tmp_path / "ref.jsonl"
+        r.write_text('["a"]\n{oops\n["c"]\n')
+    elif setup == "unknown":
+        metric = "rogue"
+    elif setup == "perplexity":
+        metric = "perplexity"
+    extra = ["-o", "stemming=true"] if setup == "badopt" else []
+    rc, out, err = run(capsys, "score", "-m", metric, "-p", str(p), "-r", str(r), "--json", *extra)
+    assert rc == 1
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("adapterhub: error: ") and needle in lines[0], err
+
+
+def test_console_script_subprocess(files):
+    """The real process: JSON on stdout and nothing else (no progress noise), exit 0."""
+    p, r_txt, _ = files
+    cmd = [sys.executable, "-m", "adapterhub.cli.main", "score", "-m", "rouge", "-p", str(p), "-r", str(r_txt), "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert set(json.loads(done.stdout)) == {"rouge1", "rouge2", "rougeL", "rougeLsum"}
