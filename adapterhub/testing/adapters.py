@@ -30,6 +30,7 @@ def make_adapter(
     seed: int = 0,
     scale: float = 0.05,
     task: str | None = None,
+    version: str | None = None,
 ) -> Manifest:
     """Write an adapter of ``method_name`` for ``model`` into ``out_dir`` and return its manifest."""
     from adapterhub.catalog import get_catalog
@@ -51,6 +52,7 @@ def make_adapter(
         adapter.detach()
     fields = {
         "name": name,
+        "version": version,
         "task": task,
         "method": method.name,
         "method_kind": method.kind,
