@@ -1,0 +1,455 @@
+"""The registry facade: push, pull, search and housekeeping over any store.
+
+``Registry()`` works on the local store (``adapterhub.paths.registry_dir()``);
+``Registry("s3://bucket/prefix")`` or ``Registry("team")`` (a configured remote) makes
+that store the default target of ``push``/``pull``. Pulls from remote stores land in a
+local cache store per remote (``<registry>/remotes/<slug>/``), so a pinned version that
+was pulled once is served offline afterwards.
+
+Push order is what makes crashes harmless: blobs first, then the manifest (the
+conditional create that makes the version exist), then tags. A push killed at any point
+leaves either no version or a complete one; orphaned blobs are reclaimed by ``gc``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adapterhub.registry import remotes
+from adapterhub.registry.atomic import is_temp_name, remove_stale_temps, sha256_file
+from adapterhub.registry.faults import crash_point
+from adapterhub.registry.index import Index
+from adapterhub.registry.local import LocalStore
+from adapterhub.registry.names import (
+    DEFAULT_TAG,
+    Ref,
+    latest_version,
+    next_version,
+    parse_ref,
+    validate_name,
+    validate_tag,
+    validate_version,
+    version_key,
+)
+
+from adapterhub import paths
+from adapterhub.errors import (
+    AdapterNotFoundError,
+    ConfigError,
+    IntegrityError,
+    InvalidNameError,
+    VersionExistsError,
+)
+from adapterhub.manifest import Manifest, parse_manifest
+from adapterhub.protocols.store import Progress, Store
+
+PROGRESS_MIN_BYTES = 4 * 1024 * 1024  # progress bars only for transfers worth watching
+MAX_RECORD_BYTES = 1024 * 1024
+GC_GRACE_S = 3600.0
+
+
+@dataclass
+class GcPlan:
+    """What ``gc`` deletes, in order: dangling tags, stale views and temps, then blobs."""
+
+    tags: list[str] = field(default_factory=list)
+    views: list[Path] = field(default_factory=list)
+    temps: list[Path] = field(default_factory=list)
+    quarantine: list[Path] = field(default_factory=list)
+    blobs: list[str] = field(default_factory=list)
+    blob_bytes: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "tags": self.tags, "views": [str(p) for p in self.views], "temps": [str(p) for p in self.temps],
+            "quarantine": [str(p) for p in self.quarantine], "blobs": self.blobs, "blob_bytes": self.blob_bytes,
+        }
+
+
+@contextmanager
+def _progress(total: int, desc: str, enabled: bool) -> Iterator[Progress | None]:
+    if not enabled or total < PROGRESS_MIN_BYTES:
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False, disable=None) as bar:
+        yield bar.update
+
+
+class Registry:
+    def __init__(self, url: str | None = None, *, root: str | Path | None = None, progress: bool = True) -> None:
+        self.local = LocalStore(root if root is not None else paths.registry_dir())
+        self.index = Index(self.local)
+        self.default_url = url
+        self.progress = progress
+        self._stores: dict[str, Store] = {}
+
+    # -- stores -----------------------------------------------------------------------
+    def store(self, url_or_remote: str | None = None) -> Store:
+        """The store for a URL/remote name (``None``: this registry's default)."""
+        target = url_or_remote if url_or_remote is not None else self.default_url
+        if target is None:
+            return self.local
+        if target not in self._stores:
+            url = remotes.resolve_url(target)
+            if url == self.local.url:
+                return self.local
+            self._stores[target] = remotes.open_store(url)
+        return self._stores[target]
+
+    def _is_local(self, store: Store) -> bool:
+        return store is self.local
+
+    def cache_for(self, store: Store) -> LocalStore:
+        if store is self.local:
+            return self.local
+        slug = hashlib.sha256(store.url.encode()).hexdigest()[:16]
+        return LocalStore(self.local.root / "remotes" / slug)
+
+    # -- resolution -------------------------------------------------------------------
+    @staticmethod
+    def resolve(store: Store, ref: Ref | str) -> tuple[str, str]:
+        """(name, version) for a reference, looked up once in ``store``."""
+        r = parse_ref(ref) if isinstance(ref, str) else ref
+        if r.version is not None:
+            return r.name, r.version
+        if r.tag is not None:
+            return r.name, store.get_tag(r.name, r.tag)
+        try:
+            return r.name, store.get_tag(r.name, DEFAULT_TAG)
+        except AdapterNotFoundError:
+            pass
+        best = latest_version(store.list_versions(r.name))
+        if best is None:
+            raise AdapterNotFoundError(f"no adapter named {r.name!r} in {store.url}")
+        return r.name, best
+
+    # -- push -------------------------------------------------------------------------
+    def push(
+        self,
+        adapter_dir: str | Path,
+        name: str,
+        version: str | None = None,
+        tag: str | None = None,
+        to: str | None = None,
+    ) -> str:
+        """Validate and publish an adapter directory; returns ``name@version``."""
+        from adapterhub.registry.validate import check_artifact
+
+        validate_name(name)
+        if version is not None:
+            validate_version(version)
+        if tag is not None:
+            validate_tag(tag)
+        src = Path(adapter_dir)
+        if not src.is_dir():
+            raise AdapterNotFoundError(f"{src}: not an adapter directory")
+        manifest = check_artifact(src)
+        store = self.store(to)
+        total = sum(f.size for f in manifest.files)
+        with _progress(total, f"push {name}", self.progress) as bar:
+            for entry in manifest.files:
+                store.put_blob(entry.sha256, src / entry.path, bar)
+        crash_point("after-blobs")
+        final = self._create_version(store, manifest, name, version)
+        crash_point("after-manifest")
+        self._after_create(store, final, tag)
+        return f"{name}@{final.version}"
+
+    def _create_version(self, store: Store, manifest: Manifest, name: str, version: str | None) -> Manifest:
+        # An automatic version retries on a lost race: two pushers computing the same
+        # next version get two consecutive ones instead of an error.
+        for _ in range(32):
+            v = version or next_version(store.list_versions(name))
+            final = manifest.model_copy(update={"name": name, "version": v})
+            data = final.to_json().encode()
+            try:
+                if store is self.local:
+                    with self.index.change():
+                        store.put_version(name, v, data)
+                        self.index.add_version(final)
+                else:
+                    store.put_version(name, v, data)
+                return final
+            except VersionExistsError:
+                if version is not None:
+                    raise
+        raise VersionExistsError(f"could not find a free version for {name} after 32 tries (concurrent pushes?)")
+
+    def _after_create(self, store: Store, final: Manifest, tag: str | None) -> None:
+        name, version = final.name, final.version or ""
+        best = latest_version(store.list_versions(name))
+        if best is None or version_key(version) >= version_key(best):
+            store.set_tag(name, DEFAULT_TAG, version)
+        if tag is not None:
+            store.set_tag(name, tag, version)
+        if store is self.local:
+            self.index.set_tags(name, store.list_tags(name))
+
+    # -- pull -------------------------------------------------------------------------
+    def pull(self, ref: str, from_: str | None = None) -> Path:
+        """A verified local directory (manifest + files) for ``ref``."""
+        return self.fetch(ref, from_)[1]
+
+    def fetch(self, ref: str, from_: str | None = None) -> tuple[str, Path]:
+        """Like :meth:`pull`, also returning the resolved ``name@version``."""
+        r = parse_ref(ref)
+        store = self.store(from_)
+        if self._is_local(store):
+            name, version = self.resolve(self.local, r)
+            return f"{name}@{version}", self.local.open_version(name, version)[0]
+        cache = self.cache_for(store)
+        if r.version is not None and cache.has_version(r.name, r.version):
+            try:
+                return str(r), cache.open_version(r.name, r.version)[0]
+            except IntegrityError:
+                pass  # fetch the damaged blobs again below
+        name, version = self.resolve(store, r)  # resolve once: a moving tag cannot mix versions
+        raw = store.get_version(name, version)
+        manifest = parse_manifest(raw, f"{store.url} {name}@{version}")
+        if manifest.name != name or manifest.version != version:
+            raise IntegrityError(f"{store.url}: manifest of {name}@{version} names {manifest.name}@{manifest.version}")
+        missing = [f for f in manifest.files if not cache.has_blob(f.sha256)]
+        with _progress(sum(f.size for f in missing), f"pull {name}@{version}", self.progress) as bar:
+            for entry in missing:
+                store.get_blob(entry.sha256, cache.blob_path(entry.sha256), entry.size, bar)
+        try:
+            cache.put_version(name, version, raw)
+        except VersionExistsError:
+            if cache.get_version(name, version) != raw:
+                # The remote version was deleted and re-published; the cache follows it.
+                cache.delete_version(name, version)
+                cache.put_version(name, version, raw)
+        return f"{name}@{version}", cache.open_version(name, version)[0]
+
+    # -- listing and search -------------------------------------------------------------
+    def ls(self, from_: str | None = None) -> list[dict[str, Any]]:
+        store = self.store(from_)
+        if store is self.local:
+            return self.index.names()
+        out = []
+        for name in store.list_names():
+            versions = sorted(store.list_versions(name), key=version_key)
+            if not versions:
+                continue
+            tags = store.list_tags(name)
+            out.append({"name": name, "versions": versions, "tags": tags, "latest": tags.get(DEFAULT_TAG, versions[-1])})
+        return out
+
+    def search(
+        self,
+        name: str | None = None,
+        task: str | None = None,
+        method: str | None = None,
+        base: str | None = None,
+        tag: str | None = None,
+        where: Iterable[str] = (),
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        return self.index.search(name=name, task=task, method=method, base=base, tag=tag, where=list(where), limit=limit)
+
+    def show(self, ref: str, from_: str | None = None) -> dict[str, Any]:
+        store = self.store(from_)
+        name, version = self.resolve(store, ref)
+        manifest = parse_manifest(store.get_version(name, version), f"{name}@{version}")
+        tags = {t: v for t, v in store.list_tags(name).items() if v == version}
+        return {
+            "ref": f"{name}@{version}",
+            "store": store.url,
+            "tags": sorted(tags),
+            "versions": sorted(store.list_versions(name), key=version_key),
+            "manifest": json.loads(manifest.model_dump_json()),
+            "evaluations": self._records(store, name, version),
+        }
+
+    # -- tags, records, removal --------------------------------------------------------------
+    def tag(self, ref: str, tag: str, to: str | None = None) -> str:
+        validate_tag(tag)
+        store = self.store(to)
+        name, version = self.resolve(store, ref)
+        store.get_version(name, version)  # must exist
+        store.set_tag(name, tag, version)
+        if store is self.local:
+            self.index.set_tags(name, store.list_tags(name))
+        return f"{name}@{version}"
+
+    def attach_evaluation(self, ref: str, record: dict[str, Any], to: str | None = None) -> str:
+        """Attach a JSON record (e.g. a forgetting report) to a published version."""
+        store = self.store(to)
+        name, version = self.resolve(store, ref)
+        try:
+            data = json.dumps(record, sort_keys=True, allow_nan=False).encode()
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"evaluation record for {name}@{version} is not plain JSON: {exc}") from None
+        if len(data) > MAX_RECORD_BYTES:
+            raise ConfigError(f"evaluation record for {name}@{version} is {len(data)} bytes, over {MAX_RECORD_BYTES}")
+        return store.add_record(name, version, data)
+
+    def evaluations(self, ref: str, from_: str | None = None) -> list[dict[str, Any]]:
+        store = self.store(from_)
+        name, version = self.resolve(store, ref)
+        return self._records(store, name, version)
+
+    @staticmethod
+    def _records(store: Store, name: str, version: str) -> list[dict[str, Any]]:
+        out = []
+        for raw in store.list_records(name, version):
+            try:
+                rec = json.loads(raw)
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
+        return out
+
+    def rm(self, ref: str, to: str | None = None, all_versions: bool = False) -> list[str]:
+        """Remove ``name@version`` (and tags on it), a tag ``name:tag``, or with
+        ``all_versions`` every version of ``name``. Blobs are reclaimed by ``gc``."""
+        store = self.store(to)
+        r = parse_ref(ref)
+        if r.tag is not None:
+            store.delete_tag(r.name, r.tag)
+            self._reindex_tags(store, r.name)
+            return [str(r)]
+        if r.version is None and not all_versions:
+            raise InvalidNameError(f"refusing to remove every version of {r.name!r}: give NAME@VERSION, NAME:TAG or --all")
+        versions = [r.version] if r.version is not None else store.list_versions(r.name)
+        if not versions:
+            raise AdapterNotFoundError(f"no adapter named {r.name!r} in {store.url}")
+        removed = []
+        for v in versions:
+            store.get_version(r.name, v)  # AdapterNotFoundError before any change
+            # Refs before data: tags pointing at the version go first.
+            for t, tv in store.list_tags(r.name).items():
+                if tv == v:
+                    store.delete_tag(r.name, t)
+            if store is self.local:
+                with self.index.change():
+                    store.delete_version(r.name, v)
+                    self.index.remove_version(r.name, v)
+            else:
+                store.delete_version(r.name, v)
+            removed.append(f"{r.name}@{v}")
+        remaining = store.list_versions(r.name)
+        tags = store.list_tags(r.name)
+        if remaining and DEFAULT_TAG not in tags:
+            store.set_tag(r.name, DEFAULT_TAG, latest_version(remaining) or remaining[0])
+        self._reindex_tags(store, r.name)
+        return removed
+
+    def _reindex_tags(self, store: Store, name: str) -> None:
+        if store is self.local:
+            self.index.set_tags(name, store.list_tags(name))
+
+    # -- gc and verify ------------------------------------------------------------------------
+    def gc(self, dry_run: bool = False, grace_s: float = GC_GRACE_S) -> GcPlan:
+        """Plan, then delete: dangling tags, stale views/temps, quarantined and orphan blobs.
+
+        Blobs younger than ``grace_s`` are spared: a push in progress has stored (or
+        touched) its blobs but not yet written the manifest that references them.
+        """
+        store, now = self.local, time.time()
+        plan = GcPlan()
+        referenced: set[str] = set()
+        live_views: set[Path] = set()
+        for name in store.list_names():
+            versions = set(store.list_versions(name))
+            for v in versions:
+                try:
+                    m = parse_manifest(store.get_version(name, v), f"{name}@{v}")
+                except ValueError:
+                    continue
+                referenced.update(f.sha256 for f in m.files)
+                live_views.add(store.view_path(name, v))
+            for t, tv in store.list_tags(name).items():
+                if tv not in versions:
+                    plan.tags.append(f"{name}:{t}")
+        views_root = store.root / "views"
+        if views_root.is_dir():
+            for ns in os.listdir(views_root):
+                for base in os.listdir(views_root / ns) if (views_root / ns).is_dir() else []:
+                    for v in os.listdir(views_root / ns / base) if (views_root / ns / base).is_dir() else []:
+                        p = (views_root / ns / base / v).resolve()
+                        if not is_temp_name(v) and p not in live_views:
+                            plan.views.append(p)
+        for top in ("blobs", "adapters", "views", "remotes"):
+            plan.temps.extend(remove_stale_temps(store.root / top, grace_s, now))
+        qdir = store.root / "quarantine"
+        if qdir.is_dir():
+            plan.quarantine = sorted(qdir.iterdir())
+        for digest in store.iter_blobs():
+            if digest in referenced:
+                continue
+            p = store.blob_path(digest)
+            try:
+                st = p.stat()
+            except FileNotFoundError:
+                continue
+            if now - st.st_mtime >= grace_s:
+                plan.blobs.append(digest)
+                plan.blob_bytes += st.st_size
+        if dry_run:
+            return plan
+        for ref in plan.tags:
+            name, _, t = ref.rpartition(":")
+            try:
+                store.delete_tag(name, t)
+            except AdapterNotFoundError:
+                pass
+        for p in plan.views + plan.temps + plan.quarantine:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+        for digest in plan.blobs:
+            store.delete_blob(digest)
+        if plan.tags:
+            self.index.rebuild()
+        return plan
+
+    def verify(self, ref: str | None = None) -> dict[str, Any]:
+        """Re-hash blobs of one version (or of the whole local store); quarantine corrupt ones."""
+        store = self.local
+        problems: list[str] = []
+        checked_versions = 0
+        if ref is not None:
+            name, version = self.resolve(store, ref)
+            targets = [(name, version)]
+        else:
+            targets = [(n, v) for n in store.list_names() for v in store.list_versions(n)]
+        digests: dict[str, int] = {}
+        for name, version in targets:
+            try:
+                m = parse_manifest(store.get_version(name, version), f"{name}@{version}")
+            except ValueError as exc:
+                problems.append(str(exc))
+                continue
+            checked_versions += 1
+            for f in m.files:
+                digests.setdefault(f.sha256, f.size)
+        if ref is None:
+            for d in store.iter_blobs():
+                digests.setdefault(d, -1)
+        for digest, size in sorted(digests.items()):
+            path = store.blob_path(digest)
+            if not path.is_file():
+                problems.append(f"{path}: blob is missing")
+                continue
+            got_size, got = sha256_file(path)
+            if got != digest or (size >= 0 and got_size != size):
+                moved = store.quarantine_blob(digest)
+                problems.append(f"{path}: corrupt (sha256 {got[:12]}..., {got_size} bytes); moved to {moved}")
+        return {"versions": checked_versions, "blobs": len(digests), "problems": problems, "ok": not problems}
+
+    def rebuild_index(self) -> int:
+        return self.index.rebuild()

@@ -1,0 +1,364 @@
+"""The local, content-addressed store (the default registry, and ``file://`` shares).
+
+On-disk layout under the store root::
+
+    blobs/sha256/ab/ab12...(64 hex)        file contents, read-only, stored once
+    adapters/<ns>/<name>/versions/<v>.json  immutable manifests (created exclusively)
+    adapters/<ns>/<name>/tags/<tag>         "<version>\\n", replaced atomically
+    adapters/<ns>/<name>/records/<v>/*.json evaluation records added after publishing
+    views/<ns>/<name>/<v>/                  materialised directories handed out by pull
+    quarantine/                             blobs found corrupt (never served again)
+    pending/, index.sqlite                  the search index (a rebuildable cache)
+
+``<ns>`` is ``_`` for names without a namespace. Pull hands back a *view*: a directory
+whose files are hard links to the verified blobs (copies where links are impossible)
+plus the manifest, so a pull costs no copy. Every pull re-hashes the view's files
+against the manifest — the blob bytes are read once, which is the physical floor — and
+a mismatch quarantines the blob, drops the view and raises ``IntegrityError``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from adapterhub.registry.atomic import (
+    atomic_write,
+    copy_verified,
+    create_exclusive,
+    fsync_dir,
+    is_temp_name,
+    sha256_file,
+    verify_file,
+)
+from adapterhub.registry.faults import crash_point
+from adapterhub.registry.names import (
+    join_name,
+    safe_join,
+    split_name,
+    validate_name,
+    validate_tag,
+    validate_version,
+)
+
+from adapterhub.errors import AdapterNotFoundError, IntegrityError, StoreError
+from adapterhub.manifest import MANIFEST_NAME, Manifest, parse_manifest
+from adapterhub.protocols.store import Progress
+
+DIGEST_RE = re.compile(r"[0-9a-f]{64}\Z")
+
+
+def check_digest(digest: str) -> str:
+    if not isinstance(digest, str) or not DIGEST_RE.match(digest):
+        raise IntegrityError(f"invalid blob digest {digest!r}: expected 64 lowercase hex characters")
+    return digest
+
+
+def _read_small(path: Path, what: str, limit: int = 4 * 1024 * 1024) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
+    except FileNotFoundError:
+        raise AdapterNotFoundError(f"{what} not found") from None
+    except IsADirectoryError:
+        raise IntegrityError(f"{path}: expected a file, found a directory") from None
+    except OSError as exc:
+        raise StoreError(f"could not read {path}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise IntegrityError(f"{path}: over the {limit} byte limit")
+    return data
+
+
+class LocalStore:
+    """A :class:`~adapterhub.protocols.store.Store` on a local or shared filesystem."""
+
+    def __init__(self, root: str | Path, url: str | None = None) -> None:
+        self.root = Path(root).expanduser().absolute()
+        self.url = url or self.root.as_uri()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create store directory {self.root}: {exc.strerror or exc}") from None
+
+    def __repr__(self) -> str:
+        return f"LocalStore({str(self.root)!r})"
+
+    # -- paths (every one resolved and checked to stay inside the root) -----------------
+    def blob_path(self, digest: str) -> Path:
+        check_digest(digest)
+        return safe_join(self.root, "blobs", "sha256", digest[:2], digest)
+
+    def name_dir(self, name: str) -> Path:
+        ns, base = split_name(name)
+        return safe_join(self.root, "adapters", ns, base)
+
+    def version_path(self, name: str, version: str) -> Path:
+        validate_version(version)
+        return safe_join(self.name_dir(name), "versions", f"{version}.json")
+
+    def tag_path(self, name: str, tag: str) -> Path:
+        validate_tag(tag)
+        return safe_join(self.name_dir(name), "tags", tag)
+
+    def records_dir(self, name: str, version: str) -> Path:
+        validate_version(version)
+        return safe_join(self.name_dir(name), "records", version)
+
+    def view_path(self, name: str, version: str) -> Path:
+        ns, base = split_name(name)
+        validate_version(version)
+        return safe_join(self.root, "views", ns, base, version)
+
+    # -- blobs ------------------------------------------------------------------------
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def put_blob(self, digest: str, source: Path, progress: Progress | None = None) -> None:
+        final = self.blob_path(digest)
+        if final.is_file():
+            # Refresh mtime: gc spares young blobs, so a push that reuses this blob
+            # cannot lose it to a gc running before its manifest is written.
+            try:
+                os.utime(final)
+            except OSError:
+                pass
+            return
+        try:
+            src = open(source, "rb")
+        except OSError as exc:
+            raise StoreError(f"cannot read {source}: {exc.strerror or exc}") from None
+        with src:
+            copy_verified(src, final, digest, None, str(source), progress, _mid_blob_hook)
+
+    def get_blob(self, digest: str, dest: Path, size: int, progress: Progress | None = None) -> None:
+        src_path = self.blob_path(digest)
+        try:
+            src = open(src_path, "rb")
+        except FileNotFoundError:
+            raise AdapterNotFoundError(f"blob {digest} not found in {self.url}") from None
+        with src:
+            copy_verified(src, Path(dest), digest, size, str(src_path), progress)
+
+    def put_blob_stream(self, digest: str, source: object, size: int, progress: Progress | None = None) -> Path:
+        """Store a blob read from a file-like object (remote downloads land here)."""
+        final = self.blob_path(digest)
+        copy_verified(source, final, digest, size, f"blob {digest}", progress)  # type: ignore[arg-type]
+        return final
+
+    def iter_blobs(self) -> Iterator[str]:
+        top = self.root / "blobs" / "sha256"
+        if not top.is_dir():
+            return
+        for sub in sorted(os.listdir(top)):
+            d = top / sub
+            if len(sub) != 2 or not d.is_dir():
+                continue
+            for entry in sorted(os.listdir(d)):
+                if DIGEST_RE.match(entry) and entry.startswith(sub):
+                    yield entry
+
+    def delete_blob(self, digest: str) -> None:
+        try:
+            os.unlink(self.blob_path(digest))
+        except FileNotFoundError:
+            pass
+
+    def quarantine_blob(self, digest: str) -> Path | None:
+        """Move a corrupt blob aside so it is never served and a re-push replaces it."""
+        src = self.blob_path(digest)
+        dest_dir = self.root / "quarantine"
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        dest = dest_dir / f"{digest}-{uuid.uuid4().hex[:8]}"
+        try:
+            os.replace(src, dest)
+        except FileNotFoundError:
+            return None
+        return dest
+
+    # -- versions ---------------------------------------------------------------------
+    def put_version(self, name: str, version: str, manifest: bytes) -> None:
+        create_exclusive(self.version_path(name, version), manifest, f"{name}@{version} in {self.url}")
+
+    def get_version(self, name: str, version: str) -> bytes:
+        return _read_small(self.version_path(name, version), f"{name}@{version} in {self.url}")
+
+    def has_version(self, name: str, version: str) -> bool:
+        return self.version_path(name, version).is_file()
+
+    def list_versions(self, name: str) -> list[str]:
+        d = self.name_dir(name) / "versions"
+        try:
+            entries = os.listdir(d)
+        except FileNotFoundError:
+            return []
+        out = []
+        for entry in entries:
+            if entry.endswith(".json") and not is_temp_name(entry):
+                try:
+                    out.append(validate_version(entry[:-5]))
+                except ValueError:
+                    continue
+        return out
+
+    def list_names(self) -> Iterator[str]:
+        top = self.root / "adapters"
+        if not top.is_dir():
+            return
+        for ns in sorted(os.listdir(top)):
+            if is_temp_name(ns) or not (top / ns).is_dir():
+                continue
+            for base in sorted(os.listdir(top / ns)):
+                try:
+                    name = join_name(ns, base)
+                    validate_name(name)
+                except ValueError:
+                    continue  # stray entries are not adapters
+                if self.list_versions(name):
+                    yield name
+
+    def delete_version(self, name: str, version: str) -> None:
+        path = self.version_path(name, version)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            raise AdapterNotFoundError(f"{name}@{version} not found in {self.url}") from None
+        fsync_dir(path.parent)
+        shutil.rmtree(self.records_dir(name, version), ignore_errors=True)
+        shutil.rmtree(self.view_path(name, version), ignore_errors=True)
+
+    # -- tags -------------------------------------------------------------------------
+    def set_tag(self, name: str, tag: str, version: str) -> None:
+        validate_version(version)
+        atomic_write(self.tag_path(name, tag), f"{version}\n".encode())
+
+    def get_tag(self, name: str, tag: str) -> str:
+        path = self.tag_path(name, tag)
+        raw = _read_small(path, f"tag {name}:{tag} in {self.url}", 256)
+        try:
+            return validate_version(raw.decode("ascii").strip())
+        except (UnicodeDecodeError, ValueError):
+            raise IntegrityError(f"{path}: tag file does not hold a version") from None
+
+    def list_tags(self, name: str) -> dict[str, str]:
+        d = self.name_dir(name) / "tags"
+        try:
+            entries = sorted(os.listdir(d))
+        except FileNotFoundError:
+            return {}
+        out: dict[str, str] = {}
+        for entry in entries:
+            if is_temp_name(entry):
+                continue
+            try:
+                out[entry] = self.get_tag(name, entry)
+            except (ValueError, AdapterNotFoundError):
+                continue
+        return out
+
+    def delete_tag(self, name: str, tag: str) -> None:
+        try:
+            os.unlink(self.tag_path(name, tag))
+        except FileNotFoundError:
+            raise AdapterNotFoundError(f"tag {name}:{tag} not found in {self.url}") from None
+
+    # -- records ----------------------------------------------------------------------
+    def add_record(self, name: str, version: str, record: bytes) -> str:
+        if not self.has_version(name, version):
+            raise AdapterNotFoundError(f"{name}@{version} not found in {self.url}")
+        rid = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+        atomic_write(self.records_dir(name, version) / f"{rid}.json", record)
+        return rid
+
+    def list_records(self, name: str, version: str) -> list[bytes]:
+        d = self.records_dir(name, version)
+        try:
+            entries = sorted(e for e in os.listdir(d) if e.endswith(".json") and not is_temp_name(e))
+        except FileNotFoundError:
+            return []
+        return [_read_small(d / e, f"record {e}") for e in entries]
+
+    # -- pull: materialised, verified views --------------------------------------------
+    def open_version(self, name: str, version: str) -> tuple[Path, Manifest]:
+        """The verified directory of name@version (built once, re-hashed every time)."""
+        vpath = self.version_path(name, version)
+        raw = _read_small(vpath, f"{name}@{version} in {self.url}")
+        manifest = parse_manifest(raw, str(vpath))
+        view = self.view_path(name, version)
+        try:
+            fresh = (view / MANIFEST_NAME).read_bytes() == raw
+        except OSError:
+            fresh = False
+        if not fresh:
+            self._materialise(view, raw, manifest)
+        for entry in manifest.files:
+            try:
+                verify_file(view / entry.path, entry.size, entry.sha256, str(view / entry.path))
+            except IntegrityError:
+                self._on_corrupt_view(view, entry.sha256, entry.size, f"{name}@{version}", entry.path)
+        return view, manifest
+
+    def _materialise(self, view: Path, raw: bytes, manifest: Manifest) -> None:
+        view.parent.mkdir(parents=True, exist_ok=True)
+        tmp = view.parent / f".{view.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        tmp.mkdir()
+        try:
+            for entry in manifest.files:
+                blob = self.blob_path(entry.sha256)
+                if not blob.is_file():
+                    raise IntegrityError(f"{blob}: blob of {entry.path} ({manifest.name}@{manifest.version}) is missing from the store")
+                try:
+                    os.link(blob, tmp / entry.path)
+                except OSError:
+                    shutil.copyfile(blob, tmp / entry.path)
+            (tmp / MANIFEST_NAME).write_bytes(raw)
+            fsync_dir(tmp)
+            if view.exists():
+                try:
+                    same = (view / MANIFEST_NAME).read_bytes() == raw
+                except OSError:
+                    same = False
+                if same:
+                    return  # another process built it meanwhile; tmp is removed below
+                # A stale view (of a deleted and re-created version) is replaced whole.
+                shutil.rmtree(view, ignore_errors=True)
+            try:
+                os.rename(tmp, view)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                # Another process materialised it first; theirs is as good as ours.
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        fsync_dir(view.parent)
+
+    def _on_corrupt_view(self, view: Path, digest: str, size: int, label: str, fname: str) -> None:
+        blob = self.blob_path(digest)
+        shutil.rmtree(view, ignore_errors=True)
+        detail = "is missing"
+        if blob.is_file():
+            got_size, got = sha256_file(blob)
+            if got_size == size and got == digest:
+                # The blob is fine; only the view was damaged. Rebuild it once.
+                raise IntegrityError(
+                    f"{view / fname}: file of {label} was modified in the view; it was removed, pull again"
+                )
+            moved = self.quarantine_blob(digest)
+            detail = f"is corrupt (size {got_size}, sha256 {got[:12]}...), moved to {moved}"
+        raise IntegrityError(f"{blob}: blob of {label} file {fname} {detail}; push it again or pull from a remote")
+
+    def verify_blob(self, digest: str) -> None:
+        path = self.blob_path(digest)
+        size, got = sha256_file(path)
+        if got != digest:
+            raise IntegrityError(f"{path}: sha256 mismatch (got {got[:16]}..., size {size}); the blob is corrupt")
+
+
+def _mid_blob_hook(written: int) -> None:
+    crash_point("mid-blob")
