@@ -20,6 +20,7 @@ from adapterhub.catalog import get_catalog, reset_catalog
 from adapterhub.errors import AdapterUnloadedError, ConfigError, IncompatibleAdapterError
 from adapterhub.fingerprint import fingerprint
 from adapterhub.testing import tiny_llama
+from adapterhub.testing.methods import MethodCase, conformance_params, run_check
 
 pytest_plugins = ["adapterhub.testing.fixtures"]
 
@@ -222,3 +223,14 @@ def test_runtime_grows_past_initial_capacity(tiny_model: tuple[Any, Any]) -> Non
     with rt.route(["x6"] * 3, {"input_ids": PROMPTS}):
         assert torch.allclose(logits(model), expected, atol=1e-5)
     rt.close()
+
+
+# adapterhub's method conformance suite: the same checks every built-in method passes
+# (protocol, trainable parameters, save/load round trip, bit-exact detach, determinism,
+# validation, runtime plan/apply/route/remove, mixed batches).
+CASES = [MethodCase(IA3Method(), IA3Config(), lambda: tiny_llama(seed=0)[0], id="ia3")]
+
+
+@pytest.mark.parametrize(("case", "check"), conformance_params(CASES))
+def test_conformance(case: MethodCase, check: str) -> None:
+    run_check(case, check)
