@@ -271,7 +271,7 @@ class LocalStore:
     def add_record(self, name: str, version: str, record: bytes) -> str:
         if not self.has_version(name, version):
             raise AdapterNotFoundError(f"{name}@{version} not found in {self.url}")
-        rid = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+        rid = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"  # sorts in creation order
         atomic_write(self.records_dir(name, version) / f"{rid}.json", record)
         return rid
 

@@ -457,7 +457,7 @@ class S3Store:
     def add_record(self, name: str, version: str, record: bytes) -> str:
         if not self._exists(self._version_key(name, version)):
             raise AdapterNotFoundError(f"{name}@{version} not found in {self.label}")
-        rid = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+        rid = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"  # sorts in creation order
         self._put(self._name_key(name, "records", version, f"{rid}.json"), record, f"record of {name}@{version}")
         return rid
 

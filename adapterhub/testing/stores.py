@@ -36,7 +36,12 @@ from typing import Any
 
 import pytest
 
-from adapterhub.errors import AdapterNotFoundError, IntegrityError, InvalidNameError, VersionExistsError
+from adapterhub.errors import (
+    AdapterNotFoundError,
+    IntegrityError,
+    InvalidNameError,
+    VersionExistsError,
+)
 from adapterhub.protocols.store import Store
 
 TEST_BASE = {

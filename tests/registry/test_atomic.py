@@ -9,8 +9,6 @@ import os
 from pathlib import Path
 
 import pytest
-
-from adapterhub.errors import IntegrityError, StoreError, VersionExistsError
 from adapterhub.registry.atomic import (
     atomic_write,
     copy_verified,
@@ -20,6 +18,8 @@ from adapterhub.registry.atomic import (
     temp_path,
     verify_file,
 )
+
+from adapterhub.errors import IntegrityError, StoreError, VersionExistsError
 
 
 def _leftovers(d: Path) -> list[str]:

@@ -8,11 +8,11 @@ import os
 from pathlib import Path
 
 import pytest
+from adapterhub.registry.filestore import path_from_file_url
+from adapterhub.registry.local import LocalStore
 
 from adapterhub.errors import AdapterNotFoundError, IntegrityError, InvalidNameError
 from adapterhub.manifest import MANIFEST_NAME
-from adapterhub.registry.filestore import path_from_file_url
-from adapterhub.registry.local import LocalStore
 from adapterhub.testing.stores import StoreConformance, check_store, write_test_adapter
 
 

@@ -6,10 +6,6 @@ import os
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from adapterhub.errors import InvalidNameError
 from adapterhub.registry.names import (
     MAX_SEGMENT,
     Ref,
@@ -24,6 +20,10 @@ from adapterhub.registry.names import (
     validate_version,
     version_key,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from adapterhub.errors import InvalidNameError
 
 GOOD = ["sentiment", "team/sentiment", "Org_1/my.adapter-v2", "a", "a" * MAX_SEGMENT, f"{'n' * 96}/{'m' * 96}", "x1/y_2"]
 BAD = [
