@@ -83,7 +83,8 @@ class ForgettingReport(_Strict):
 
 
 class Manifest(_Strict):
-    format_version: int
+    # strict: JSON ``true`` or ``1.0`` must not pass as version 1 (lax int coercion would).
+    format_version: int = Field(strict=True)
     name: str = Field(min_length=1, max_length=200)
     version: str | None = Field(default=None, max_length=64)
     task: str | None = Field(default=None, max_length=256)
@@ -140,7 +141,8 @@ def parse_manifest(data: bytes | str, source: str = MANIFEST_NAME) -> Manifest:
         raise ManifestError(f"{source}: not valid JSON ({exc.__class__.__name__}: {exc})") from None
     if not isinstance(obj, dict):
         raise ManifestError(f"{source}: manifest must be a JSON object")
-    if obj.get("format_version") != FORMAT_VERSION:
+    version = obj.get("format_version")
+    if type(version) is not int or version != FORMAT_VERSION:
         raise ManifestError(f"{source}: unsupported format_version {obj.get('format_version')!r} (expected {FORMAT_VERSION})")
     try:
         return Manifest.model_validate(obj)

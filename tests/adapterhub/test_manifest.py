@@ -60,7 +60,7 @@ def test_unknown_nested_field() -> None:
     assert "files.0.mode" in bad(obj)
 
 
-@pytest.mark.parametrize("version", [0, 2, 999, "1", None, 1.5])
+@pytest.mark.parametrize("version", [0, 2, 999, "1", None, 1.5, 1.0, True])
 def test_unknown_versions(version: Any) -> None:
     assert "format_version" in bad({**valid(), "format_version": version})
 
