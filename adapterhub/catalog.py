@@ -126,6 +126,11 @@ class Catalog:
         self.stores: dict[str, StoreFactory] = {}
         self.commands: dict[str, Command] = {}
         self._owners: dict[tuple[str, str], str] = {}
+        # Plugins registered on the manager by hand (tests, embedding applications)
+        # get a record too, so their registrations are collected and owned like any other.
+        for name, plugin in pm.list_name_plugin():
+            if name not in pm.records and plugin is not None:
+                pm.records[name] = PluginRecord(name=name, source=type(plugin).__module__, version="unknown", builtin=False, plugin=plugin)
         for record in pm.loaded_records():
             self._collect(record)
 

@@ -258,3 +258,27 @@ def test_strict_failure_is_not_cached(monkeypatch: pytest.MonkeyPatch, make_plug
         get_catalog()
     assert catalog_mod._catalog is None
     reset_catalog()
+
+
+def test_plugins_registered_by_hand_are_collected_with_a_record() -> None:
+    from adapterhub.hookspecs import hookimpl
+
+    class Inline:
+        @hookimpl
+        def adapterhub_register_evaluators(self, register: Callable[[object], None]) -> None:
+            class Ev:
+                name = "inline-eval"
+                description = "registered by hand"
+                needs_model = False
+
+                def score(self, *a: object, **k: object) -> None:
+                    raise NotImplementedError
+
+            register(Ev())
+
+    pm = build_plugin_manager(builtins=[], entry_points=[], environ={})
+    pm.register(Inline(), name="inline")
+    cat = Catalog(pm)
+    assert cat.owner("evaluators", "inline-eval") == "inline"
+    rec = cat.pm.record("inline")
+    assert (rec.status, rec.builtin, rec.version) == ("loaded", False, "unknown")
