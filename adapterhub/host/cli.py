@@ -63,9 +63,11 @@ class GenerateCommand:
     def run(self, args: argparse.Namespace) -> int:
         if bool(args.prompts) == bool(args.batch):
             raise DataError("give either PROMPT... or --batch FILE.jsonl")
+        # Validate the input before paying for loading the base model.
+        batch = _read_batch(args.batch) if args.batch else None
         host = _host(args)
-        if args.batch:
-            prompts, refs = _read_batch(args.batch)
+        if batch is not None:
+            prompts, refs = batch
             names: dict[str, str] = {}
             for ref in [*args.adapter, *(r for r in refs if r)]:
                 if ref not in names:

@@ -11,7 +11,7 @@ import torch
 from adapterhub.errors import AdapterUnloadedError, IncompatibleAdapterError
 from adapterhub.host import BASE, AdapterHost
 from adapterhub.protocols.basemodel import LoadedBase
-from adapterhub.safeio import load_safetensors, save_safetensors
+from adapterhub.safeio import load_safetensors
 from adapterhub.testing.adapters import make_adapter
 from adapterhub.testing.models import tiny_llama
 
