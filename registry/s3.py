@@ -134,7 +134,7 @@ class S3Store:
         config = Config(
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
-            retries={"max_attempts": 1, "mode": "standard"},  # we retry ourselves, once
+            retries={"total_max_attempts": 1, "mode": "standard"},  # we retry ourselves (bounded)
             s3={"addressing_style": "path"} if self.endpoint_url else {},
             max_pool_connections=16,
         )
