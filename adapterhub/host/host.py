@@ -158,11 +158,16 @@ class AdapterHost:
             version = ref.rsplit("@", 1)[1]
         runtime = self._runtime(method)
         uid = AdapterPool.new_uid(label_name, version)
-        moved = {k: v.to(self.device) for k, v in tensors.items()}
+        host_tensors = None
+        if self.device != "cpu":
+            host_tensors = {k: v.pin_memory() for k, v in tensors.items()}
+            tensors = host_tensors
+        moved = {k: v.to(self.device, non_blocking=True) for k, v in tensors.items()}
         plan = runtime.plan(uid, config, moved)  # every check; nothing changes yet
         entry = PoolEntry(
             name=label_name, version=version, manifest=manifest, method=method, plan=plan,
-            source=str(source), uid=uid,
+            host_tensors=host_tensors, source=str(source), directory=str(directory),
+            nbytes=plan.nbytes, uid=uid,
         )
         with self._forward_lock:
             self._make_resident(entry, keep=set())
@@ -178,8 +183,17 @@ class AdapterHost:
         for victim in self._pool.eviction_candidates(entry.nbytes, keep | {entry.uid}):
             self._runtimes[victim.method.name].remove(victim.uid)
             self._pool.mark_resident(victim, False)
-        self._runtimes[entry.method.name].apply(entry.plan)
+        plan = entry.plan
+        if plan is None:  # evicted earlier: re-plan from the host tier (or disk on CPU)
+            tensors = entry.host_tensors
+            if tensors is None:
+                _, tensors = read_adapter(entry.directory)
+            config = entry.method.config_cls.model_validate(entry.manifest.method_config)
+            moved = {k: v.to(self.device, non_blocking=True) for k, v in tensors.items()}
+            plan = self._runtimes[entry.method.name].plan(entry.uid, config, moved)
+        self._runtimes[entry.method.name].apply(plan)
         self._pool.mark_resident(entry, True)
+        entry.plan = None  # the runtime holds the applied copy; never hold it twice
 
     def _drop(self, entries: Sequence[PoolEntry]) -> None:
         for e in entries:

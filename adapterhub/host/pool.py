@@ -16,6 +16,7 @@ import itertools
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 from adapterhub.errors import AdapterUnloadedError
 from adapterhub.manifest import Manifest
@@ -32,8 +33,15 @@ class PoolEntry:
     version: str | None
     manifest: Manifest
     method: Method
-    plan: SwapPlan
-    source: str
+    plan: SwapPlan | None
+    """Validated tensors ready to apply; dropped once applied (the runtime holds them)."""
+    host_tensors: dict[str, Any] | None = None
+    """Host-memory tier on an accelerator (pinned CPU tensors) for fast re-residency after
+    eviction. On a CPU host this is None: host memory *is* the device, so an evicted
+    adapter is re-read (and re-verified) from ``directory`` instead of held twice."""
+    source: str = ""
+    directory: str = ""
+    nbytes: int = 0
     uid: str = ""
     refs: int = 0
     resident: bool = False
@@ -44,10 +52,6 @@ class PoolEntry:
     @property
     def label(self) -> str:
         return f"{self.name}@{self.version}" if self.version else self.name
-
-    @property
-    def nbytes(self) -> int:
-        return self.plan.nbytes
 
 
 class AdapterPool:
