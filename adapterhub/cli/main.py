@@ -13,6 +13,7 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import NoReturn
 
 from adapterhub import __version__
 from adapterhub.errors import AdapterhubError, PluginLoadError
@@ -55,17 +56,31 @@ class _BrokenCommand:
         raise PluginLoadError(self._message)
 
 
-def build_parser(commands: dict[str, object], owners: dict[str, str] | None = None, strict: bool = False) -> argparse.ArgumentParser:
+class _Parser(argparse.ArgumentParser):
+    """Adds a hint to "invalid choice" when plugins failed: the command may be theirs."""
+
+    failed_plugins = 0
+
+    def error(self, message: str) -> NoReturn:
+        if self.failed_plugins and "invalid choice" in message:
+            message += f" ({self.failed_plugins} plugin(s) failed to load: see `adapterhub plugins`)"
+        super().error(message)
+
+
+def build_parser(
+    commands: dict[str, object], owners: dict[str, str] | None = None, strict: bool = False, failed_plugins: int = 0
+) -> argparse.ArgumentParser:
     """The argparse tree for ``commands`` (name → ``Command``)."""
     from adapterhub.pluginmanager import describe_error
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Train, evaluate, store and hot-swap PEFT adapters on one frozen base model.",
         epilog="Plugins add commands; `adapterhub plugins` lists what is loaded.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks on errors")
+    parser.failed_plugins = failed_plugins
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in sorted(commands):
         cmd = commands[name]
@@ -96,6 +111,7 @@ def _run(argv: list[str]) -> int:
         commands: dict[str, object] = dict(cat.commands)
         owners = {n: cat.owner("commands", n) for n in commands}
         strict = cat.pm.strict
+        failed = len(cat.failed)
     except AdapterhubError:
         # Strict mode and a broken plugin: keep `install`/`uninstall` usable so the
         # user can repair the environment; everything else reports the error.
@@ -104,9 +120,9 @@ def _run(argv: list[str]) -> int:
         rescue = {c.name: c for c in rescue_commands()}
         if _first_command(argv) not in rescue:
             raise
-        commands, owners, strict = dict(rescue), {}, False
+        commands, owners, strict, failed = dict(rescue), {}, False, 0
 
-    parser = build_parser(commands, owners, strict=strict)
+    parser = build_parser(commands, owners, strict=strict, failed_plugins=failed)
     if not argv:
         parser.print_help()
         return 0

@@ -147,3 +147,18 @@ def test_console_script_runs_out_of_process() -> None:
     assert (out.returncode, out.stdout) == (0, f"adapterhub {__version__}\n")
     bad = subprocess.run([str(exe), "methods", "--bogus"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "unrecognized arguments: --bogus" in bad.stderr
+
+
+def test_unknown_command_hints_at_failed_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "ahcli_trainer.py").write_text("raise ImportError('trainer needs a newer torch')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ep = EntryPoint(name="trainer", value="ahcli_trainer", group=ENTRY_POINT_GROUP)
+    monkeypatch.setattr(catalog_mod, "_catalog", Catalog(build_plugin_manager(builtins=["adapterhub.cli.core_commands"], entry_points=[ep], environ={})))
+    try:
+        with pytest.raises(SystemExit) as info:
+            main(["train"])
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert "invalid choice: 'train'" in err and err.rstrip().endswith("(1 plugin(s) failed to load: see `adapterhub plugins`)")
+    finally:
+        reset_catalog()
