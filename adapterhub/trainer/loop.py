@@ -99,7 +99,7 @@ class TrainResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "adapter_dir": str(self.adapter_dir),
+            "adapter_dir": str(self.adapter_dir.resolve()),
             "method": self.method,
             "trainable_params": self.trainable_params,
             "steps": self.steps,
