@@ -148,7 +148,7 @@ def test_deterministic_under_seed(method: PrefixTuningMethod, h: Any, projection
     assert all(torch.equal(s1[k], s2[k]) for k in s1)
     torch.manual_seed(124)
     other = method.attach(h.make_model(), cfg).adapter_state()
-    assert not torch.equal(other["prefix.key"], s1["prefix.key"]) or projection
+    assert not torch.equal(other["prefix.key"], s1["prefix.key"])  # the seed matters
 
 
 def test_projection_is_folded_away(method: PrefixTuningMethod, h: Any, tmp_path: Path) -> None:
