@@ -51,6 +51,7 @@ from adapterhub.errors import ArtifactError, UnsafeFileError
 MAX_HEADER_BYTES = 100_000_000
 MAX_DIMS = 16
 MAX_TENSORS = 1_000_000
+MAX_INDEX = 2**63 - 1
 
 # safetensors dtype tag -> (torch dtype, itemsize). Only dtypes torch can represent.
 DTYPES: dict[str, tuple[torch.dtype, int]] = {
@@ -201,6 +202,10 @@ def _parse_header(prefix: bytes, file_size: int, source: str) -> _Header:
             raise _fail(source, f"tensor {label}: dtype {str(dtype)[:20]!r} is not one of {', '.join(DTYPES)}")
         if not isinstance(shape, list) or len(shape) > MAX_DIMS or not all(_is_int(d) and d >= 0 for d in shape):
             raise _fail(source, f"tensor {label}: shape must be a list of at most {MAX_DIMS} non-negative integers")
+        # Even with a zero dimension (numel 0), every size must be representable: the
+        # library parses dims as u64 and torch needs the product of the others in int64.
+        if math.prod(max(d, 1) for d in shape) > MAX_INDEX:
+            raise _fail(source, f"tensor {label}: shape {shape[:MAX_DIMS]} is too large to represent")
         if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) and o >= 0 for o in offsets):
             raise _fail(source, f"tensor {label}: data_offsets must be two non-negative integers")
         begin, end = offsets

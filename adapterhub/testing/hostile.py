@@ -221,6 +221,9 @@ def check_safetensors_bytes(data: bytes, expect: str = EITHER, source: str = "fu
         tensors = load_safetensors_bytes(data, source)
     except UnsafeFileError as exc:
         _one_line(str(exc), source, "weights")
+        if "safetensors refused it" in str(exc):
+            # Our validation must be at least as strict as the library's own parser.
+            raise ContractViolation(f"validation passed a file the safetensors library refuses: {exc}") from None
         if expect == ACCEPT:
             raise ContractViolation(f"valid file refused: {exc}") from None
         return _reason(str(exc))

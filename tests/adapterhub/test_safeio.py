@@ -150,6 +150,8 @@ def test_span_disagrees_with_shape(tmp_path: Path) -> None:
         ({"dtype": "F32", "shape": [1.0], "data_offsets": [0, 4]}, "shape"),
         ({"dtype": "F32", "shape": [True], "data_offsets": [0, 4]}, "shape"),
         ({"dtype": "F32", "shape": "1", "data_offsets": [0, 4]}, "shape"),
+        ({"dtype": "F32", "shape": [0, 2**64 + 1], "data_offsets": [0, 0]}, "too large"),
+        ({"dtype": "F32", "shape": [0, 2**40, 2**40], "data_offsets": [0, 0]}, "too large"),
         ({"dtype": "F32", "shape": [1], "data_offsets": [4, 0]}, "before begin"),
         ({"dtype": "F32", "shape": [1], "data_offsets": [0]}, "data_offsets"),
         ({"dtype": "F32", "shape": [1], "data_offsets": [0, 4], "extra": 1}, "exactly"),

@@ -65,7 +65,7 @@ _json = st.recursive(
 _entry = st.fixed_dictionaries(
     {
         "dtype": st.sampled_from(["F32", "F16", "BF16", "I64", "U8", "BOOL", "F8_E4M3"]) | st.text(max_size=5),
-        "shape": st.lists(st.integers(-2, 5), max_size=3) | _json,
+        "shape": st.lists(st.integers(-2, 5) | st.integers(2**62, 2**65), max_size=3) | _json,
         "data_offsets": st.lists(st.integers(-2, 80), min_size=0, max_size=3) | _json,
     }
 )
