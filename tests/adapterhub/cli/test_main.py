@@ -145,8 +145,8 @@ def test_console_script_runs_out_of_process() -> None:
     exe = Path(sys.executable).with_name("adapterhub")
     out = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=120)
     assert (out.returncode, out.stdout) == (0, f"adapterhub {__version__}\n")
-    bad = subprocess.run([str(exe), "methods", "--bogus"], capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and "unrecognized arguments: --bogus" in bad.stderr
+    # --version answers before any plugin is loaded: no torch, no catalog.
+    assert out.stderr == ""
 
 
 def test_unknown_command_hints_at_failed_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
