@@ -511,7 +511,8 @@ class _Run:
             (part * (self.ctx.world_size / global_n)).backward()
             loss_sum += float(part.detach())
             tokens += sum(len(e) for e in mb)
-        loss = self.ctx.all_reduce_sum([loss_sum])[0] / global_n
+        total_loss, tokens_all = self.ctx.all_reduce_sum([loss_sum, tokens])
+        loss = total_loss / global_n
         if not math.isfinite(loss):
             sources = ", ".join(e.source for e in micro[0][:3])
             raise TrainingError(
@@ -523,7 +524,7 @@ class _Run:
             norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
             if not torch.isfinite(norm):
                 raise TrainingError(f"gradient norm is {float(norm)} at step {self.step + 1}; lower --lr")
-        return loss, tokens
+        return loss, int(tokens_all)
 
     def _evaluate(self, bar: Any) -> None:
         value = eval_loss(self.loss_fn, self.eval_set, self.cfg.batch_size, self.pad_id)
