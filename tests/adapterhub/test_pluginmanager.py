@@ -157,7 +157,7 @@ def test_only_named_plugins_load_and_unknown_names_are_reported(plugin_dir: Call
     b = plugin_dir("ahtest_b", GOOD.format(tag="b"))
     c = plugin_dir("ahtest_c", "raise RuntimeError('must not even be imported')\n")
     pm = build_plugin_manager(
-        builtins=["adapterhub.cli.core_commands"], entry_points=[a, b, c], environ={"ADAPTERHUB_PLUGINS": " a , nosuch"}
+        builtins=["adapterhub.cli.core_commands"], entry_points=[a, b, c], environ={"ADAPTERHUB_PLUGINS": " a , nosuch,adapterhub.cli.core_commands"}
     )
     assert set(pm.records) == {"adapterhub.cli.core_commands", "a", "nosuch"}
     assert pm.record("a").status == "loaded"
