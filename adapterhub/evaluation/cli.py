@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -91,8 +92,142 @@ class ScoreCommand:
         return 0
 
 
+def _tasks_arg(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    names = [t.strip() for t in value.split(",") if t.strip()]
+    return names or None
+
+
+class EvalCommand:
+    name = "eval"
+    help = "generate on task test splits and score them; --forgetting compares base and adapter"
+
+    def configure(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--base", "-b", help="base model (alias, directory or HF id); default with --adapter: the adapter's base")
+        parser.add_argument("--adapter", "-a", metavar="REF_OR_DIR", help="adapter directory or registry reference (name@version, name:tag, name)")
+        parser.add_argument("--tasks", "-t", help="comma-separated task packs (default with --forgetting: own task + every other installed pack)")
+        parser.add_argument("--limit", "-n", type=int, help="first N test examples per task (default: all; --forgetting: 20)")
+        parser.add_argument("--forgetting", action="store_true", help="evaluate base and adapted model and report per-task deltas")
+        parser.add_argument("--threshold", type=float, default=2.0, help="flag drops larger than this many points on 0–100 (default 2)")
+        parser.add_argument("--batch-size", type=int, default=8, help="generation batch size (default 8)")
+        parser.add_argument("--max-new-tokens", type=int, help="override each task's generation length")
+        parser.add_argument("--template", help="prompt template (default: the adapter's, else auto)")
+        parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+        parser.add_argument("--report", type=Path, metavar="DIR", help="write JSON, Markdown and a PNG chart to DIR")
+        parser.add_argument("--no-cache", action="store_true", help="regenerate base outputs instead of using the eval cache")
+        parser.add_argument("--no-save", action="store_true", help="do not store metrics/forgetting with the adapter")
+        parser.add_argument("--registry", metavar="URL", help="registry to pull --adapter refs from (default: local)")
+        add_json_flag(parser)
+
+    def run(self, args: argparse.Namespace) -> int:
+        from adapterhub.errors import ConfigError
+
+        if args.batch_size < 1:
+            raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
+        if args.limit is not None and args.limit < 1:
+            raise ConfigError(f"--limit must be at least 1, got {args.limit}")
+        if args.forgetting:
+            return self._forgetting(args)
+        if not args.base and not args.adapter:
+            raise ConfigError("give --base (and optionally --adapter)")
+        tasks = _tasks_arg(args.tasks)
+        if not tasks:
+            raise ConfigError("give --tasks T1,T2,... (see `adapterhub tasks`)")
+        from adapterhub.evaluation.harness import run_eval
+        from adapterhub.evaluation.loading import resolve_adapter
+
+        source = resolve_adapter(args.adapter, args.registry) if args.adapter else None
+        run = run_eval(
+            args.base, tasks, adapter=source, limit=args.limit, batch_size=args.batch_size,
+            max_new_tokens=args.max_new_tokens, template=args.template, cache=not args.no_cache,
+            progress=True, device=args.device, registry_url=args.registry,
+        )
+        saved = None
+        if source is not None and not args.no_save:
+            saved = _save_metrics(source, run.metrics(), args.registry)
+        doc = run.to_dict()
+        if args.report is not None:
+            from adapterhub.evaluation.report import write_eval_report
+
+            title = f"{run.adapter or run.base} on {', '.join(tasks)}"
+            doc["report_files"] = {k: str(v) for k, v in write_eval_report(run.tasks, args.report, title, {"base": run.base, "adapter": run.adapter}).items()}
+        if args.json:
+            print_json(doc)
+            return 0
+        rows = [(t.task, t.examples, m, f"{v:.2f}", "yes" if t.cached else "", f"{t.seconds:.1f}") for t in run.tasks for m, v in t.headline().items()]
+        print_table(("task", "examples", "metric", "value", "cached", "seconds"), rows)
+        if saved:
+            print(f"metrics stored in the {saved}", file=sys.stderr)
+        if args.report is not None:
+            print(f"report written to {args.report}", file=sys.stderr)
+        return 0
+
+    def _forgetting(self, args: argparse.Namespace) -> int:
+        from adapterhub.errors import ConfigError
+        from adapterhub.evaluation.forgetting import (
+            DEFAULT_LIMIT,
+            run_forgetting_detailed,
+            save_forgetting,
+        )
+        from adapterhub.evaluation.loading import resolve_adapter
+
+        if not args.adapter:
+            raise ConfigError("--forgetting needs --adapter REF_OR_DIR")
+        if args.template:
+            raise ConfigError("--forgetting always uses the adapter's own template; drop --template")
+        source = resolve_adapter(args.adapter, args.registry)
+        run = run_forgetting_detailed(
+            args.base, source, _tasks_arg(args.tasks), args.limit or DEFAULT_LIMIT, args.threshold,
+            batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, cache=not args.no_cache,
+            progress=True, device=args.device, registry_url=args.registry,
+        )
+        saved = None if args.no_save else save_forgetting(source, run.report, args.registry)
+        files: dict[str, Path] = {}
+        if args.report is not None:
+            from adapterhub.evaluation.report import write_forgetting_report
+
+            files = write_forgetting_report(run, args.report)
+        if args.json:
+            doc = run.report.model_dump(mode="json")
+            doc["adapter"], doc["base"] = run.adapter, run.base_name
+            if saved:
+                doc["stored_in"] = saved
+            if files:
+                doc["report_files"] = {k: str(v) for k, v in files.items()}
+            print_json(doc)
+            return 0
+        rep = run.report
+        rows = [
+            (r.task + (" (own)" if r.task == run.own_task else ""), r.metric, f"{r.base:.2f}", f"{r.adapted:.2f}", f"{r.delta:+.2f}", "FLAG" if r.flagged else "")
+            for r in rep.rows
+        ]
+        print_table(("task", "metric", "base", "adapted", "delta", "drop>" + f"{rep.threshold:g}"), rows)
+        if rep.perplexity_base is not None and rep.perplexity_adapted is not None:
+            print(f"\ngeneral-text perplexity: base {rep.perplexity_base:.2f} -> adapted {rep.perplexity_adapted:.2f}")
+        if saved:
+            print(f"forgetting report stored in the {saved}", file=sys.stderr)
+        if files:
+            print(f"report written to {args.report}", file=sys.stderr)
+        return 0
+
+
+def _save_metrics(source: Any, metrics: dict[str, dict[str, float]], registry_url: str | None) -> str:
+    """Merge task metrics into an unpublished adapter's manifest, or attach a record."""
+    if source.ref is None:
+        from adapterhub.artifact import update_manifest
+
+        merged = {**source.manifest.metrics, **metrics}
+        update_manifest(source.directory, metrics=merged)
+        return f"manifest of {source.directory}"
+    from adapterhub.registry.client import Registry
+
+    Registry(registry_url).attach_evaluation(source.ref, {"kind": "eval", "metrics": metrics})
+    return f"evaluation record of {source.ref}"
+
+
 def commands() -> list[Command]:
-    return [ScoreCommand()]
+    return [ScoreCommand(), EvalCommand()]
 
 
 @hookimpl

@@ -138,3 +138,74 @@ def test_console_script_subprocess(files):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert set(json.loads(done.stdout)) == {"rouge1", "rouge2", "rougeL", "rougeLsum"}
+
+
+# --- adapterhub eval ----------------------------------------------------------------------------
+@pytest.fixture
+def tiny_adapter(tmp_path, home):
+    """A LoRA adapter for the `tiny-random-llama` alias (same seeded weights)."""
+    from adapterhub.testing.adapters import make_adapter
+    from adapterhub.testing.models import tiny_llama
+
+    model, _ = tiny_llama(seed=0)
+    make_adapter("lora", model, tmp_path / "ad", config={"r": 4}, scale=0.3, task="sentiment-rt", name="sent")
+    return tmp_path / "ad"
+
+
+def test_eval_base_json(capsys, home):
+    rc, out, err = run(capsys, "eval", "--base", "tiny-random-llama", "--tasks", "sentiment-rt", "--limit", "2", "--json")
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert doc["base"] == "tiny-random-llama" and doc["adapter"] is None
+    [task] = doc["tasks"]
+    assert task["task"] == "sentiment-rt" and task["examples"] == 2 and set(task["metrics"]) == {"accuracy"}
+
+
+def test_eval_adapter_stores_metrics_and_writes_report(capsys, tiny_adapter, tmp_path):
+    from adapterhub.manifest import read_manifest
+
+    rc, out, err = run(
+        capsys, "eval", "--adapter", str(tiny_adapter), "--tasks", "sentiment-rt", "--limit", "2", "--report", str(tmp_path / "r")
+    )
+    assert rc == 0, err
+    assert out.splitlines()[0].split() == ["TASK", "EXAMPLES", "METRIC", "VALUE", "CACHED", "SECONDS"]
+    assert set(read_manifest(tiny_adapter).metrics) == {"sentiment-rt"}
+    assert {p.name for p in (tmp_path / "r").iterdir()} == {"results.json", "results.md", "results.png"}
+
+
+def test_eval_forgetting_cli(capsys, tiny_adapter, tmp_path):
+    from adapterhub.manifest import read_manifest
+
+    argv = ["eval", "--adapter", str(tiny_adapter), "--forgetting", "--tasks", "sentiment-rt,translate-sv-en",
+            "--limit", "2", "--max-new-tokens", "4", "--json", "--report", str(tmp_path / "f")]
+    rc, out, err = run(capsys, *argv)
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert doc["threshold"] == 2.0 and doc["base"] == "tiny-random-llama"
+    assert {(r["task"], r["metric"]) for r in doc["rows"]} == {
+        ("sentiment-rt", "accuracy"), ("translate-sv-en", "bleu"), ("translate-sv-en", "chrf")
+    }
+    assert doc["perplexity_base"] > 1 and doc["perplexity_adapted"] > 1
+    assert doc["stored_in"].startswith("manifest of")
+    assert read_manifest(tiny_adapter).forgetting is not None
+    assert {p.name for p in (tmp_path / "f").iterdir()} == {"forgetting.json", "forgetting.md", "forgetting.png"}
+    # human output, base outputs now cached
+    rc, out, err = run(capsys, *[a for a in argv if a != "--json"], "--no-save")
+    assert rc == 0 and "general-text perplexity: base" in out and out.splitlines()[0].startswith("TASK")
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["eval", "--forgetting", "--tasks", "sentiment-rt"], "--forgetting needs --adapter"),
+        (["eval", "--base", "tiny-random-llama"], "give --tasks"),
+        (["eval", "--base", "tiny-random-llama", "--tasks", "nope"], "unknown task 'nope'"),
+        (["eval", "--base", "tiny-random-llama", "--tasks", "chitchat", "--limit", "0"], "--limit must be at least 1"),
+        (["eval", "--adapter", "no/such-adapter", "--tasks", "chitchat"], "no/such-adapter"),
+    ],
+)
+def test_eval_errors_are_one_line(capsys, home, argv, needle):
+    rc, out, err = run(capsys, *argv)
+    assert rc == 1 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], err

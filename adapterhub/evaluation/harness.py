@@ -1,0 +1,268 @@
+"""The evaluation harness: a task's test split → generations → the task's evaluators.
+
+``evaluate_task(task, generator, limit=...)`` takes the first ``limit`` examples of the
+task's (seeded, deterministic) test split, generates greedily in chunks of the
+generator's batch size (prompts sorted by length, so a chunk pads little; results are
+put back in order), shows a tqdm bar on stderr, and runs every evaluator the task names.
+Model-aware evaluators get ``generator.context(prompts)``.
+
+With a :class:`~adapterhub.evaluation.cache.PredictionCache` and a key, predictions are
+read from the cache when present and stored after generation: this is how base-model
+outputs are computed once per (base, task, split, settings, limit).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from adapterhub.errors import EvaluationError
+from adapterhub.evaluation.scoring import resolve_evaluator
+
+if TYPE_CHECKING:
+    from adapterhub.evaluation.cache import PredictionCache
+    from adapterhub.evaluation.generation import Generator
+    from adapterhub.protocols.evaluator import EvalResult
+    from adapterhub.protocols.task import Example, Split, TaskPack
+
+
+@dataclass
+class TaskEvaluation:
+    """One task's evaluation: what was generated and what every evaluator said."""
+
+    task: str
+    split: str
+    examples: int
+    data_hash: str
+    max_new_tokens: int
+    predictions: list[str]
+    results: list[EvalResult]
+    seconds: float
+    cached: bool = False
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def headline(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for res in self.results:
+            out.update(res.headline)
+        return out
+
+    def lower_is_better(self) -> set[str]:
+        return {k for res in self.results for k in res.lower_is_better}
+
+    def to_dict(self, predictions: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "task": self.task,
+            "split": self.split,
+            "examples": self.examples,
+            "data_sha256": self.data_hash,
+            "max_new_tokens": self.max_new_tokens,
+            "seconds": round(self.seconds, 3),
+            "cached": self.cached,
+            "metrics": self.headline(),
+            "results": {r.evaluator: r.corpus for r in self.results},
+        }
+        if predictions:
+            out["predictions"] = self.predictions
+        return out
+
+
+def resolve_tasks(tasks: Sequence[str | TaskPack]) -> list[TaskPack]:
+    """Task names through the catalog (unknown names fail here, before any model loads);
+    TaskPack objects pass through, so code can evaluate an unregistered task."""
+    from adapterhub.catalog import get_catalog
+
+    cat = get_catalog()
+    return [cat.task(t) if isinstance(t, str) else t for t in tasks]
+
+
+def select_examples(task: TaskPack, split: Split = "test", limit: int | None = None) -> list[Example]:
+    """The first ``limit`` examples of the split: a small, fixed, shuffled subset."""
+    examples = task.load(split)
+    if limit is not None:
+        if limit < 1:
+            raise EvaluationError(f"--limit must be at least 1, got {limit}")
+        examples = examples[:limit]
+    if not examples:
+        raise EvaluationError(f"task {task.name!r} has no {split} examples")
+    return examples
+
+
+def generate_all(
+    generator: Generator,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    *,
+    desc: str = "",
+    progress: bool = True,
+) -> list[str]:
+    """Generate for every prompt, longest first in chunks, with a progress bar on stderr."""
+    from tqdm.auto import tqdm
+
+    chunk = max(1, int(getattr(generator, "batch_size", 8)))
+    # Longest first: the slowest chunk runs while the bar's estimate is still honest,
+    # and similar lengths share a chunk so left padding stays small.
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    out: list[str | None] = [None] * len(prompts)
+    with tqdm(total=len(prompts), desc=desc, unit="ex", file=sys.stderr, disable=not progress or None, leave=False) as bar:
+        for start in range(0, len(order), chunk):
+            idx = order[start : start + chunk]
+            completions = generator([prompts[i] for i in idx], max_new_tokens)
+            if len(completions) != len(idx):
+                raise EvaluationError(f"generator returned {len(completions)} completions for {len(idx)} prompts")
+            for i, text in zip(idx, completions, strict=True):
+                out[i] = text
+            bar.update(len(idx))
+    return [t if t is not None else "" for t in out]
+
+
+def score_predictions(
+    task: TaskPack,
+    examples: Sequence[Example],
+    predictions: Sequence[str],
+    generator: Generator | None = None,
+    evaluators: Sequence[str] | None = None,
+) -> list[EvalResult]:
+    """Run the task's evaluators (or ``evaluators``) on the predictions."""
+    refs = [ex.refs() for ex in examples]
+    prompts = [ex.prompt for ex in examples]
+    results = []
+    for spec in evaluators or task.evaluators:
+        evaluator, options = resolve_evaluator(spec)
+        context = None
+        if evaluator.needs_model:
+            make = getattr(generator, "context", None)
+            if not callable(make):
+                raise EvaluationError(f"evaluator {evaluator.name!r} of task {task.name!r} needs a model, but the generator exposes none")
+            context = make(prompts)
+        results.append(evaluator.score(list(predictions), refs, context, **options))
+    return results
+
+
+def evaluate_task(
+    task: TaskPack,
+    generator: Generator,
+    *,
+    limit: int | None = None,
+    split: Split = "test",
+    max_new_tokens: int | None = None,
+    evaluators: Sequence[str] | None = None,
+    progress: bool = True,
+    cache: PredictionCache | None = None,
+    cache_key: dict[str, Any] | None = None,
+    label: str = "",
+) -> TaskEvaluation:
+    """Evaluate ``generator`` on ``task`` (see module docs)."""
+    t0 = time.perf_counter()
+    examples = select_examples(task, split, limit)
+    data_hash = task.data_hash(split)
+    new_tokens = max_new_tokens or task.max_new_tokens
+    settings = dict(getattr(generator, "settings", {}) or {})
+    key = None
+    if cache is not None and cache_key is not None:
+        key = cache.key(
+            {**cache_key, "task": task.name, "split": split, "data_sha256": data_hash, "limit": len(examples),
+             "max_new_tokens": new_tokens, "generation": settings}
+        )
+    predictions = cache.get(key) if (cache is not None and key is not None) else None
+    cached = predictions is not None and len(predictions) == len(examples)
+    if not cached:
+        desc = f"{label} {task.name}".strip()
+        predictions = generate_all(generator, [ex.prompt for ex in examples], new_tokens, desc=desc, progress=progress)
+        if cache is not None and key is not None:
+            cache.put(key, predictions, {"task": task.name, "split": split, "examples": len(examples), "generation": settings})
+    assert predictions is not None
+    results = score_predictions(task, examples, predictions, generator, evaluators)
+    return TaskEvaluation(
+        task=task.name,
+        split=split,
+        examples=len(examples),
+        data_hash=data_hash,
+        max_new_tokens=new_tokens,
+        predictions=list(predictions),
+        results=results,
+        seconds=time.perf_counter() - t0,
+        cached=cached,
+        settings=settings,
+    )
+
+
+@dataclass
+class EvalRun:
+    """``adapterhub eval`` without ``--forgetting``: one model on several tasks."""
+
+    base: str
+    adapter: str | None
+    tasks: list[TaskEvaluation]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"base": self.base, "adapter": self.adapter, "tasks": [t.to_dict() for t in self.tasks]}
+
+    def metrics(self) -> dict[str, dict[str, float]]:
+        return {t.task: t.headline() for t in self.tasks}
+
+
+def run_eval(
+    base: str | Any,
+    tasks: Sequence[str | TaskPack],
+    *,
+    adapter: Any = None,
+    limit: int | None = None,
+    batch_size: int = 8,
+    max_new_tokens: int | None = None,
+    template: str | None = None,
+    cache: PredictionCache | None | bool = True,
+    progress: bool = True,
+    device: str | None = None,
+    registry_url: str | None = None,
+) -> EvalRun:
+    """Evaluate the base (``adapter=None``) or base + adapter on ``tasks``.
+
+    ``base`` is a spec (``smollm2-135m-instruct``, a directory, an HF id) or a
+    :class:`LoadedBase`; ``adapter`` a directory, a registry ref or an
+    :class:`~adapterhub.evaluation.loading.AdapterSource`. Base outputs are cached.
+    """
+    from adapterhub.evaluation.cache import PredictionCache
+    from adapterhub.evaluation.loading import (
+        AdapterSource,
+        EvalModels,
+        load_base_model,
+        resolve_adapter,
+    )
+
+    source = None
+    if adapter is not None:
+        source = adapter if isinstance(adapter, AdapterSource) else resolve_adapter(adapter, registry_url)
+    if not tasks:
+        raise EvaluationError("no tasks given (--tasks sentiment-rt,summarize-aclsum,...)")
+    packs = resolve_tasks(tasks)
+    if base is None and source is not None:
+        base = source.manifest.base.name
+    if base is None:
+        raise EvaluationError("--base is required without --adapter")
+    owns = isinstance(base, str)
+    loaded = load_base_model(base, device) if isinstance(base, str) else base
+    models = EvalModels(loaded, source, batch_size=batch_size, template=template, owns_base=owns)
+    store = PredictionCache() if cache is True else (cache or None)
+    if source is None:
+        generator: Any = models.base_generator()
+        key: dict[str, Any] | None = {
+            "base_weights_sha256": models.fingerprint.weights_sha256,
+            "architecture": models.fingerprint.architecture,
+        }
+        label = "base"
+    else:
+        needs_model = any(resolve_evaluator(e)[0].needs_model for p in packs for e in p.evaluators)
+        generator = models.adapted_generator(with_model_context=needs_model)
+        key, store, label = None, None, "adapted"
+    results = [
+        evaluate_task(
+            p, generator, limit=limit, max_new_tokens=max_new_tokens, progress=progress,
+            cache=store, cache_key=key, label=label,
+        )
+        for p in packs
+    ]
+    return EvalRun(base=loaded.name, adapter=source.label if source else None, tasks=results)
