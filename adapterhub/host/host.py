@@ -57,11 +57,18 @@ def _default_dtype(device: str) -> torch.dtype:
     return torch.float32
 
 
-def format_prompts(tokenizer: Any, prompts: Sequence[str], raw: bool) -> list[str]:
-    """Wrap prompts the way the trainer does (chat template as a user turn)."""
+def format_for(tokenizer: Any, prompt: str, entry: PoolEntry | None, raw: bool) -> str:
+    """Render a prompt exactly as the row's adapter was trained (chat template user turn).
+
+    An adapter trained with the trainer's ``chat-short`` template (empty system turn,
+    recorded in its manifest) is served with the same empty system turn.
+    """
     if raw:
-        return list(prompts)
-    return [format_prompt(tokenizer, p) for p in prompts]
+        return prompt
+    system = None
+    if entry is not None and entry.manifest.provenance.hyperparameters.get("template") == "chat-short":
+        system = ""
+    return format_prompt(tokenizer, prompt, system=system)
 
 
 class AdapterHost:
@@ -291,12 +298,11 @@ class AdapterHost:
         raw: bool = False,
     ) -> list[Generation]:
         """Greedy completions; ``adapters[i]`` names row i's adapter (None: default)."""
-        texts = format_prompts(self.tokenizer, prompts, raw)
         eos = self._eos_ids()
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos[0]
 
         def run(rows: list[int], sub: list[PoolEntry | None], routes: list[Route]) -> list[Generation]:
-            ids, mask = self._encode([texts[i] for i in rows])
+            ids, mask = self._encode([format_for(self.tokenizer, prompts[i], e, raw) for i, e in zip(rows, sub, strict=True)])
             dec = greedy_generate(
                 self.model, ids, mask, routes, max_new_tokens=max_new_tokens, eos_token_ids=eos, pad_token_id=pad
             )
@@ -319,10 +325,8 @@ class AdapterHost:
         batch_size: int | None = None,
     ) -> list[torch.Tensor]:
         """Prefill logits per prompt, shape (tokens, vocab), for the prompt's real tokens."""
-        texts = format_prompts(self.tokenizer, prompts, raw)
-
         def run(rows: list[int], sub: list[PoolEntry | None], routes: list[Route]) -> list[torch.Tensor]:
-            ids, mask = self._encode([texts[i] for i in rows])
+            ids, mask = self._encode([format_for(self.tokenizer, prompts[i], e, raw) for i, e in zip(rows, sub, strict=True)])
             full = prefill_logits(self.model, ids, mask, routes)
             lengths = mask.sum(-1).tolist()
             return [full[j, full.shape[1] - int(lengths[j]) :].cpu() for j in range(len(rows))]
