@@ -32,6 +32,7 @@ from adapterhub.prompting import format_prompt
 from adapterhub.protocols.basemodel import LoadedBase
 from adapterhub.protocols.task import Example
 from adapterhub.testing import tiny_llama
+from adapterhub.testing.adapters import make_adapter
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "adapterhub-ia3"
@@ -134,4 +135,20 @@ def test_trained_saved_loaded_and_hot_swapped(ia3_in_process: None, tmp_path: Pa
         direct = ref_model(input_ids=ids).logits[0].float()
     assert torch.allclose(alone_ia3, direct, atol=1e-4)
     attached.detach()
+
+    # IA³ next to LoRA on the same host and in the same batch. LoRA's runtime wraps
+    # k_proj/v_proj after IA³'s runtime exists (and before the second IA³ plan): IA³
+    # must still apply, and each row must equal that row served alone.
+    lora_model, _ = tiny_llama(seed=0)
+    make_adapter("lora", lora_model, tmp_path / "lora-adapter", config={"r": 4, "target_modules": ["q_proj", "v_proj", "down_proj"]}, name="lo")
+    host.load(tmp_path / "lora-adapter", name="lo")
+    host.load(result.adapter_dir, name="echo2")
+    four = prompts + ["Repeat the word river.", "Repeat the word cloud."]
+    rows = ["lo", "echo", None, "echo2"]
+    together = host.logits(four, adapters=rows)
+    for i, adapter in enumerate(rows):
+        alone = host.logits([four[i]], adapters=[adapter])[0]
+        assert torch.allclose(together[i], alone, atol=1e-5), (i, adapter)
+    assert torch.allclose(host.logits([prompts[0]], adapters=["echo2"])[0], direct, atol=1e-4)
+    assert not torch.allclose(host.logits([four[2]], adapters=["lo"])[0], host.logits([four[2]], adapters=[None])[0], atol=1e-4)
 

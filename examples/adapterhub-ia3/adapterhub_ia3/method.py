@@ -22,14 +22,14 @@ from __future__ import annotations
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, cast
 
 import torch
 from pydantic import ValidationError, model_validator
 from torch import nn
 
 from adapterhub.errors import ConfigError, IncompatibleAdapterError
-from adapterhub.protocols.method import Capabilities, MethodConfig, MethodKind, iter_named_linears
+from adapterhub.protocols.method import Capabilities, MethodConfig, MethodKind
 
 KEY_SUFFIX = ".ia3_l"
 HALF_DTYPES = (torch.float16, torch.bfloat16)
@@ -73,11 +73,27 @@ def _matches(path: str, pattern: str) -> bool:
     return path == pattern or path.endswith("." + pattern)
 
 
-def linear_at(model: nn.Module, path: str) -> nn.Linear:
+class LinearLike(Protocol):
+    in_features: int
+    out_features: int
+    weight: torch.Tensor
+
+
+def _is_linear_like(module: nn.Module) -> bool:
+    # Another method's serving runtime (e.g. LoRA) may have replaced an nn.Linear with a
+    # wrapper sharing its weight; IA³ still scales that wrapper's input/output.
+    if isinstance(module, nn.Linear):
+        return True
+    weight = getattr(module, "weight", None)
+    fin, fout = getattr(module, "in_features", None), getattr(module, "out_features", None)
+    return isinstance(weight, torch.Tensor) and isinstance(fin, int) and isinstance(fout, int) and tuple(weight.shape) == (fout, fin)
+
+
+def linear_at(model: nn.Module, path: str) -> LinearLike:
     module = model.get_submodule(path)
-    if not isinstance(module, nn.Linear):
-        raise IncompatibleAdapterError(f"ia3: {path!r} is not an nn.Linear in this model")
-    return module
+    if not _is_linear_like(module):
+        raise IncompatibleAdapterError(f"ia3: {path!r} is not a linear layer in this model")
+    return cast(LinearLike, module)
 
 
 def coerce_config(config: MethodConfig | Mapping[str, Any]) -> IA3Config:
@@ -95,9 +111,10 @@ def coerce_config(config: MethodConfig | Mapping[str, Any]) -> IA3Config:
 def targets_for(model: nn.Module, config: IA3Config) -> list[Target]:
     """The adapted linears in model order (ConfigError when nothing matches)."""
     out: list[Target] = []
-    for path, linear in iter_named_linears(model):
-        if not any(_matches(path, p) for p in config.target_modules):
+    for path, module in model.named_modules():
+        if not any(_matches(path, p) for p in config.target_modules) or not _is_linear_like(module):
             continue
+        linear = cast(LinearLike, module)
         ff = any(_matches(path, p) for p in config.feedforward_modules)
         out.append(Target(path, "input" if ff else "output", linear.in_features if ff else linear.out_features))
     if not out:
@@ -158,8 +175,8 @@ class IA3Adapter:
         self.vectors: dict[str, nn.Parameter] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         for t in targets:
-            module = linear_at(model, t.path)
-            weight = module.weight
+            module = model.get_submodule(t.path)
+            weight = linear_at(model, t.path).weight
             # fp32 vectors on a half-precision base: tiny updates would round away.
             dtype = torch.float32 if weight.dtype in HALF_DTYPES else weight.dtype
             vec = nn.Parameter(torch.ones(t.features, dtype=dtype, device=weight.device))

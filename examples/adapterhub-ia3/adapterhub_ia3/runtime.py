@@ -1,11 +1,16 @@
 """IA³ serving side: many resident adapters on one frozen base, selected per batch row.
 
-Each adapted linear gets one hook for the life of the runtime. Its vectors live in a
-stacked tensor ``(slots, features)``; slot 0 is all ones (no adapter), so a row without
-an IA³ adapter — or a row of another method in a mixed batch — is multiplied by exactly
-one. A forward selects vectors by *gathering* ``stack[index]`` with a per-row slot index:
-one kernel for the whole batch, whatever the number of distinct adapters. Switching
-adapters is only a new route (constant time); outside ``route`` the hooks do nothing.
+Each adapted linear's vectors live in a stacked tensor ``(slots, features)``; slot 0 is
+all ones (no adapter), so a row without an IA³ adapter — or a row of another method in
+a mixed batch — is multiplied by exactly one. A forward selects vectors by *gathering*
+``stack[index]`` with a per-row slot index: one kernel for the whole batch, whatever the
+number of distinct adapters. Switching adapters is only a new route (constant time).
+
+Hooks are placed when a route that uses IA³ is entered, on whatever module sits at each
+path at that moment, and removed on exit: outside a route the base runs untouched, and
+another runtime wrapping the same linears (LoRA replaces ``k_proj`` with a multi-adapter
+layer) cannot make IA³ silently stop applying. Placing ~3 hooks per layer costs a few
+microseconds per route, once per batch rather than per token.
 
 ``plan`` does every check and conversion and changes nothing; ``apply`` only grows the
 stacks (capacity doubles, so appends are amortised O(1)) and copies into a free slot.
@@ -83,7 +88,7 @@ class IA3Runtime:
                 self._reserve(slot + 1)
                 for path, position in positions.items():
                     if path not in self._stacks:
-                        self._hook(path, position)
+                        self._track(path, position)
             except BaseException:
                 if slot < self._next_slot:
                     self._free.append(slot)
@@ -118,11 +123,19 @@ class IA3Runtime:
             raise ValueError(f"ia3 route got {len(rows)} rows for a batch of {ids.shape[0]}")
         new = self.build_route(rows)
         prev = self._route
+        # Hooks exist only while a route that uses IA³ is active, and are placed on the
+        # modules present at that moment: a LoRA runtime that wrapped k_proj after this
+        # runtime was created is then scaled too, instead of silently bypassing IA³.
+        installed = self._install_hooks() if new is not None and not self._handles else []
+        self._handles.extend(installed)
         self._route = new
         try:
             yield inputs
         finally:
             self._route = prev
+            for handle in installed:
+                handle.remove()
+            del self._handles[len(self._handles) - len(installed) :]
 
     # --- extras ---------------------------------------------------------------------------
     def build_route(self, rows: Sequence[str | None]) -> _Route | None:
@@ -181,24 +194,35 @@ class IA3Runtime:
         rows = stack.index_select(0, route.index).to(x.dtype)  # (B, F): one gather
         return rows.view(rows.shape[0], *([1] * (x.dim() - 2)), rows.shape[1])
 
-    def _hook(self, path: str, position: Position) -> None:
+    def _track(self, path: str, position: Position) -> None:
         module = linear_at(self.model, path)
         weight = module.weight
         features = module.in_features if position == "input" else module.out_features
         # New layer: every slot in use so far reads as ones (those adapters don't touch it).
         self._stacks[path] = torch.ones(self._capacity, features, dtype=weight.dtype, device=weight.device)
         self._positions[path] = position
-        if position == "input":
 
-            def pre_hook(mod: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
-                scales = self._scales(path, args[0])
-                return None if scales is None else (args[0] * scales, *args[1:])
+    def _install_hooks(self) -> list[torch.utils.hooks.RemovableHandle]:
+        """Hook whatever module sits at each path *now* (another runtime may have wrapped it)."""
+        handles: list[torch.utils.hooks.RemovableHandle] = []
+        for path, position in self._positions.items():
+            module = self.model.get_submodule(path)
+            if position == "input":
+                handles.append(module.register_forward_pre_hook(self._pre_hook(path)))
+            else:
+                handles.append(module.register_forward_hook(self._post_hook(path)))
+        return handles
 
-            self._handles.append(module.register_forward_pre_hook(pre_hook))
-        else:
+    def _pre_hook(self, path: str) -> Any:
+        def pre_hook(mod: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+            scales = self._scales(path, args[0])
+            return None if scales is None else (args[0] * scales, *args[1:])
 
-            def hook(mod: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor | None:
-                scales = self._scales(path, output)
-                return None if scales is None else output * scales
+        return pre_hook
 
-            self._handles.append(module.register_forward_hook(hook))
+    def _post_hook(self, path: str) -> Any:
+        def hook(mod: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor | None:
+            scales = self._scales(path, output)
+            return None if scales is None else output * scales
+
+        return hook
