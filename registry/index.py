@@ -169,8 +169,12 @@ class Index:
         self.pending.mkdir(parents=True, exist_ok=True)
         marker = self.pending / f"{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         marker.touch()
-        yield
-        marker.unlink(missing_ok=True)
+        try:
+            yield
+        finally:
+            # Reached on success and on handled errors (e.g. VersionExistsError); only
+            # a killed process leaves its marker behind, which is what it is for.
+            marker.unlink(missing_ok=True)
 
     # -- updates ----------------------------------------------------------------------
     @staticmethod

@@ -53,6 +53,9 @@ class Seaweed:
     access_key: str
     secret_key: str
     data_dir: Path
+    bucket: str = "adapterhub-test"
+    """A bucket created at start; share it and isolate tests by key prefix (each bucket is
+    a SeaweedFS collection that reserves several volumes, so buckets are not free)."""
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     ports: dict[str, int] = field(default_factory=dict, repr=False)
 
@@ -72,6 +75,10 @@ class Seaweed:
             aws_secret_access_key=self.secret_key, region_name="us-east-1",
             config=Config(**config) if config else None,
         )
+
+    def new_prefix(self) -> str:
+        """``s3://<shared bucket>/<fresh prefix>``: an empty store location for one test."""
+        return f"s3://{self.bucket}/t-{uuid.uuid4().hex[:12]}"
 
     def new_bucket(self) -> str:
         name = f"t-{uuid.uuid4().hex[:12]}"
@@ -121,12 +128,12 @@ def _start() -> Seaweed:
     }))
     cmd = [
         weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={data}", "-s3",
-        f"-s3.config={data / 's3.json'}", "-volume.max=8", "-master.volumeSizeLimitMB=64",
+        f"-s3.config={data / 's3.json'}", "-volume.max=100", "-master.volumeSizeLimitMB=32",
         "-master.telemetry=false", *(f"-{flag}={port}" for flag, port in ports.items()),
     ]
     with open(data / "weed.log", "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    sw = Seaweed(f"http://127.0.0.1:{ports['s3.port']}", ACCESS_KEY, SECRET_KEY, data, proc, ports)
+    sw = Seaweed(f"http://127.0.0.1:{ports['s3.port']}", ACCESS_KEY, SECRET_KEY, data, proc=proc, ports=ports)
     try:
         _wait_ready(sw, proc, data)
     except BaseException:
@@ -148,7 +155,7 @@ def _shutdown(sw: Seaweed) -> None:
 def _wait_ready(sw: Seaweed, proc: subprocess.Popen[bytes], data: Path) -> None:
     client = sw.client(connect_timeout=1, read_timeout=5, retries={"max_attempts": 1})
     deadline = time.monotonic() + 90
-    bucket = "ready-check"
+    bucket = sw.bucket
     last: Exception | None = None
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -248,3 +248,47 @@ class StoreConformance:
     def test_is_a_store(self, store: Store) -> None:
         assert isinstance(store, Store)
         assert isinstance(store.url, str) and "://" in store.url
+
+
+def push_worker(home: str, adapter: str, name: str, version: str | None, to: str | None,
+                env: dict[str, str], barrier: Any, out: Any) -> None:
+    """Process target for fault tests: push one adapter and report ``(outcome, detail)``.
+
+    Lives in an importable module so ``multiprocessing`` (forkserver/spawn) can find it.
+    ``barrier`` (optional) lines pushers up so they race; ``env`` is applied first (e.g.
+    ``ADAPTERHUB_TEST_CRASH_AT`` or AWS settings).
+    """
+    os.environ["ADAPTERHUB_HOME"] = home
+    os.environ.update(env)
+    from adapterhub.registry.client import Registry
+
+    reg = Registry(progress=False)
+    if barrier is not None:
+        barrier.wait(60)
+    try:
+        out.put(("won", reg.push(adapter, name, version=version, to=to)))
+    except VersionExistsError as exc:
+        out.put(("lost", str(exc)))
+    except Exception as exc:  # noqa: BLE001 - reported to the parent
+        out.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def disk_full_worker(root: str, small: str, big: str, limit: int, out: Any) -> None:
+    """Process target: push ``small``, then push ``big`` under ``RLIMIT_FSIZE=limit``."""
+    import resource
+    import signal
+
+    from adapterhub.errors import StoreError
+    from adapterhub.registry.client import Registry
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG instead of being killed
+    reg = Registry(root=root, progress=False)
+    reg.push(small, "team/x", version="1.0.0")
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    try:
+        reg.push(big, "team/x", version="2.0.0")
+        out.put(("pushed", ""))
+    except StoreError as exc:
+        out.put(("StoreError", str(exc)))
+    except Exception as exc:  # noqa: BLE001 - reported
+        out.put((type(exc).__name__, str(exc)))

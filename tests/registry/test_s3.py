@@ -32,7 +32,7 @@ MakeAdapter = Callable[..., Path]
 
 @pytest.fixture(scope="module")
 def bucket(seaweed: Seaweed) -> str:
-    return seaweed.new_bucket()
+    return seaweed.bucket
 
 
 @pytest.fixture
@@ -93,7 +93,7 @@ def test_endpoint_from_url_option_and_remote(home: Path, seaweed: Seaweed, bucke
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweed.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweed.secret_key)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    prefix = uuid.uuid4().hex[:8]
+    prefix = f"cli-{uuid.uuid4().hex[:8]}"
     assert main(["remote", "add", "team", f"s3://{bucket}/{prefix}", "--endpoint-url", seaweed.endpoint]) == 0
     assert main(["push", str(make_adapter()), "x@1.0.0", "--to", "team"]) == 0
     assert main(["pull", "x@1.0.0", "--from", f"s3://{bucket}/{prefix}", "--endpoint-url", seaweed.endpoint]) == 0
