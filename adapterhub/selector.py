@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 import torch
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from adapterhub.errors import ConfigError
 
@@ -133,12 +133,17 @@ class SelectorConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    layers: str | None = None
-    """Layer indices, e.g. ``"20-29"`` or ``"0,3,5-7"`` (stored in canonical form)."""
-    modules: tuple[str, ...] | None = None
-    """Globs (``q_proj``, ``*.mlp.*``) or ``re:<regex>``; any may match."""
-    kinds: tuple[ParamKind, ...] | None = None
-    """Parameter kinds; any may match."""
+    layers: str | None = Field(
+        default=None, description="Decoder-layer indices, e.g. '20-29' or '0,3,5-7' (stored in canonical form)."
+    )
+    modules: tuple[str, ...] | None = Field(
+        default=None,
+        description="Name patterns, any may match: globs ('q_proj', 'mlp.*') or 're:<regex>'; "
+        "a string is split on commas unless it starts with 're:'.",
+    )
+    kinds: tuple[ParamKind, ...] | None = Field(
+        default=None, description="Parameter kinds, any may match: " + ", ".join(PARAM_KINDS) + "."
+    )
 
     @field_validator("layers", mode="before")
     @classmethod

@@ -31,7 +31,8 @@ NAME = "layer-selective"
 
 
 class LayerSelectiveConfig(SelectorConfig, MethodConfig):
-    """``layers`` / ``modules`` / ``kinds`` (see :mod:`adapterhub.selector`)."""
+    """Which base parameters train: layers AND modules AND kinds (unset: no restriction;
+    nothing set at all: kinds=['norm'])."""
 
     @model_validator(mode="before")
     @classmethod
