@@ -73,7 +73,9 @@ class LayerSelectiveRuntime:
             # A tensor not yet in _originals has never been written by this runtime (we
             # save before every first write), so copying it now captures the true base.
             fresh = {n: self._targets[n] for n in plan.tensors if n not in self._originals}
-            self._originals.update(snapshot(fresh))
+            for n, saved in snapshot(fresh).items():
+                # Pinned on CUDA like the plan's tensors: the restore copy is half of every swap.
+                self._originals[n] = saved.pin_memory() if fresh[n].is_cuda else saved
             self._plans[plan.adapter_id] = plan
 
     def remove(self, adapter_id: str) -> None:
