@@ -46,8 +46,8 @@ def test_grouped_selective_rows_beside_lora_rows(tmp_path: Path) -> None:
     model, tok = tiny_llama(seed=0)
     host = AdapterHost(LoadedBase(name=BASE, model=model, tokenizer=tok), device="cpu", dtype=torch.float32)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    for name in ("a", "b", "lo"):
-        host.load(tmp_path / name, name=name)
+    for adapter in ("a", "b", "lo"):
+        host.load(tmp_path / adapter, name=adapter)
     prompts = ["hello there", "good movie", "bad", "ok fine", "x"]
     names: list[str | None] = ["a", "lo", "b", None, "a"]
     out = host.logits(prompts, adapters=names)
