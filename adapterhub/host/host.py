@@ -91,10 +91,18 @@ class AdapterHost:
     ) -> None:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.dtype = dtype or _default_dtype(self.device)
+        self._fingerprint: BaseFingerprint | None = None
         if isinstance(base, str):
             from adapterhub.basemodels import load_base
 
-            base = load_base(base, dtype=self.dtype, device=self.device)
+            if self.dtype != torch.float32:
+                # Adapters are fingerprinted against the float32 base they were trained
+                # on; hash that, then cast once for bf16/fp16 serving.
+                base = load_base(base, dtype=torch.float32, device="cpu")
+                self._fingerprint = compute_fingerprint(base.model, base.name)
+                base.model.to(device=self.device, dtype=self.dtype)
+            else:
+                base = load_base(base, dtype=self.dtype, device=self.device)
         self.base = base
         self.model = base.model
         self.model.eval()
@@ -107,7 +115,6 @@ class AdapterHost:
         self._pool = AdapterPool(device_budget_bytes)
         self._runtimes: dict[str, MethodRuntime] = {}
         self._forward_lock = threading.RLock()
-        self._fingerprint: BaseFingerprint | None = None
 
     # --- identity -----------------------------------------------------------------------
     @property

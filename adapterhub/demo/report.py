@@ -1,0 +1,139 @@
+"""The demo's summary table (stdout) and report directory (Markdown + PNG charts)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _headline(metrics: dict[str, float]) -> tuple[str, float]:
+    """The metric a table shows per task: accuracy, else ROUGE-L, else the first one."""
+    for key in ("accuracy", "rougeL", "bleu", "chrf"):
+        if key in metrics:
+            return key, metrics[key]
+    key = next(iter(metrics))
+    return key, metrics[key]
+
+
+def summary_rows(summary: dict[str, Any]) -> list[list[str]]:
+    rows = [["adapter", "method", "task", "metric", "base", "adapted", "trainable", "size", "train s", "load ms"]]
+    for a in summary["adapters"]:
+        metric, adapted = _headline(a["adapted"])
+        base = a["base"].get(metric, float("nan"))
+        rows.append([
+            a["adapter"], a["method"], a["task"], metric, f"{base:.1f}", f"{adapted:.1f}",
+            f"{a['trainable_params']:,}", f"{a['adapter_bytes'] / 1e6:.2f} MB", f"{a['train_seconds']:.0f}",
+            f"{summary['serving']['load_ms'].get(a['task'], float('nan')):.1f}",
+        ])
+    return rows
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _markdown_table(rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    out += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    return "\n".join(out)
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    print(f"\nadapterhub demo on {summary['base']} ({summary['total_s']:.0f} s)\n")
+    print(_table(summary_rows(summary)))
+    print("\nforgetting (adapted − base, points on 0–100; * = drop over threshold):")
+    for a in summary["adapters"]:
+        rep = a["forgetting"]
+        cells = [f"{r['task']}/{r['metric']} {r['delta']:+.1f}{'*' if r['flagged'] else ''}" for r in rep["rows"]]
+        print(f"  {a['adapter']}: " + ", ".join(cells))
+        print(f"    general-text perplexity {rep['perplexity_base']:.2f} → {rep['perplexity_adapted']:.2f}")
+    print("\nmixed batch on one AdapterHost:")
+    for ans in summary["serving"]["answers"]:
+        print(f"  [{ans['adapter']}] {ans['prompt'][:60]!r}… → {ans['completion'].strip()[:80]!r}")
+
+
+def _bars(path: Path, labels: list[str], series: dict[str, list[float]], title: str, ylabel: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(labels) + 2), 3.6))
+    width = 0.8 / max(1, len(series))
+    for i, (name, values) in enumerate(series.items()):
+        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(labels))]
+        ax.bar(xs, values, width, label=name)
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _loss_curves(path: Path, curves: dict[str, list[float]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for name, curve in curves.items():
+        if curve:
+            ax.plot(range(1, len(curve) + 1), curve, label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title("Loss curves")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(directory: Path, summary: dict[str, Any], rows: list[dict[str, Any]]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _loss_curves(directory / "loss_curves.png", {r["ref"]: r["train"]["loss_curve"] for r in rows})
+    labels, base_v, adapted_v = [], [], []
+    for a in summary["adapters"]:
+        metric, adapted = _headline(a["adapted"])
+        labels.append(f"{a['task']}\n{metric}")
+        base_v.append(a["base"].get(metric, 0.0))
+        adapted_v.append(adapted)
+    _bars(directory / "base_vs_adapted.png", labels, {"base": base_v, "adapted": adapted_v}, "Own task: base vs adapted", "score (0–100)")
+    f_labels, f_series = [], {}
+    for a in summary["adapters"]:
+        deltas = {f"{r['task']}/{r['metric']}": r["delta"] for r in a["forgetting"]["rows"]}
+        f_series[a["adapter"]] = deltas
+        f_labels.extend(k for k in deltas if k not in f_labels)
+    _bars(directory / "forgetting.png", f_labels, {k: [v.get(lbl, 0.0) for lbl in f_labels] for k, v in f_series.items()},
+          "Forgetting: adapted − base per task/metric", "delta (points)")
+    md = [
+        f"# adapterhub demo report ({summary['base']})",
+        "",
+        f"Total time {summary['total_s']:.0f} s. Every number below was produced by this run.",
+        "",
+        _markdown_table(summary_rows(summary)),
+        "",
+        "![loss curves](loss_curves.png)",
+        "",
+        "![base vs adapted](base_vs_adapted.png)",
+        "",
+        "## Forgetting",
+        "",
+    ]
+    for a in summary["adapters"]:
+        rep = a["forgetting"]
+        md += [f"### {a['adapter']}", "", "| task | metric | base | adapted | delta | flagged |", "|---|---|---|---|---|---|"]
+        md += [f"| {r['task']} | {r['metric']} | {r['base']:.2f} | {r['adapted']:.2f} | {r['delta']:+.2f} | {'yes' if r['flagged'] else ''} |" for r in rep["rows"]]
+        md += ["", f"General-text perplexity: {rep['perplexity_base']:.3f} → {rep['perplexity_adapted']:.3f}", ""]
+    md += ["![forgetting](forgetting.png)", "", "## Mixed batch on one AdapterHost", ""]
+    md += [f"- **{a['adapter']}**: {a['prompt'][:100]!r} → {a['completion'].strip()[:200]!r}" for a in summary["serving"]["answers"]]
+    (directory / "README.md").write_text("\n".join(md) + "\n")
+    return directory

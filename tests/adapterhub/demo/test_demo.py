@@ -1,0 +1,44 @@
+"""``adapterhub demo --quick``: the whole main job on the tiny model, twice (reuse)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from adapterhub.cli.main import main
+from adapterhub.manifest import read_manifest
+from adapterhub.registry.client import Registry
+
+
+def test_quick_demo_runs_end_to_end_and_reuses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out), "--json"]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert summary["base"] == "tiny-random-llama"
+    methods = {a["method"] for a in summary["adapters"]}
+    assert methods == {"lora", "prefix-tuning"}
+    for a in summary["adapters"]:
+        assert a["trainable_params"] > 0 and a["adapter_bytes"] > 0
+        assert a["forgetting"]["rows"], "forgetting report has rows"
+        assert a["task"] in {r["task"] for r in a["forgetting"]["rows"]}
+    # Both adapters answered one mixed batch, each row labelled with its adapter.
+    answers = summary["serving"]["answers"]
+    assert sorted(x["adapter"].split("@")[0] for x in answers) == ["demo/aclsum-prefix", "demo/sentiment-lora"]
+    # Manifests carry metrics + forgetting; the registry holds both versions.
+    for d in (out / "adapters").iterdir():
+        m = read_manifest(d)
+        assert m.metrics and m.forgetting is not None
+    names = {item["name"] for item in Registry(root=out / "registry").ls()}
+    assert names == {"demo/aclsum-prefix", "demo/sentiment-lora"}
+    for f in ("README.md", "summary.json", "loss_curves.png", "base_vs_adapted.png", "forgetting.png"):
+        assert (out / "report" / f).stat().st_size > 0
+    assert "stage" not in captured.out  # progress and stage lines go to stderr
+
+    # A re-run reuses the trained adapters, the stored evaluation and the published versions.
+    assert main(["demo", "--quick", "--out", str(out), "--json"]) == 0
+    again = capsys.readouterr()
+    assert again.err.count("reusing") >= 4 and again.err.count("already published") == 2
+    assert json.loads(again.out)["adapters"][0]["adapter"] == summary["adapters"][0]["adapter"]
