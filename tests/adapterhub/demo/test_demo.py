@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from adapterhub.registry.client import Registry
 
 from adapterhub.cli.main import main
 from adapterhub.manifest import read_manifest
-from adapterhub.registry.client import Registry
 
 
 def test_quick_demo_runs_end_to_end_and_reuses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
