@@ -99,11 +99,11 @@ def export_peft(adapter_dir: str | os.PathLike[str], out_dir: str | os.PathLike[
     elif manifest.method == "prefix-tuning":
         from adapterhub.plugins.prefix_tuning.layout import to_peft_prompt_embeddings
 
-        key, value = tensors.get("prefix.key"), tensors.get("prefix.value")
-        if key is None or value is None or set(tensors) != {"prefix.key", "prefix.value"}:
+        if set(tensors) != {"prefix.key", "prefix.value"}:
             raise ArtifactError(f"{adapter_dir}: a prefix-tuning adapter holds exactly prefix.key and prefix.value")
-        layers, kv_heads, tokens, head_dim = key.shape
-        weights = {"prompt_embeddings": to_peft_prompt_embeddings(key, value)}
+        pk, pv = tensors["prefix.key"], tensors["prefix.value"]
+        layers, kv_heads, tokens, head_dim = pk.shape
+        weights = {"prompt_embeddings": to_peft_prompt_embeddings(pk, pv)}
         config = {
             "peft_type": "PREFIX_TUNING", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_path,
             "num_virtual_tokens": tokens, "num_layers": layers, "token_dim": kv_heads * head_dim,
@@ -185,7 +185,8 @@ def _lora_from_peft(config: Any, tensors: dict[str, torch.Tensor], model: torch.
             raise IncompatibleAdapterError(f"{source}: unexpected key {key!r} (expected base_model.model.<module>.lora_A/B.weight)")
         ours[f"{m['path']}.lora_{m['ab']}"] = t
     have = {k.rsplit(".", 1)[0] for k in ours}
-    out_emb = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    get_out = getattr(model, "get_output_embeddings", None)
+    out_emb = get_out() if callable(get_out) else None
     linears = [(n, mod) for n, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)]
     if config.target_modules == "all-linear":
         targeted = {n for n, mod in linears if mod is not out_emb and n != "lm_head"}
