@@ -1,7 +1,15 @@
 """Evaluation: scoring, batched greedy generation, the task harness, forgetting reports.
 
-Import-light on purpose: ``adapterhub score`` must not pay for torch. Heavy pieces load
-on first attribute access.
+Python API (see ``docs/evaluation.md``)::
+
+    from adapterhub.evaluation import score_texts, run_eval, run_forgetting
+
+    score_texts("rouge", predictions, references).corpus      # rouge-score's numbers
+    run_eval("smollm2-135m-instruct", ["sentiment-rt"], limit=50)
+    run_forgetting(None, "path/to/adapter")                   # -> ForgettingReport
+
+Import-light on purpose: ``adapterhub score`` must not pay for torch. Everything is
+loaded on first attribute access.
 """
 
 from __future__ import annotations
@@ -10,11 +18,30 @@ import importlib
 from typing import Any
 
 _LAZY = {
+    # scoring without a model
     "resolve_evaluator": "adapterhub.evaluation.scoring",
     "score_texts": "adapterhub.evaluation.scoring",
     "score_files": "adapterhub.evaluation.scoring",
     "read_predictions": "adapterhub.evaluation.scoring",
     "read_references": "adapterhub.evaluation.scoring",
+    # generation and the harness
+    "Generator": "adapterhub.evaluation.generation",
+    "ModelGenerator": "adapterhub.evaluation.generation",
+    "HostGenerator": "adapterhub.evaluation.generation",
+    "evaluate_task": "adapterhub.evaluation.harness",
+    "run_eval": "adapterhub.evaluation.harness",
+    "TaskEvaluation": "adapterhub.evaluation.harness",
+    "EvalRun": "adapterhub.evaluation.harness",
+    "resolve_adapter": "adapterhub.evaluation.loading",
+    "EvalModels": "adapterhub.evaluation.loading",
+    # forgetting, cache, reports
+    "run_forgetting": "adapterhub.evaluation.forgetting",
+    "run_forgetting_detailed": "adapterhub.evaluation.forgetting",
+    "save_forgetting": "adapterhub.evaluation.forgetting",
+    "ForgettingRun": "adapterhub.evaluation.forgetting",
+    "PredictionCache": "adapterhub.evaluation.cache",
+    "write_forgetting_report": "adapterhub.evaluation.report",
+    "write_eval_report": "adapterhub.evaluation.report",
 }
 
 

@@ -189,8 +189,10 @@ def run_forgetting_detailed(
             store.put_value(ppl_key, ppl_base, {"kind": "perplexity", **sample_info})
     # 2. the adapted model: sample perplexity on a private copy, then generation
     ppl_adapted = _perplexity(models.adapted_model(), loaded.tokenizer, sample)
-    adapted_gen = models.adapted_generator()
+    # Free the copy before the host (which may copy the base again) is built; a full
+    # fine-tune generates from such a copy and simply loads it once more.
     models.release_adapted_model()
+    adapted_gen = models.adapted_generator()
     for pack in packs:
         run.adapted[pack.name] = evaluate_task(
             pack, adapted_gen, limit=limit, max_new_tokens=max_new_tokens, progress=progress, label="adapted"

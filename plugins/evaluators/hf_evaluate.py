@@ -61,10 +61,9 @@ class EvaluateBridge:
             raise EvaluationError(f"the evaluate bridge needs the 'evaluate' package ({exc})") from None
         try:
             return evaluate.load(metric)
-        except FileNotFoundError as exc:
-            raise EvaluationError(offline_message(metric, exc)) from None
-        except (ConnectionError, OSError) as exc:
-            # huggingface_hub's offline/connection errors subclass OSError/ConnectionError.
+        except (FileNotFoundError, ConnectionError) as exc:
+            # Offline, evaluate reports the missing Hub script as a local FileNotFoundError;
+            # huggingface_hub's offline-mode and connection errors are ConnectionErrors.
             raise EvaluationError(offline_message(metric, exc)) from None
 
     def score(
