@@ -15,6 +15,7 @@ forgetting report on the fresh adapter and stores it in its manifest.
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -92,17 +93,22 @@ class TrainCommand:
         method = get_catalog().method(args.method)
         method_config = coerce_method_config(method, method_options)
         TrainConfig.from_options(options)
-
-        from adapterhub.basemodels import load_base
+        from adapterhub.trainer.data import load_data
         from adapterhub.trainer.distributed import from_environment
-        from adapterhub.trainer.loop import train
 
         ctx = from_environment(device=args.device)
+        # Malformed rows are reported before the (slow) base model load, by rank 0 only.
+        data = load_data(args.task or Path(args.data), limit=args.limit, skip_bad_rows=args.skip_bad_rows,
+                         stream=None if ctx.is_main else io.StringIO())
+
+        from adapterhub.basemodels import load_base
+        from adapterhub.trainer.loop import train
+
         try:
             base = load_base(args.base, device=ctx.device)
             try:
                 result = train(
-                    base, method, method_config, args.task or Path(args.data), out_dir=args.out,
+                    base, method, method_config, data, out_dir=args.out,
                     eval_data=Path(args.eval_data) if args.eval_data else None, dist=ctx, **options,
                 )
             except TrainingInterrupted as stop:
