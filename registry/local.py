@@ -81,6 +81,7 @@ class LocalStore:
     def __init__(self, root: str | Path, url: str | None = None) -> None:
         self.root = Path(root).expanduser().absolute()
         self.url = url or self.root.as_uri()
+        self._opened: dict[str, tuple[tuple[int, int, int], Path, Manifest, int]] = {}
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -99,16 +100,16 @@ class LocalStore:
         return safe_join(self.root, "adapters", ns, base)
 
     def version_path(self, name: str, version: str) -> Path:
-        validate_version(version)
-        return safe_join(self.name_dir(name), "versions", f"{version}.json")
+        ns, base = split_name(name)
+        return safe_join(self.root, "adapters", ns, base, "versions", f"{validate_version(version)}.json")
 
     def tag_path(self, name: str, tag: str) -> Path:
-        validate_tag(tag)
-        return safe_join(self.name_dir(name), "tags", tag)
+        ns, base = split_name(name)
+        return safe_join(self.root, "adapters", ns, base, "tags", validate_tag(tag))
 
     def records_dir(self, name: str, version: str) -> Path:
-        validate_version(version)
-        return safe_join(self.name_dir(name), "records", version)
+        ns, base = split_name(name)
+        return safe_join(self.root, "adapters", ns, base, "records", validate_version(version))
 
     def view_path(self, name: str, version: str) -> Path:
         ns, base = split_name(name)
@@ -229,6 +230,7 @@ class LocalStore:
         except FileNotFoundError:
             raise AdapterNotFoundError(f"{name}@{version} not found in {self.url}") from None
         fsync_dir(path.parent)
+        self._opened.pop(str(path), None)
         shutil.rmtree(self.records_dir(name, version), ignore_errors=True)
         shutil.rmtree(self.view_path(name, version), ignore_errors=True)
 
@@ -285,8 +287,29 @@ class LocalStore:
 
     # -- pull: materialised, verified views --------------------------------------------
     def open_version(self, name: str, version: str) -> tuple[Path, Manifest]:
-        """The verified directory of name@version (built once, re-hashed every time)."""
+        """The verified directory of name@version (built once, re-hashed every time).
+
+        The parsed manifest is remembered per process, keyed by the version file's
+        (inode, size, mtime): versions are immutable, so a hit skips re-reading and
+        re-parsing it. The file contents are hashed on every call regardless.
+        """
         vpath = self.version_path(name, version)
+        try:
+            st = os.stat(vpath)
+            key = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except OSError:
+            key = None
+        hit = self._opened.get(str(vpath))
+        if hit is not None and key is not None and hit[0] == key:
+            view, manifest, manifest_size = hit[1], hit[2], hit[3]
+            try:
+                if os.stat(view / MANIFEST_NAME).st_size == manifest_size:
+                    for entry in manifest.files:
+                        verify_file(view / entry.path, entry.size, entry.sha256)
+                    return view, manifest
+            except (OSError, IntegrityError):
+                pass  # fall through to the full path, which rebuilds or reports
+            self._opened.pop(str(vpath), None)
         raw = _read_small(vpath, f"{name}@{version} in {self.url}")
         manifest = parse_manifest(raw, str(vpath))
         view = self.view_path(name, version)
@@ -301,6 +324,8 @@ class LocalStore:
                 verify_file(view / entry.path, entry.size, entry.sha256, str(view / entry.path))
             except IntegrityError:
                 self._on_corrupt_view(view, entry.sha256, entry.size, f"{name}@{version}", entry.path)
+        if key is not None:
+            self._opened[str(vpath)] = (key, view, manifest, len(raw))
         return view, manifest
 
     def _materialise(self, view: Path, raw: bytes, manifest: Manifest) -> None:
