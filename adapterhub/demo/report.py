@@ -100,14 +100,17 @@ def write_report(directory: Path, summary: dict[str, Any], rows: list[dict[str, 
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _loss_curves(directory / "loss_curves.png", {r["ref"]: r["train"]["loss_curve"] for r in rows})
-    labels, base_v, adapted_v = [], [], []
+    labels: list[str] = []
+    base_v: list[float] = []
+    adapted_v: list[float] = []
     for a in summary["adapters"]:
         metric, adapted = _headline(a["adapted"])
         labels.append(f"{a['task']}\n{metric}")
         base_v.append(a["base"].get(metric, 0.0))
         adapted_v.append(adapted)
     _bars(directory / "base_vs_adapted.png", labels, {"base": base_v, "adapted": adapted_v}, "Own task: base vs adapted", "score (0–100)")
-    f_labels, f_series = [], {}
+    f_labels: list[str] = []
+    f_series: dict[str, dict[str, float]] = {}
     for a in summary["adapters"]:
         deltas = {f"{r['task']}/{r['metric']}": r["delta"] for r in a["forgetting"]["rows"]}
         f_series[a["adapter"]] = deltas
