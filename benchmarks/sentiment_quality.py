@@ -191,8 +191,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     if args.worker:
-        rows = run_base(args) if args.worker == "base" else [run_method(args.worker, args)]
-        print(json.dumps(rows))
+        print(json.dumps(run_base(args) if args.worker == "base" else [run_method(args.worker, args)]))
         return
 
     RESULTS.mkdir(parents=True, exist_ok=True)
