@@ -449,8 +449,17 @@ SCALE_FLAGS = {
 }
 
 
+def table(doc: dict[str, Any]) -> str:
+    """The Markdown table RELIABILITY.md quotes, straight from the results file."""
+    rows = ["| category | cases tried | ended correctly | duration | command |", "|---|---:|---:|---:|---|"]
+    for name, r in doc.get("categories", {}).items():
+        rows.append(f"| {name} | {r['cases_tried']:,} | {r['ended_correctly']:,} | {r['duration_s']} s | `{r['command']}` |")
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--table", action="store_true", help="print the Markdown table of --out and exit")
     parser.add_argument("--only", help=f"comma-separated categories ({', '.join(CATEGORIES)})")
     parser.add_argument("--hostile-cases", type=int, default=12_000)
     parser.add_argument("--names-fuzz", type=int, default=2_000)
@@ -459,6 +468,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--swaps", type=int, default=10_000)
     parser.add_argument("--out", type=Path, default=RESULTS / "soak.json")
     args = parser.parse_args(argv)
+    if args.table:
+        print(table(json.loads(args.out.read_text())))
+        return 0
     chosen = args.only.split(",") if args.only else list(CATEGORIES)
     unknown = [c for c in chosen if c not in CATEGORIES]
     if unknown:
