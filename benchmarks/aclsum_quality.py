@@ -8,7 +8,8 @@ package's test split (100 papers, challenge-aspect summaries) for
 1. the extractive baseline: the abstract's first sentence (0.216 on the first 20 test
    papers in the issue; the full split is reported too);
 2. the base model zero-shot (greedy, the pack's 64 new tokens);
-3. an adapter trained within ``--budget`` seconds of wall clock (data loading, a speed
+3. an adapter trained within ``--budget`` seconds of wall clock (or ``--clock cpu``, as in
+   ``sentiment_quality.py``) (data loading, a speed
    calibration and training, with held-out loss on the validation split every
    ``--eval-every`` steps and early stopping), decoded greedily the same way.
 
@@ -24,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from sentiment_quality import Budget  # the benchmarks directory is sys.path[0]
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -64,12 +67,16 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--eval-every", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="see sentiment_quality.py")
+    ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--skip-base", action="store_true", help="do not regenerate the base model's zero-shot outputs")
     ap.add_argument("--out-dir", default=str(RESULTS / "adapters"))
     args = ap.parse_args()
 
     import torch
 
+    if args.clock == "cpu":
+        args.threads = 1
     torch.set_num_threads(args.threads)
     from adapterhub.plugins.tasks.summarize_aclsum import first_sentence_baseline
 
@@ -99,41 +106,42 @@ def main() -> None:
     preset = PRESETS[args.method]
     hyper = {"lr": preset["lr"], "batch_size": args.batch_size, "warmup": 5, "template": args.template,
              "max_length": 512, "seed": 0, "eval_every": args.eval_every, "early_stopping_patience": 3, "eval_size": 50}
-    t_start = time.perf_counter()
+    budget = Budget.from_args(args)
     data = load_data(TASK)
     marks: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         sample = TrainingData(data.examples[:40], data.sha256, data.source, data.task, data.split_seed)
         train(base, args.method, preset["config"], sample, out_dir=Path(tmp) / "cal", steps=3, progress=False,
-              callbacks=[lambda info: marks.append(info.seconds)], **{k: v for k, v in hyper.items() if not k.startswith(("eval", "early"))})
+              callbacks=[lambda info: marks.append(budget.now())], **{k: v for k, v in hyper.items() if not k.startswith(("eval", "early"))})
     if args.method == "full":
         base = load_base("smollm2-135m-instruct")
     per_step = (marks[-1] - marks[0]) / (len(marks) - 1)
-    remaining = args.budget - (time.perf_counter() - t_start)
     # Each evaluation costs about as much as 50/batch forward passes: budget for them.
     eval_cost = per_step * 0.4 * 50 / args.batch_size
-    steps = max(10, int((remaining - 20) / (per_step + eval_cost / args.eval_every)))
+    steps = max(10, int((budget.left() - 20) / (per_step + eval_cost / args.eval_every)))
     out = Path(args.out_dir) / f"aclsum-{args.method}"
-    res = train(base, args.method, preset["config"], data, out_dir=out, steps=steps, overwrite=True,
-                max_seconds=max(1.0, remaining - 20), keep_attached=True, **hyper)
-    wall = time.perf_counter() - t_start
+    res = train(base, args.method, preset["config"], data, out_dir=out, steps=steps, overwrite=True, keep_attached=True,
+                callbacks=[lambda info: budget.left() <= 5], **hyper)
+    wall = time.perf_counter() - budget.wall0
     preds, secs = generate(base.model, base.tokenizer, test, args.template, pack.max_new_tokens)
     rows.append({
         "system": f"{args.method} adapter ({args.template} template)",
         "rougeL": rouge_l(preds, test), "rougeL_first20": rouge_l(preds[:20], test[:20]),
         "steps": res.steps, "planned_steps": steps, "stopped_early": res.stopped_early,
-        "budget_wall_seconds": wall, "train_seconds": res.seconds, "eval_losses": res.eval_losses,
+        "budget_wall_seconds": wall, "budget_clock": budget.clock, "budget_limit_seconds": budget.limit,
+        "budget_used_seconds": budget.used(), "train_seconds": res.seconds, "eval_losses": res.eval_losses,
         "trainable_params": res.trainable_params, "config": preset["config"], "hyperparameters": hyper,
         "eval_seconds": secs, "sample": preds[:3], "adapter_dir": str(out),
     })
-    meta = {"budget": args.budget, "threads": args.threads, "loadavg": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    meta = {"budget": args.budget, "clock": args.clock, "cores": args.cores, "threads": args.threads, "loadavg": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
             "test_items": len(test)}
     RESULTS.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"meta": meta, "rows": rows, "base_row": base_row}, indent=2) + "\n")
     lines = ["# summarize-aclsum: ROUGE-L F1 on the test split (challenge summaries)", "",
              "| system | ROUGE-L (100 test papers) | ROUGE-L (first 20) | notes |", "|---|---:|---:|---|"]
     for r in rows:
-        note = f"{r['steps']} steps, {r['budget_wall_seconds']:.0f} s of {args.budget:.0f} s budget" if "steps" in r else ""
+        note = (f"{r['steps']} steps, {r['budget_used_seconds']:.0f} of {r['budget_limit_seconds']:.0f} {r['budget_clock']} seconds"
+                if "steps" in r else "")
         lines.append(f"| {r['system']} | {r['rougeL']:.3f} | {r['rougeL_first20']:.3f} | {note} |")
     lines += ["", f"Greedy decoding, {pack.max_new_tokens} new tokens; {args.threads} torch threads; load average "
               f"{meta['loadavg'][0]:.1f} at the end (shared machine).", ""]

@@ -276,7 +276,7 @@ def train(
     *,
     out_dir: str | Path,
     eval_data: Sequence[Example] | str | Path | None = None,
-    callbacks: Sequence[Callable[[StepInfo], None]] = (),
+    callbacks: Sequence[Callable[[StepInfo], bool | None]] = (),
     keep_attached: bool = False,
     dist: DistContext | None = None,
     **options: Any,
@@ -387,7 +387,7 @@ class _Run:
     def __init__(
         self, cfg: TrainConfig, ctx: DistContext, model: Any, params: list[torch.nn.Parameter], out: Path,
         tokenized: list[TokenizedExample], eval_set: list[TokenizedExample], pad_id: int,
-        callbacks: Sequence[Callable[[StepInfo], None]], quiet: bool,
+        callbacks: Sequence[Callable[[StepInfo], bool | None]], quiet: bool,
     ) -> None:
         self.cfg, self.ctx, self.model, self.params, self.out = cfg, ctx, model, params, out
         self.eval_set, self.pad_id, self.callbacks, self.quiet = eval_set, pad_id, callbacks, quiet
@@ -471,13 +471,13 @@ class _Run:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{self.tokens / max(self.elapsed, 1e-9):.0f}", refresh=False)
                     info = StepInfo(self.step, loss, lr, self.elapsed, self.tokens)
-                    for cb in self.callbacks:
-                        cb(info)
+                    # A callback returning True asks to stop after this step (budgets).
+                    asked = [bool(cb(info)) for cb in self.callbacks]
                     if cfg.eval_every and self.step % cfg.eval_every == 0 and self.eval_set:
                         self._evaluate(bar)
                     if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
                         self.save(run_key)
-                    stop_time = cfg.max_seconds is not None and self.elapsed >= cfg.max_seconds
+                    stop_time = any(asked) or (cfg.max_seconds is not None and self.elapsed >= cfg.max_seconds)
                     flags = self.ctx.all_reduce_sum([float(guard.hit), float(self.stopped_early), float(stop_time)])
                     if flags[0]:
                         raise KeyboardInterrupt

@@ -223,3 +223,9 @@ def test_lr_schedule() -> None:
     assert lr_factor(55, 100, 10, "linear") == pytest.approx(0.5)
     assert lr_factor(99, 100, 0, "constant") == 1.0
     assert 0 < lr_factor(99, 100, 0, "cosine") < 0.01
+
+
+def test_a_callback_returning_true_stops_and_saves(tmp_path: Path) -> None:
+    res = train(fresh_base(), "lora", LORA, DATA, out_dir=tmp_path / "a", steps=50,
+                callbacks=[lambda info: info.step >= 4], **FAST)
+    assert res.steps == 4 and read_adapter(tmp_path / "a")[0].provenance.steps == 4
