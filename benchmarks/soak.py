@@ -424,13 +424,17 @@ def cat_serving_churn(args: argparse.Namespace) -> Result:
         shutil.rmtree(tmp, ignore_errors=True)
     growth = late / early - 1
     rss_ok = growth <= 0.05
+    # Cases: every generate request of the threaded run (the test passes only if each was
+    # served by exactly one version, replayed identically, or refused as unloaded) plus
+    # every swap of the RSS run (each must complete; the category also needs flat RSS).
+    swaps = args.swaps + 100
     return {
-        "cases_tried": threads["tests"] + 1,
-        "ended_correctly": threads["passed"] + int(rss_ok),
+        "cases_tried": args.churn_requests + swaps,
+        "ended_correctly": (args.churn_requests if threads["passed"] == threads["tests"] == 1 else 0) + (swaps if rss_ok else 0),
         "threads_test": threads | {"requests": args.churn_requests, "threads": 4},
-        "rss": {"swaps": args.swaps + 100, "rss_kb_after_100": early, "rss_kb_after_all": late, "growth": round(growth, 4),
+        "rss": {"swaps": swaps, "rss_kb_after_100": early, "rss_kb_after_all": late, "growth": round(growth, 4),
                 "limit": 0.05, "ok": rss_ok, "samples_kb": samples, "seconds": round(swap_s, 1),
-                "swaps_per_second": round((args.swaps + 100) / swap_s, 1)},
+                "swaps_per_second": round(swaps / swap_s, 1)},
     }
 
 

@@ -152,7 +152,7 @@ class _Checker(ast.NodeVisitor):
                 span = self.lines[node.lineno - 1 : (node.end_lineno or node.lineno)]
                 justified = any("# no-pickle:" in ln for ln in span)
                 if not safe and "gguf_file" not in kw and not justified:
-                    self._flag(node, f"calls {q} without use_safetensors=True (or gguf_file=)")
+                    self._flag(node, f"calls {q} without use_safetensors=True (or gguf_file=, or a '# no-pickle: <why>' comment)")
         self.generic_visit(node)
 
 
