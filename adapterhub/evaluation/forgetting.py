@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 DEFAULT_LIMIT = 20
 DEFAULT_THRESHOLD = 2.0
 SAMPLE_SOURCES: tuple[tuple[str, int], ...] = (("chitchat", 24), ("faq-instruct", 24))
+PERPLEXITY_RULE = 1
+"""Bumped whenever the perplexity computation changes, so cached base values are not reused."""
 
 
 @dataclass
@@ -181,7 +183,7 @@ def run_forgetting_detailed(
     ppl_key = None
     ppl_base = None
     if store is not None:
-        ppl_key = store.key({**base_key, "kind": "perplexity", "sample_sha256": sample_info["sha256"]})
+        ppl_key = store.key({**base_key, "kind": "perplexity", "rule": PERPLEXITY_RULE, "sample_sha256": sample_info["sha256"]})
         ppl_base = store.get_value(ppl_key)
     if ppl_base is None:
         ppl_base = _perplexity(loaded.model, loaded.tokenizer, sample)
