@@ -26,7 +26,7 @@ import torch
 
 from adapterhub.artifact import read_adapter
 from adapterhub.catalog import get_catalog
-from adapterhub.errors import ConfigError, IncompatibleAdapterError
+from adapterhub.errors import ConfigError, IncompatibleAdapterError, InvalidNameError
 from adapterhub.fingerprint import fingerprint as compute_fingerprint
 from adapterhub.host.decode import Route, greedy_generate, prefill_logits
 from adapterhub.host.pool import AdapterPool, PoolEntry
@@ -125,8 +125,15 @@ class AdapterHost:
 
     # --- loading ------------------------------------------------------------------------------
     def _resolve_dir(self, source: str | Path) -> tuple[Path, str | None]:
+        text = str(source)
+        if not text.strip() or "\x00" in text:
+            raise InvalidNameError(f"invalid adapter reference {text!r}: empty or contains NUL")
         path = Path(source)
-        if path.is_dir():
+        try:
+            is_dir = path.is_dir()
+        except OSError:  # e.g. ENAMETOOLONG: not a directory; let the ref parser judge it
+            is_dir = False
+        if is_dir:
             return path, None
         from adapterhub.registry.client import Registry
 

@@ -162,3 +162,14 @@ def test_generation_json_shape(host: AdapterHost) -> None:
     d = json.loads(json.dumps(g.as_dict()))
     assert set(d) == {"prompt", "adapter", "completion", "token_ids"}
     assert len(d["token_ids"]) <= 3
+
+
+@pytest.mark.parametrize("ref", ["", "a" * 300, "../../etc/passwd", "x\x00y", "/abs/path/that/does/not/exist"])
+def test_bad_refs_are_typed_one_line_errors(ref: str) -> None:
+    from adapterhub.errors import AdapterhubError
+
+    h = AdapterHost(_base())
+    with pytest.raises(AdapterhubError) as info:
+        h.load(ref)
+    assert "\n" not in str(info.value)
+    assert h.adapters() == []
