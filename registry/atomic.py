@@ -101,25 +101,31 @@ def _temp_for(final: Path, action: str) -> Iterator[tuple[Path, BinaryIO]]:
     _unlink_quiet(tmp)
 
 
-def _finish(fh: BinaryIO) -> None:
+def _finish(fh: BinaryIO, sync: bool = True) -> None:
     fh.flush()
-    os.fsync(fh.fileno())
+    if sync:
+        os.fsync(fh.fileno())
 
 
-def atomic_write(final: Path, data: bytes) -> None:
-    """Replace ``final`` with ``data`` atomically (temp + fsync + rename + dir fsync)."""
+def atomic_write(final: Path, data: bytes, sync: bool = True) -> None:
+    """Replace ``final`` with ``data`` atomically (temp + fsync + rename + dir fsync).
+
+    ``sync=False`` keeps the atomic rename but skips the fsyncs: for caches, whose
+    contents are re-verified on every read and can always be fetched again.
+    """
     with _temp_for(final, "write") as (tmp, fh):
         fh.write(data)
-        _finish(fh)
+        _finish(fh, sync)
         os.replace(tmp, final)
-    fsync_dir(final.parent)
+    if sync:
+        fsync_dir(final.parent)
 
 
-def create_exclusive(final: Path, data: bytes, what: str) -> None:
+def create_exclusive(final: Path, data: bytes, what: str, sync: bool = True) -> None:
     """Create ``final`` with ``data`` only if it does not exist (VersionExistsError)."""
     with _temp_for(final, "write") as (tmp, fh):
         fh.write(data)
-        _finish(fh)
+        _finish(fh, sync)
         try:
             os.link(tmp, final)
         except FileExistsError:
@@ -128,7 +134,8 @@ def create_exclusive(final: Path, data: bytes, what: str) -> None:
             if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS):
                 raise
             _create_excl_fallback(final, data, what)
-    fsync_dir(final.parent)
+    if sync:
+        fsync_dir(final.parent)
 
 
 def _create_excl_fallback(final: Path, data: bytes, what: str) -> None:
@@ -154,6 +161,7 @@ def copy_verified(
     name: str,
     progress: Callable[[int], None] | None = None,
     crash_hook: Callable[[int], None] | None = None,
+    sync: bool = True,
 ) -> None:
     """Stream ``source`` into ``final`` while hashing; rename only if size+sha256 match.
 
@@ -175,14 +183,15 @@ def copy_verified(
                 progress(len(chunk))
             if crash_hook is not None:
                 crash_hook(written)
-        _finish(fh)
+        _finish(fh, sync)
         if size is not None and written != size:
             raise IntegrityError(f"{name}: size {written} bytes, expected {size}")
         if digest.hexdigest() != sha256:
             raise IntegrityError(f"{name}: sha256 {digest.hexdigest()[:16]}..., expected {sha256[:16]}...")
         os.chmod(tmp, 0o444)  # blobs are immutable; discourage in-place edits of pulled files
         os.replace(tmp, final)
-    fsync_dir(final.parent)
+    if sync:
+        fsync_dir(final.parent)
 
 
 def sha256_file(path: Path) -> tuple[int, str]:

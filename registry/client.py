@@ -19,6 +19,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +94,8 @@ class Registry:
         self.default_url = url
         self.progress = progress
         self._stores: dict[str, Store] = {}
+        self._caches: dict[str, LocalStore] = {}
+        self._pool: ThreadPoolExecutor | None = None
 
     # -- stores -----------------------------------------------------------------------
     def store(self, url_or_remote: str | None = None) -> Store:
@@ -114,7 +117,9 @@ class Registry:
         if store is self.local:
             return self.local
         slug = hashlib.sha256(store.url.encode()).hexdigest()[:16]
-        return LocalStore(self.local.root / "remotes" / slug)
+        if slug not in self._caches:
+            self._caches[slug] = LocalStore(self.local.root / "remotes" / slug, durable=False)
+        return self._caches[slug]
 
     # -- resolution -------------------------------------------------------------------
     @staticmethod
@@ -157,14 +162,31 @@ class Registry:
         manifest = check_artifact(src)
         store = self.store(to)
         total = sum(f.size for f in manifest.files)
+        # The current `latest` is read while the blobs upload (one round trip hidden
+        # behind the transfer); it only decides whether `latest` moves afterwards.
+        current_latest = self._executor().submit(self._read_tag, store, name, DEFAULT_TAG)
         with _progress(total, f"push {name}", self.progress) as bar:
             for entry in manifest.files:
                 store.put_blob(entry.sha256, src / entry.path, bar)
         crash_point("after-blobs")
         final = self._create_version(store, manifest, name, version)
         crash_point("after-manifest")
-        self._after_create(store, final, tag)
+        self._after_create(store, final, tag, current_latest.result())
         return f"{name}@{final.version}"
+
+    def _executor(self) -> ThreadPoolExecutor:
+        # One long-lived helper thread: starting a thread per push costs more (several
+        # ms on a busy machine) than the round trip it hides.
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="adapterhub-registry")
+        return self._pool
+
+    @staticmethod
+    def _read_tag(store: Store, name: str, tag: str) -> str | None:
+        try:
+            return store.get_tag(name, tag)
+        except (AdapterNotFoundError, IntegrityError):
+            return None
 
     def _create_version(self, store: Store, manifest: Manifest, name: str, version: str | None) -> Manifest:
         # An automatic version retries on a lost race: two pushers computing the same
@@ -186,10 +208,11 @@ class Registry:
                     raise
         raise VersionExistsError(f"could not find a free version for {name} after 32 tries (concurrent pushes?)")
 
-    def _after_create(self, store: Store, final: Manifest, tag: str | None) -> None:
+    def _after_create(self, store: Store, final: Manifest, tag: str | None, current: str | None) -> None:
         name, version = final.name, final.version or ""
-        best = latest_version(store.list_versions(name))
-        if best is None or version_key(version) >= version_key(best):
+        # `latest` moves forward only: an older version published later (a backport)
+        # does not take it.
+        if current is None or version_key(version) >= version_key(current):
             store.set_tag(name, DEFAULT_TAG, version)
         if tag is not None:
             store.set_tag(name, tag, version)
@@ -230,7 +253,7 @@ class Registry:
                 # The remote version was deleted and re-published; the cache follows it.
                 cache.delete_version(name, version)
                 cache.put_version(name, version, raw)
-        return f"{name}@{version}", cache.open_version(name, version)[0]
+        return f"{name}@{version}", cache.open_version(name, version, verified=frozenset(f.sha256 for f in missing))[0]
 
     # -- listing and search -------------------------------------------------------------
     def ls(self, from_: str | None = None) -> list[dict[str, Any]]:

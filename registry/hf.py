@@ -361,7 +361,7 @@ class HFStore:
         except AdapterNotFoundError:
             raise AdapterNotFoundError(f"blob {digest} not found in {self.url}") from None
         with open(local, "rb") as fh:
-            copy_verified(fh, Path(dest), digest, size, f"{self.url}/{path}", progress)
+            copy_verified(fh, Path(dest), digest, size, f"{self.url}/{path}", progress, sync=False)
 
     def iter_blobs(self) -> Iterator[str]:
         base = self._path("blobs", "sha256") + "/"

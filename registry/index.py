@@ -32,7 +32,7 @@ from adapterhub.registry.names import version_key
 from adapterhub.errors import ConfigError
 from adapterhub.manifest import Manifest, parse_manifest
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "3"
 STALE_S = 120.0
 _HOST = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname())[:64] or "host"
 _WHERE = re.compile(r"^\s*([A-Za-z0-9_.:/-]+)\s*(>=|<=|==|!=|=|>|<)\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*$")
@@ -41,20 +41,21 @@ _OPS = {">": ">", "<": "<", ">=": ">=", "<=": "<=", "=": "=", "==": "=", "!=": "
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS versions(
-    name TEXT NOT NULL, version TEXT NOT NULL, task TEXT, method TEXT NOT NULL,
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL, version TEXT NOT NULL, vkey TEXT NOT NULL, task TEXT, method TEXT NOT NULL,
     method_kind TEXT NOT NULL, base_name TEXT NOT NULL, base_sha256 TEXT NOT NULL,
     created TEXT NOT NULL, size INTEGER NOT NULL, trainable INTEGER NOT NULL,
-    description TEXT NOT NULL, PRIMARY KEY(name, version));
+    description TEXT NOT NULL, UNIQUE(name, version));
 CREATE TABLE IF NOT EXISTS tags(name TEXT NOT NULL, tag TEXT NOT NULL, version TEXT NOT NULL,
     PRIMARY KEY(name, tag));
-CREATE TABLE IF NOT EXISTS metrics(name TEXT NOT NULL, version TEXT NOT NULL, task TEXT NOT NULL,
-    metric TEXT NOT NULL, value REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS metrics_by_metric ON metrics(metric, value);
-CREATE INDEX IF NOT EXISTS metrics_by_version ON metrics(name, version);
+CREATE TABLE IF NOT EXISTS metrics(vid INTEGER NOT NULL, task TEXT NOT NULL, metric TEXT NOT NULL,
+    value REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS metrics_by_metric ON metrics(metric, value, vid);
+CREATE INDEX IF NOT EXISTS metrics_by_vid ON metrics(vid);
+CREATE INDEX IF NOT EXISTS versions_order ON versions(name, vkey);
 CREATE INDEX IF NOT EXISTS versions_task ON versions(task);
 CREATE INDEX IF NOT EXISTS versions_method ON versions(method);
 CREATE INDEX IF NOT EXISTS versions_base ON versions(base_sha256);
-CREATE INDEX IF NOT EXISTS tags_by_tag ON tags(tag);
+CREATE INDEX IF NOT EXISTS tags_by_tag ON tags(tag, name, version);
 """
 
 
@@ -79,6 +80,16 @@ def parse_where(text: str) -> Condition:
     return Condition(task, field, _OPS[op], float(value))
 
 
+def sortable_version(version: str) -> str:
+    """A string whose byte order is semver precedence (for ORDER BY in SQLite)."""
+    major, minor, patch, release, pre = version_key(version)
+    head = f"{major:010d}.{minor:010d}.{patch:010d}"
+    if release:
+        return head + "~"  # '~' sorts after '-': a release after all its prereleases
+    ids = ".".join(f"0{v:010d}" if kind == 0 else f"1{v}" for kind, v in pre)
+    return f"{head}-{ids}"
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -99,20 +110,30 @@ class Index:
     # -- connection and health --------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        except sqlite3.OperationalError:
+            row = None  # a new (or foreign) file: set it up below
+        if row is None or row[0] != SCHEMA_VERSION:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_DDL)
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.executescript(_DDL)
         return conn
 
     def _open(self) -> sqlite3.Connection:
         if self._conn is not None:
             return self._conn
+        conn: sqlite3.Connection | None = None
         try:
             conn = self._connect()
             row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             built = row is not None and row[0] == SCHEMA_VERSION
+            if row is not None and not built:
+                raise sqlite3.DatabaseError(f"index schema {row[0]}, this adapterhub writes {SCHEMA_VERSION}")
         except sqlite3.DatabaseError:
-            # Corrupt or not a database: the index is only a cache; start over.
+            # Corrupt, not a database, or an older schema: the index is only a cache.
+            if conn is not None:
+                conn.close()
             self._discard()
             conn = self._connect()
             built = False
@@ -178,25 +199,28 @@ class Index:
 
     # -- updates ----------------------------------------------------------------------
     @staticmethod
-    def _rows(manifest: Manifest) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
-        name, version = manifest.name, manifest.version or ""
-        row = (
-            name, version, manifest.task, manifest.method, manifest.method_kind, manifest.base.name,
-            manifest.base.weights_sha256, manifest.created.isoformat(), sum(f.size for f in manifest.files),
-            manifest.trainable_parameters, manifest.description[:500],
+    def _row(manifest: Manifest) -> tuple[Any, ...]:
+        return (
+            manifest.name, manifest.version or "", sortable_version(manifest.version or "0.0.0"), manifest.task, manifest.method, manifest.method_kind,
+            manifest.base.name, manifest.base.weights_sha256, manifest.created.isoformat(),
+            sum(f.size for f in manifest.files), manifest.trainable_parameters, manifest.description[:500],
         )
-        metrics = [
-            (name, version, task, metric, float(value))
-            for task, values in manifest.metrics.items()
-            for metric, value in values.items()
-        ]
-        return row, metrics
 
     def _insert(self, conn: sqlite3.Connection, manifest: Manifest) -> None:
-        row, metrics = self._rows(manifest)
-        conn.execute("DELETE FROM metrics WHERE name=? AND version=?", row[:2])
-        conn.execute("INSERT OR REPLACE INTO versions VALUES (?,?,?,?,?,?,?,?,?,?,?)", row)
-        conn.executemany("INSERT INTO metrics VALUES (?,?,?,?,?)", metrics)
+        row = self._row(manifest)
+        old = conn.execute("SELECT id FROM versions WHERE name=? AND version=?", row[:2]).fetchone()
+        if old is not None:
+            conn.execute("DELETE FROM metrics WHERE vid=?", old)
+            conn.execute("DELETE FROM versions WHERE id=?", old)
+        cur = conn.execute(
+            "INSERT INTO versions(name, version, vkey, task, method, method_kind, base_name, base_sha256, created,"
+            " size, trainable, description) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", row,
+        )
+        vid = cur.lastrowid
+        conn.executemany(
+            "INSERT INTO metrics VALUES (?,?,?,?)",
+            [(vid, task, metric, float(value)) for task, values in manifest.metrics.items() for metric, value in values.items()],
+        )
 
     def add_version(self, manifest: Manifest) -> None:
         conn = self._open()
@@ -206,8 +230,8 @@ class Index:
     def remove_version(self, name: str, version: str) -> None:
         conn = self._open()
         with _txn(conn):
+            conn.execute("DELETE FROM metrics WHERE vid IN (SELECT id FROM versions WHERE name=? AND version=?)", (name, version))
             conn.execute("DELETE FROM versions WHERE name=? AND version=?", (name, version))
-            conn.execute("DELETE FROM metrics WHERE name=? AND version=?", (name, version))
             conn.execute("DELETE FROM tags WHERE name=? AND version=?", (name, version))
 
     def set_tags(self, name: str, tags: dict[str, str]) -> None:
@@ -236,6 +260,7 @@ class Index:
                 tags = self.store.list_tags(name)
                 conn.executemany("INSERT INTO tags VALUES (?,?,?)", [(name, t, v) for t, v in tags.items()])
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        conn.execute("ANALYZE")  # planner statistics: pick the selective index per query
         return count
 
     # -- queries ----------------------------------------------------------------------
@@ -250,15 +275,14 @@ class Index:
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
         conn = self.ensure_fresh()
-        sql = ["SELECT name, version, task, method, method_kind, base_name, base_sha256, created, size FROM versions v WHERE 1=1"]
+        sql = ["SELECT id, name, version, task, method, method_kind, base_name, base_sha256, created, size FROM versions v WHERE 1=1"]
         args: list[Any] = []
         if name:
-            if any(c in name for c in "*?"):
+            if any(c in name for c in "*?["):
                 sql.append("AND name GLOB ?")
-                args.append(name)
             else:
                 sql.append("AND instr(lower(name), lower(?)) > 0")
-                args.append(name)
+            args.append(name)
         if task:
             sql.append("AND task = ?")
             args.append(task)
@@ -266,47 +290,54 @@ class Index:
             sql.append("AND method = ?")
             args.append(method)
         if base:
-            sql.append("AND (base_sha256 LIKE ? OR base_name = ?)")
-            args.extend([base.lower() + "%", base])
+            # A sha256 prefix as an index range (LIKE would scan), or the base's name.
+            lo = base.lower()
+            sql.append("AND ((base_sha256 >= ? AND base_sha256 < ?) OR base_name = ?)")
+            args.extend([lo, lo + "\uffff", base])
         if tag:
-            sql.append("AND EXISTS (SELECT 1 FROM tags t WHERE t.name=v.name AND t.version=v.version AND t.tag=?)")
+            sql.append("AND EXISTS (SELECT 1 FROM tags t WHERE t.tag=? AND t.name=v.name AND t.version=v.version)")
             args.append(tag)
         for cond in where:
             c = parse_where(cond) if isinstance(cond, str) else cond
-            clause = f"EXISTS (SELECT 1 FROM metrics m WHERE m.name=v.name AND m.version=v.version AND m.metric=? AND m.value {c.op} ?"
+            # IN (...) evaluates the threshold once through the (metric, value) index,
+            # instead of probing it again for every candidate row.
+            clause = f"id IN (SELECT vid FROM metrics WHERE metric=? AND value {c.op} ?"
             args.extend([c.metric, c.value])
             if c.task is not None:
-                clause += " AND m.task=?"
+                clause += " AND task=?"
                 args.append(c.task)
             sql.append("AND " + clause + ")")
+        sql.append("ORDER BY name, vkey")
+        if limit:
+            sql.append("LIMIT ?")
+            args.append(int(limit))
         rows = conn.execute(" ".join(sql), args).fetchall()
-        rows.sort(key=lambda r: (r[0], version_key(r[1])), reverse=False)
-        out = []
-        for r in rows[:limit] if limit else rows:
-            out.append({
-                "name": r[0], "version": r[1], "ref": f"{r[0]}@{r[1]}", "task": r[2], "method": r[3],
-                "method_kind": r[4], "base": r[5], "base_sha256": r[6], "created": r[7], "size": r[8],
-            })
+        out = [
+            {
+                "name": r[1], "version": r[2], "ref": f"{r[1]}@{r[2]}", "task": r[3], "method": r[4],
+                "method_kind": r[5], "base": r[6], "base_sha256": r[7], "created": r[8], "size": r[9],
+                "tags": [], "metrics": {},
+            }
+            for r in rows
+        ]
         if out:
-            self._attach_details(conn, out)
+            self._attach_details(conn, [r[0] for r in rows], out)
         return out
 
-    def _attach_details(self, conn: sqlite3.Connection, rows: list[dict[str, Any]]) -> None:
-        keys = {(r["name"], r["version"]): r for r in rows}
-        for r in rows:
-            r["tags"], r["metrics"] = [], {}
-        names = sorted({r["name"] for r in rows})
-        for chunk in range(0, len(names), 500):
-            part = names[chunk:chunk + 500]
+    def _attach_details(self, conn: sqlite3.Connection, ids: list[int], rows: list[dict[str, Any]]) -> None:
+        by_id = dict(zip(ids, rows, strict=True))
+        by_ref = {(r["name"], r["version"]): r for r in rows}
+        for chunk in range(0, len(ids), 500):
+            part = ids[chunk:chunk + 500]
             marks = ",".join("?" * len(part))
-            for n, t, v in conn.execute(f"SELECT name, tag, version FROM tags WHERE name IN ({marks})", part):
-                if (n, v) in keys:
-                    keys[(n, v)]["tags"].append(t)
-            for n, v, task, metric, value in conn.execute(
-                f"SELECT name, version, task, metric, value FROM metrics WHERE name IN ({marks})", part
-            ):
-                if (n, v) in keys:
-                    keys[(n, v)]["metrics"].setdefault(task, {})[metric] = value
+            for vid, task, metric, value in conn.execute(f"SELECT vid, task, metric, value FROM metrics WHERE vid IN ({marks})", part):
+                by_id[vid]["metrics"].setdefault(task, {})[metric] = value
+            names = sorted({by_id[i]["name"] for i in part})
+            nmarks = ",".join("?" * len(names))
+            for n, t, v in conn.execute(f"SELECT name, tag, version FROM tags WHERE name IN ({nmarks})", names):
+                hit = by_ref.get((n, v))
+                if hit is not None:
+                    hit["tags"].append(t)
 
     def names(self) -> list[dict[str, Any]]:
         """Every adapter with its versions and tags (for ``ls``)."""

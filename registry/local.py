@@ -78,8 +78,11 @@ def _read_small(path: Path, what: str, limit: int = 4 * 1024 * 1024) -> bytes:
 class LocalStore:
     """A :class:`~adapterhub.protocols.store.Store` on a local or shared filesystem."""
 
-    def __init__(self, root: str | Path, url: str | None = None) -> None:
+    def __init__(self, root: str | Path, url: str | None = None, durable: bool = True) -> None:
         self.root = Path(root).expanduser().absolute()
+        # A cache of a remote store need not fsync: every read re-verifies, and a torn
+        # file is fetched again. The registry itself (durable=True) fsyncs everything.
+        self.durable = durable
         self.url = url or self.root.as_uri()
         self._opened: dict[str, tuple[tuple[int, int, int], Path, Manifest, int]] = {}
         try:
@@ -135,7 +138,7 @@ class LocalStore:
         except OSError as exc:
             raise StoreError(f"cannot read {source}: {exc.strerror or exc}") from None
         with src:
-            copy_verified(src, final, digest, None, str(source), progress, _mid_blob_hook)
+            copy_verified(src, final, digest, None, str(source), progress, _mid_blob_hook, sync=self.durable)
 
     def get_blob(self, digest: str, dest: Path, size: int, progress: Progress | None = None) -> None:
         src_path = self.blob_path(digest)
@@ -144,12 +147,12 @@ class LocalStore:
         except FileNotFoundError:
             raise AdapterNotFoundError(f"blob {digest} not found in {self.url}") from None
         with src:
-            copy_verified(src, Path(dest), digest, size, str(src_path), progress)
+            copy_verified(src, Path(dest), digest, size, str(src_path), progress, sync=False)
 
     def put_blob_stream(self, digest: str, source: object, size: int, progress: Progress | None = None) -> Path:
         """Store a blob read from a file-like object (remote downloads land here)."""
         final = self.blob_path(digest)
-        copy_verified(source, final, digest, size, f"blob {digest}", progress)  # type: ignore[arg-type]
+        copy_verified(source, final, digest, size, f"blob {digest}", progress, sync=self.durable)  # type: ignore[arg-type]
         return final
 
     def iter_blobs(self) -> Iterator[str]:
@@ -184,7 +187,7 @@ class LocalStore:
 
     # -- versions ---------------------------------------------------------------------
     def put_version(self, name: str, version: str, manifest: bytes) -> None:
-        create_exclusive(self.version_path(name, version), manifest, f"{name}@{version} in {self.url}")
+        create_exclusive(self.version_path(name, version), manifest, f"{name}@{version} in {self.url}", sync=self.durable)
 
     def get_version(self, name: str, version: str) -> bytes:
         return _read_small(self.version_path(name, version), f"{name}@{version} in {self.url}")
@@ -237,7 +240,7 @@ class LocalStore:
     # -- tags -------------------------------------------------------------------------
     def set_tag(self, name: str, tag: str, version: str) -> None:
         validate_version(version)
-        atomic_write(self.tag_path(name, tag), f"{version}\n".encode())
+        atomic_write(self.tag_path(name, tag), f"{version}\n".encode(), sync=self.durable)
 
     def get_tag(self, name: str, tag: str) -> str:
         path = self.tag_path(name, tag)
@@ -274,7 +277,7 @@ class LocalStore:
         if not self.has_version(name, version):
             raise AdapterNotFoundError(f"{name}@{version} not found in {self.url}")
         rid = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"  # sorts in creation order
-        atomic_write(self.records_dir(name, version) / f"{rid}.json", record)
+        atomic_write(self.records_dir(name, version) / f"{rid}.json", record, sync=self.durable)
         return rid
 
     def list_records(self, name: str, version: str) -> list[bytes]:
@@ -286,7 +289,7 @@ class LocalStore:
         return [_read_small(d / e, f"record {e}") for e in entries]
 
     # -- pull: materialised, verified views --------------------------------------------
-    def open_version(self, name: str, version: str) -> tuple[Path, Manifest]:
+    def open_version(self, name: str, version: str, verified: frozenset[str] = frozenset()) -> tuple[Path, Manifest]:
         """The verified directory of name@version (built once, re-hashed every time).
 
         The parsed manifest is remembered per process, keyed by the version file's
@@ -320,6 +323,8 @@ class LocalStore:
         if not fresh:
             self._materialise(view, raw, manifest)
         for entry in manifest.files:
+            if entry.sha256 in verified and fresh is False:
+                continue  # hashed a moment ago by the download that stored it
             try:
                 verify_file(view / entry.path, entry.size, entry.sha256, str(view / entry.path))
             except IntegrityError:
@@ -342,7 +347,8 @@ class LocalStore:
                 except OSError:
                     shutil.copyfile(blob, tmp / entry.path)
             (tmp / MANIFEST_NAME).write_bytes(raw)
-            fsync_dir(tmp)
+            if self.durable:
+                fsync_dir(tmp)
             if view.exists():
                 try:
                     same = (view / MANIFEST_NAME).read_bytes() == raw
@@ -361,7 +367,8 @@ class LocalStore:
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
-        fsync_dir(view.parent)
+        if self.durable:
+            fsync_dir(view.parent)
 
     def _on_corrupt_view(self, view: Path, digest: str, size: int, label: str, fname: str) -> None:
         blob = self.blob_path(digest)

@@ -44,7 +44,11 @@ class Store(Protocol):
         ...
 
     def get_blob(self, digest: str, dest: Path, size: int, progress: Progress | None = None) -> None:
-        """Download into ``dest`` atomically; IntegrityError (nothing at ``dest``) on mismatch."""
+        """Download into ``dest`` atomically; IntegrityError (nothing at ``dest``) on mismatch.
+
+        Atomic (temp file + rename) but not fsynced: downloads land in caches that are
+        re-verified on read; a caller that needs durability fsyncs ``dest`` itself.
+        """
         ...
 
     def iter_blobs(self) -> Iterator[str]:
