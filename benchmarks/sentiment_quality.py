@@ -6,7 +6,11 @@ On ``smollm2-135m-instruct`` (float32, CPU, ``--threads`` torch threads):
 
 1. the base model's zero-shot **greedy** accuracy on the fixed, balanced 500-review test
    split (250 positive / 250 negative), with the task's plain classification prompt and
-   the tokenizer's chat template (and, for reference, the ``chat-short`` template);
+   the tokenizer's chat template (and, for reference, the ``chat-short`` template). The
+   strict score (first word of 4 greedy tokens) is what adapters are held to; the base
+   model tends to answer "The sentiment of this review is positive", so two lenient
+   base-only scores are added: the label named within 12 greedy tokens, and the label
+   whose tokens have the higher log-probability;
 2. for each method, training on the ``train`` split within ``--budget`` seconds of
    wall-clock time — counted from the start of data loading, so tokenisation, the
    fingerprint and a 3-step speed calibration (used to size the cosine schedule to the
@@ -117,17 +121,67 @@ def _load() -> Any:
     return load_base("smollm2-135m-instruct")
 
 
+def lenient_accuracy(preds: list[str], examples: list[Any]) -> float:
+    """Share of outputs that name the gold label and not the other ("The review is positive")."""
+    import re
+
+    ok = 0
+    for p, e in zip(preds, examples, strict=True):
+        words = set(re.findall(r"[a-z]+", p.lower()))
+        other = "negative" if e.completion == "positive" else "positive"
+        ok += e.completion in words and other not in words
+    return 100.0 * ok / len(examples)
+
+
+def logprob_accuracy(model: Any, tokenizer: Any, examples: list[Any], template: str, batch_size: int = 32) -> float:
+    """Pick the label whose completion tokens have the higher log-probability after the prompt."""
+    import torch
+
+    from adapterhub.trainer.templates import format_prompt
+
+    labels = ["positive", "negative"]
+    label_ids = [tokenizer(lab, add_special_tokens=False)["input_ids"] for lab in labels]
+    correct = 0
+    model.eval()
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start : start + batch_size]
+        scores = []
+        for ids in label_ids:
+            rows = [tokenizer(format_prompt(tokenizer, e.prompt, template), add_special_tokens=False)["input_ids"] + ids for e in chunk]
+            width = max(len(r) for r in rows)
+            pad = tokenizer.pad_token_id or 0
+            x = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+            mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+            with torch.no_grad():
+                logp = model(input_ids=x, attention_mask=mask).logits.float().log_softmax(-1)
+            n = len(ids)
+            tgt = x[:, -n:]
+            scores.append(logp[:, -n - 1 : -1].gather(-1, tgt.unsqueeze(-1)).squeeze(-1).sum(-1))
+        pick = torch.stack(scores).argmax(0)
+        correct += sum(labels[int(i)] == e.completion for i, e in zip(pick, chunk, strict=True))
+    return 100.0 * correct / len(examples)
+
+
 def run_base(args: argparse.Namespace) -> list[dict[str, Any]]:
     from adapterhub.catalog import get_catalog
+    from adapterhub.evaluation.generation import ModelGenerator
 
     base = _load()
     test = get_catalog().task(TASK).load("test")[: args.test_limit]
     rows = []
     for template in ("chat", "chat-short"):
         acc, secs, preds = greedy_accuracy(base.model, base.tokenizer, test, template)
-        rows.append({"method": "base (zero-shot)", "template": template, "accuracy": acc, "eval_seconds": secs,
-                     "n_test": len(test), "sample_predictions": preds[:5]})
-        print(f"base zero-shot [{template}]: {acc:.1f}% ({secs:.0f} s)", file=sys.stderr)
+        row = {"method": "base (zero-shot)", "template": template, "accuracy": acc, "eval_seconds": secs,
+               "n_test": len(test), "sample_predictions": preds[:5]}
+        if template == "chat":
+            # The strict score counts "The review is positive" as wrong; these two show
+            # what the base model knows (the issue quotes 54.5 % / 68.5 % on 200 reviews).
+            gen = ModelGenerator(base.model, base.tokenizer, template=template, batch_size=32)
+            long_preds = gen([e.prompt for e in test], max_new_tokens=12)
+            row["lenient_accuracy_12_tokens"] = lenient_accuracy(long_preds, test)
+            row["logprob_accuracy"] = logprob_accuracy(base.model, base.tokenizer, test, template)
+        rows.append(row)
+        print(f"base zero-shot [{template}]: {acc:.1f}% ({secs:.0f} s) {row.get('lenient_accuracy_12_tokens', '')} {row.get('logprob_accuracy', '')}", file=sys.stderr)
     return rows
 
 
@@ -201,7 +255,11 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     ]
     for r in rows:
         if r["method"].startswith("base"):
-            lines.append(f"| {r['method']} | {r['template']} | 0 | – | – | {r['accuracy']:.1f} |")
+            extra = ""
+            if "logprob_accuracy" in r:
+                extra = (f" (names the right label within 12 tokens: {r['lenient_accuracy_12_tokens']:.1f}; "
+                         f"label log-probability: {r['logprob_accuracy']:.1f})")
+            lines.append(f"| {r['method']} | {r['template']} | 0 | – | – | {r['accuracy']:.1f}{extra} |")
         else:
             lines.append(
                 f"| {r['method']} | {r['template']} | {r['trainable_params']:,} | {r['steps']} ({r['examples_seen']}) "
