@@ -229,3 +229,21 @@ def test_a_callback_returning_true_stops_and_saves(tmp_path: Path) -> None:
     res = train(fresh_base(), "lora", LORA, DATA, out_dir=tmp_path / "a", steps=50,
                 callbacks=[lambda info: info.step >= 4], **FAST)
     assert res.steps == 4 and read_adapter(tmp_path / "a")[0].provenance.steps == 4
+
+
+def test_completion_only_logits_give_the_same_loss_as_full_logits() -> None:
+    from adapterhub.trainer.data import collate
+
+    model, tok = tiny_llama(seed=1)
+    rows = tokenize_examples([Example("a prompt", "an answer"), Example("another, longer prompt", "x")], tok, max_length=64)
+    batch = collate(rows, pad_id=258)
+    sliced = _LossFn(model, torch.device("cpu"))
+    assert sliced.sliced
+    full = _LossFn(model, torch.device("cpu"))
+    full.sliced = False
+    a, b = sliced(batch), full(batch)
+    assert sliced.sliced  # the boolean logits_to_keep was honoured, not silently ignored
+    assert torch.allclose(a, b, rtol=1e-5)
+    # and both equal transformers' own label loss (a token mean) times the token count
+    hf = model(**batch).loss * int((batch["labels"][:, 1:] != -100).sum())
+    assert torch.allclose(a, hf, rtol=1e-5)
