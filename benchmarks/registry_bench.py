@@ -164,7 +164,7 @@ def bench_search(work: Path, count: int, repeats: int) -> dict[str, Any]:
     }
 
 
-def bench_s3(work: Path, count: int, rounds: int) -> dict[str, Any]:
+def bench_s3(work: Path, count: int, rounds: int, rank: int = 32) -> dict[str, Any]:
     from adapterhub.registry.client import Registry
 
     from adapterhub.manifest import MANIFEST_NAME, WEIGHTS_NAME
@@ -174,14 +174,14 @@ def bench_s3(work: Path, count: int, rounds: int) -> dict[str, Any]:
     sw = seaweed_server()
     for k, v in sw.env().items():
         os.environ[k] = v
-    adapters = [write_test_adapter(work / f"s3-{i}", seed=1000 + i, width=4096, rank=32, modules=2) for i in range(count)]
+    adapters = [write_test_adapter(work / f"s3-{rank}-{i}", seed=1000 + i, width=4096, rank=rank, modules=2) for i in range(count)]
     total_bytes = sum((a / WEIGHTS_NAME).stat().st_size + (a / MANIFEST_NAME).stat().st_size for a in adapters)
     # The same client settings adapterhub's s3 store uses (no extra CRC32 pass; adapterhub
     # verifies sha256 end to end instead), so only the registry logic differs.
     client = sw.client(request_checksum_calculation="when_required", response_checksum_validation="when_required")
     results: dict[str, list[float]] = {"boto3_put": [], "boto3_get": [], "push": [], "pull": []}
     for r in range(rounds):
-        base_prefix = f"bench-boto3-{r}-{os.getpid()}"
+        base_prefix = f"bench-boto3-{rank}-{r}-{os.getpid()}"
         t = time.perf_counter()
         for i, a in enumerate(adapters):
             for f in (WEIGHTS_NAME, MANIFEST_NAME):
@@ -196,7 +196,7 @@ def bench_s3(work: Path, count: int, rounds: int) -> dict[str, Any]:
         results["boto3_get"].append(time.perf_counter() - t)
         shutil.rmtree(work / "boto3-get", ignore_errors=True)
 
-        url = f"s3://{sw.bucket}/bench-adapterhub-{r}-{os.getpid()}"
+        url = f"s3://{sw.bucket}/bench-adapterhub-{rank}-{r}-{os.getpid()}"
         reg = Registry(root=work / f"reg-{r}", progress=False)
         reg.store(url)  # client construction is a one-time cost, as for the boto3 client
         t = time.perf_counter()
@@ -208,6 +208,8 @@ def bench_s3(work: Path, count: int, rounds: int) -> dict[str, Any]:
             reg.pull(f"bench/a{i}@1.0.0", from_=url)
         results["pull"].append(time.perf_counter() - t)
         shutil.rmtree(work / f"reg-{r}", ignore_errors=True)
+    for a in adapters:
+        shutil.rmtree(a, ignore_errors=True)
 
     med = {k: statistics.median(v) for k, v in results.items()}
     mb = total_bytes / 1e6
@@ -223,6 +225,27 @@ def bench_s3(work: Path, count: int, rounds: int) -> dict[str, Any]:
         "ratio_push_plus_pull": (med["push"] + med["pull"]) / (med["boto3_put"] + med["boto3_get"]),
         "raw_seconds": results,
     }
+
+
+def s3_latency(work: Path) -> dict[str, float]:
+    """Median latency of single small/2 MB requests, to explain the push/pull overheads."""
+    from adapterhub.testing.seaweed import seaweed_server
+
+    sw = seaweed_server()
+    c = sw.client(request_checksum_calculation="when_required", response_checksum_validation="when_required")
+    small, big = b"x" * 3000, os.urandom(2 * 1024 * 1024)
+    prefix = f"bench-latency-{os.getpid()}"
+    out: dict[str, list[float]] = {"PUT 3 kB": [], "PUT 2 MB": [], "GET 3 kB": [], "GET 2 MB": []}
+    for i in range(15):
+        for label, key, body in (("PUT 3 kB", "s", small), ("PUT 2 MB", "b", big)):
+            t = time.perf_counter()
+            c.put_object(Bucket=sw.bucket, Key=f"{prefix}/{key}{i}", Body=body)
+            out[label].append(time.perf_counter() - t)
+        for label, key in (("GET 3 kB", "s"), ("GET 2 MB", "b")):
+            t = time.perf_counter()
+            c.get_object(Bucket=sw.bucket, Key=f"{prefix}/{key}{i}")["Body"].read()
+            out[label].append(time.perf_counter() - t)
+    return {k: _median_ms(v) for k, v in out.items()}
 
 
 def to_markdown(res: dict[str, Any]) -> str:
@@ -264,8 +287,10 @@ def to_markdown(res: dict[str, Any]) -> str:
             f"{s['first_query_new_process_object_ms']:.2f} ms. Goal: <= 20 ms.",
             "",
         ]
-    if "s3" in res:
-        s3 = res["s3"]
+    for key in ("s3", "s3_large"):
+        if key not in res:
+            continue
+        s3 = res[key]
         lines += [
             f"## {s3['adapters']} adapters (~{s3['bytes_total'] / s3['adapters'] / 1e6:.1f} MB each) to SeaweedFS S3 on 127.0.0.1",
             "",
@@ -277,6 +302,15 @@ def to_markdown(res: dict[str, Any]) -> str:
             f"| adapterhub pull (manifest, blob, verify, local cache, view) | {s3['adapterhub_pull']['seconds']:.2f} | {s3['adapterhub_pull']['adapters_per_s']:.1f} | {s3['adapterhub_pull']['MB_per_s']:.1f} | {s3['ratio_pull']:.2f}x |",
             "",
             f"Push + pull vs put + get: **{s3['ratio_push_plus_pull']:.2f}x** (goal <= 1.3x). Medians of {s3['rounds']} rounds.",
+            "",
+        ]
+    if "s3_latency" in res:
+        lat = res["s3_latency"]
+        lines += [
+            "Per-request latency of this SeaweedFS (median, same run): "
+            + ", ".join(f"{k} {v:.1f} ms" for k, v in lat.items())
+            + ". A push makes one request more than the baseline (the `latest` ref update after the manifest; "
+            "the read of the current `latest` overlaps the upload), and validates the artifact first.",
             "",
         ]
     return "\n".join(lines)
@@ -298,7 +332,11 @@ def main(argv: list[str] | None = None) -> int:
         res["search"] = bench_search(work, 2000 if args.quick else 10_000, 20 if args.quick else 50)
         if not args.skip_s3:
             print("s3 ...", file=sys.stderr)
+            res["s3_latency"] = s3_latency(work)
             res["s3"] = bench_s3(work, 20 if args.quick else 100, 1 if args.quick else 3)
+            if not args.quick:
+                print("s3, 16 MB adapters ...", file=sys.stderr)
+                res["s3_large"] = bench_s3(work, 10, 2, rank=256)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     args.out.mkdir(parents=True, exist_ok=True)

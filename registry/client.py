@@ -253,7 +253,8 @@ class Registry:
                 # The remote version was deleted and re-published; the cache follows it.
                 cache.delete_version(name, version)
                 cache.put_version(name, version, raw)
-        return f"{name}@{version}", cache.open_version(name, version, verified=frozenset(f.sha256 for f in missing))[0]
+        verified = frozenset(f.sha256 for f in missing)
+        return f"{name}@{version}", cache.open_version(name, version, verified=verified, known=(raw, manifest))[0]
 
     # -- listing and search -------------------------------------------------------------
     def ls(self, from_: str | None = None) -> list[dict[str, Any]]:

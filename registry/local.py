@@ -289,7 +289,9 @@ class LocalStore:
         return [_read_small(d / e, f"record {e}") for e in entries]
 
     # -- pull: materialised, verified views --------------------------------------------
-    def open_version(self, name: str, version: str, verified: frozenset[str] = frozenset()) -> tuple[Path, Manifest]:
+    def open_version(
+        self, name: str, version: str, verified: frozenset[str] = frozenset(), known: tuple[bytes, Manifest] | None = None
+    ) -> tuple[Path, Manifest]:
         """The verified directory of name@version (built once, re-hashed every time).
 
         The parsed manifest is remembered per process, keyed by the version file's
@@ -313,8 +315,11 @@ class LocalStore:
             except (OSError, IntegrityError):
                 pass  # fall through to the full path, which rebuilds or reports
             self._opened.pop(str(vpath), None)
-        raw = _read_small(vpath, f"{name}@{version} in {self.url}")
-        manifest = parse_manifest(raw, str(vpath))
+        if known is not None:
+            raw, manifest = known  # the caller just stored these bytes and parsed them
+        else:
+            raw = _read_small(vpath, f"{name}@{version} in {self.url}")
+            manifest = parse_manifest(raw, str(vpath))
         view = self.view_path(name, version)
         try:
             fresh = (view / MANIFEST_NAME).read_bytes() == raw

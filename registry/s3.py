@@ -42,6 +42,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from adapterhub.registry.atomic import copy_verified
+from adapterhub.registry.faults import ENV as CRASH_ENV
 from adapterhub.registry.faults import crash_point
 from adapterhub.registry.local import check_digest
 from adapterhub.registry.names import split_name, validate_tag, validate_version
@@ -299,8 +300,9 @@ class S3Store:
             size = os.stat(source).st_size
         except OSError as exc:
             raise StoreError(f"cannot read {source}: {exc.strerror or exc}") from None
-        # Big blobs: ask first, uploading them again would be expensive. Small ones: a
-        # conditional PUT (412 = already stored) saves the HEAD round trip.
+        # Big blobs: ask first, uploading them again would be expensive. Small ones are
+        # just PUT: the key is the content's hash, so overwriting an existing blob writes
+        # the same bytes, and a HEAD round trip would cost more than the upload it saves.
         if size > _HEAD_FIRST and self._exists(key):
             return
         if size <= _SMALL:
@@ -310,18 +312,17 @@ class S3Store:
                 raise IntegrityError(f"{source}: sha256 does not match the digest {digest[:16]}... it is pushed as")
             from botocore.exceptions import ClientError
 
+            # A bytes body goes out in one sendall; a file-like body would be sent in 8 KiB
+            # reads through Python (~20% slower for 2 MB). The reader is only used when
+            # the crash-test hook needs to fire mid-upload.
+            hooked = os.environ.get(CRASH_ENV) == "mid-blob"
             try:
-                self._call("put_object", lambda: {"Body": _HookedReader(data, progress)}, Bucket=self.bucket, Key=key,
-                           ContentLength=len(data), IfNoneMatch="*")
+                self._call("put_object", lambda: {"Body": _HookedReader(data, None) if hooked else data},
+                           Bucket=self.bucket, Key=key, ContentLength=len(data))
             except ClientError as exc:
-                status, code = self._code(exc)
-                if status == 412 or code == "PreconditionFailed":
-                    return  # content-addressed: what is there is these bytes
                 raise self._error(exc, f"upload blob {digest[:12]}") from None
-            except RemoteUnavailableError as exc:
-                if "HTTP 409" in str(exc) and self._exists(key):
-                    return  # a concurrent upload of the same blob won
-                raise
+            if progress is not None:
+                progress(len(data))
             return
         self._put_large(key, digest, Path(source), progress)
 

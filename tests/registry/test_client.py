@@ -305,3 +305,43 @@ def test_remote_config(home: Path) -> None:
         remotes.add_remote("../x", "s3://b/p")
     remotes.remove_remote("team")
     assert remotes.remotes() == {}
+
+
+def test_registry_with_a_default_remote(home: Path, make_adapter: MakeAdapter, tmp_path: Path) -> None:
+    share = tmp_path / "share"
+    reg = Registry(share.as_uri(), progress=False)
+    a = make_adapter(seed=6)
+    assert reg.push(a, "d/x") == "d/x@0.1.0"  # goes to the default store
+    assert LocalStore(share).list_versions("d/x") == ["0.1.0"] and list(reg.local.list_names()) == []
+    assert (reg.pull("d/x") / WEIGHTS_NAME).read_bytes() == (a / WEIGHTS_NAME).read_bytes()
+    assert reg.show("d/x")["store"] == share.as_uri()
+
+
+def test_progress_reports_bytes_for_big_transfers(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import adapterhub.registry.client as client_mod
+    from adapterhub.testing.stores import write_test_adapter
+
+    seen: list[int] = []
+
+    class Bar:
+        def __init__(self, total: int, **_: object) -> None:
+            self.total = total
+
+        def __enter__(self) -> Bar:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def update(self, n: int) -> None:
+            seen.append(n)
+
+    import tqdm
+
+    monkeypatch.setattr(tqdm, "tqdm", Bar)
+    big = write_test_adapter(tmp_path / "big", seed=1, width=4096, rank=64, modules=2)  # ~4.2 MB
+    Registry().push(big, "p/big")
+    assert sum(seen) == (big / WEIGHTS_NAME).stat().st_size
+    seen.clear()
+    Registry().push(write_test_adapter(tmp_path / "small", seed=2), "p/small")
+    assert seen == [] and client_mod.PROGRESS_MIN_BYTES > 1_000_000  # no bar for small transfers
