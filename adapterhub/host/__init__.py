@@ -1,5 +1,22 @@
-"""Hot-swap runtime: one frozen base model, a pool of adapters, per-row adapters."""
+"""Hot-swap runtime: one frozen base model, a pool of adapters, per-row adapters.
 
-from adapterhub.host.host import BASE, AdapterHost, Generation
+Exports are resolved lazily so that importing ``adapterhub.host.cli`` (a plugin module
+loaded by every CLI invocation) does not import torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from adapterhub.host.host import BASE, AdapterHost, Generation
 
 __all__ = ["BASE", "AdapterHost", "Generation"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from adapterhub.host import host
+
+        return getattr(host, name)
+    raise AttributeError(f"module 'adapterhub.host' has no attribute {name!r}")

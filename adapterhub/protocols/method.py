@@ -48,10 +48,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-import torch
 from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:  # torch is imported lazily so plugin discovery and light commands stay fast
+    import torch
 
 MethodKind = Literal["reparameterization", "additive", "selective", "full"]
 
@@ -167,6 +169,8 @@ class Method(Protocol):
 
 def iter_named_linears(model: torch.nn.Module) -> Iterator[tuple[str, torch.nn.Linear]]:
     """All ``nn.Linear`` modules with their dotted paths (shared by method plugins)."""
+    import torch
+
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Linear):
             yield name, module
