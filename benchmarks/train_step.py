@@ -136,6 +136,9 @@ def worker(case: str, repeats: int, threads: int, quick: bool) -> dict[str, Any]
                 else peft.PrefixTuningConfig(num_virtual_tokens=20, task_type="CAUSAL_LM")
             )
             model = peft.get_peft_model(model, cfg)
+        elif case == "torch-full":
+            for p in model.parameters():
+                p.requires_grad_(True)  # load_base hands out a frozen base
         elif case == "torch-layers":
             lo, hi = (int(x) for x in layers.split("-")) if "-" in layers else (int(layers), int(layers))
             for pname, p in model.named_parameters():
