@@ -16,6 +16,7 @@ Cases:
 adapterhub-<method>   the trainer's own step (``adapterhub.trainer.loop`` loss function:
                       logits only at completion positions) on ``method.attach`` (LoRA r=8
                       on q/v; prefix tuning 20 tokens; layer-selective layers 20-29; full)
+adapterhub-lora-gc    the same LoRA step with ``--gradient-checkpointing`` (non-reentrant)
 peft-lora / -prefix   ``peft.get_peft_model`` with the same LoRA / prefix config, loss from
                       ``model(..., labels=...)`` (full logits), as a peft user would write it
 torch-full/-layers    plain transformers + AdamW, every weight / layers 20-29 unfrozen: the
@@ -46,13 +47,14 @@ ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 BATCH, SEQ, COMPLETION = 4, 128, 32
 CASES = (
-    "adapterhub-lora", "peft-lora",
+    "adapterhub-lora", "adapterhub-lora-gc", "peft-lora",
     "adapterhub-prefix-tuning", "peft-prefix",
     "adapterhub-layer-selective", "torch-layers",
     "adapterhub-full", "torch-full",
 )
 PEER = {
     "adapterhub-lora": "peft-lora",
+    "adapterhub-lora-gc": "peft-lora",
     "adapterhub-prefix-tuning": "peft-prefix",
     "adapterhub-layer-selective": "torch-layers",
     "adapterhub-full": "torch-full",
@@ -112,6 +114,8 @@ def worker(case: str, repeats: int, threads: int, quick: bool) -> dict[str, Any]
         from adapterhub.trainer.loop import _LossFn
 
         name = case.removeprefix("adapterhub-")
+        gc = name.endswith("-gc")
+        name = name.removesuffix("-gc")
         method = get_catalog().method(name)
         config = {
             "lora": {"r": 8, "alpha": 16, "target_modules": ["q_proj", "v_proj"]},
@@ -121,6 +125,8 @@ def worker(case: str, repeats: int, threads: int, quick: bool) -> dict[str, Any]
         }[name]
         adapter = method.attach(model, method.config_cls.model_validate(config))
         params = adapter.trainable_parameters()
+        if gc:  # what `adapterhub train --gradient-checkpointing` does
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         loss_fn = _LossFn(model, torch.device("cpu"))
         n_tokens = int((batch["labels"][:, 1:] != -100).sum())
 
