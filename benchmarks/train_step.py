@@ -111,7 +111,7 @@ def worker(case: str, repeats: int, threads: int, quick: bool) -> dict[str, Any]
 
     if case.startswith("adapterhub-"):
         from adapterhub.catalog import get_catalog
-        from adapterhub.trainer.loop import _LossFn
+        from adapterhub.trainer.steps import CompletionLoss
 
         name = case.removeprefix("adapterhub-")
         gc = name.endswith("-gc")
@@ -127,7 +127,7 @@ def worker(case: str, repeats: int, threads: int, quick: bool) -> dict[str, Any]
         params = adapter.trainable_parameters()
         if gc:  # what `adapterhub train --gradient-checkpointing` does
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        loss_fn = _LossFn(model, torch.device("cpu"))
+        loss_fn = CompletionLoss(model, torch.device("cpu"))
         n_tokens = int((batch["labels"][:, 1:] != -100).sum())
 
         def loss() -> Any:

@@ -38,7 +38,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from adapterhub.errors import ConfigError, TrainingError
 from adapterhub.manifest import MANIFEST_NAME, Manifest
@@ -57,8 +56,7 @@ from adapterhub.trainer.data import (
 )
 from adapterhub.trainer.distributed import DistContext, from_environment, shard
 from adapterhub.trainer.provenance import adapter_name, build_manifest_fields, curve_ends
-
-IGNORE = -100
+from adapterhub.trainer.steps import CompletionLoss, completion_tokens, eval_loss, lr_factor
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -120,18 +118,6 @@ def resolve_method(method: str | Method) -> Method:
     return get_catalog().method(method)
 
 
-def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
-    """Multiplier of the peak lr for (0-based) optimizer step ``step``."""
-    if step < warmup:
-        return (step + 1) / warmup  # never 0: the first step already learns
-    if schedule == "constant":
-        return 1.0
-    progress = (step - warmup) / max(1, total - warmup)
-    if schedule == "linear":
-        return max(0.0, 1.0 - progress)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -161,76 +147,6 @@ class _SigintGuard:
     def __exit__(self, *exc: object) -> None:
         if self._prev is not None:
             signal.signal(signal.SIGINT, self._prev)
-
-
-def _forward_kwargs(model: Any) -> set[str]:
-    import inspect
-
-    try:
-        return set(inspect.signature(model.forward).parameters)
-    except (TypeError, ValueError):
-        return set()
-
-
-class _LossFn:
-    """Summed completion-token cross-entropy of one micro-batch (module docs)."""
-
-    def __init__(self, model: Any, device: torch.device) -> None:
-        self.model = model
-        self.device = device
-        accepted = _forward_kwargs(model)
-        self.sliced = "logits_to_keep" in accepted
-        self.no_cache = "use_cache" in accepted
-        self.autocast = device.type == "cuda"
-
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.autocast:
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    def __call__(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        ids = batch["input_ids"].to(self.device)
-        mask = batch["attention_mask"].to(self.device)
-        labels = batch["labels"].to(self.device)
-        kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
-        if self.no_cache:
-            kwargs["use_cache"] = False
-        # keep[:, t] is True where token t+1 is a completion token: the only logits used.
-        keep = torch.zeros_like(labels, dtype=torch.bool)
-        keep[:, :-1] = labels[:, 1:] != IGNORE
-        with self._autocast():
-            if self.sliced:
-                logits = self.model(**kwargs, logits_to_keep=keep).logits
-                if logits.dim() == 2 and logits.shape[0] == int(keep.sum()):
-                    targets = labels[:, 1:][keep[:, :-1]]
-                    return F.cross_entropy(logits.float(), targets, reduction="sum")
-                self.sliced = False  # an older/other model ignored the boolean mask
-            logits = self.model(**kwargs).logits
-        flat = logits[:, :-1].float().reshape(-1, logits.shape[-1])
-        return F.cross_entropy(flat, labels[:, 1:].reshape(-1), ignore_index=IGNORE, reduction="sum")
-
-
-def completion_tokens(batch: Sequence[TokenizedExample]) -> int:
-    # The first token is never predicted, so a completion starting at 0 loses one.
-    return sum(len(ex) - max(ex.prompt_len, 1) for ex in batch)
-
-
-@torch.no_grad()
-def eval_loss(loss_fn: _LossFn, examples: Sequence[TokenizedExample], batch_size: int, pad_id: int) -> float:
-    """Token-mean completion loss over ``examples`` (length-sorted batches, no dropout)."""
-    model = loss_fn.model
-    was_training = model.training
-    model.eval()
-    try:
-        order = sorted(range(len(examples)), key=lambda i: len(examples[i]))
-        total, count = 0.0, 0
-        for start in range(0, len(order), batch_size):
-            batch = [examples[i] for i in order[start : start + batch_size]]
-            total += float(loss_fn(collate(batch, pad_id)))
-            count += completion_tokens(batch)
-        return total / max(count, 1)
-    finally:
-        model.train(was_training)
 
 
 def _pad_id(tokenizer: Any) -> int:
@@ -396,7 +312,7 @@ class _Run:
         mine = shard(order, ctx)
         self.examples = [tokenized[i] for i in mine]
         self.schedule = BatchSchedule([len(e) for e in self.examples], cfg.step_size, cfg.seed, bucket=cfg.bucket_by_length)
-        self.loss_fn = _LossFn(model, ctx.device)
+        self.loss_fn = CompletionLoss(model, ctx.device)
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         warmup = cfg.warmup_steps()
         self.lr_at = lambda s: lr_factor(s, cfg.steps, warmup, cfg.schedule)

@@ -19,11 +19,10 @@ from adapterhub.testing.models import tiny_llama
 from adapterhub.trainer import checkpoint as ckpt
 from adapterhub.trainer.data import tokenize_examples
 from adapterhub.trainer.loop import (
+    CompletionLoss,
     StepInfo,
     TrainingInterrupted,
-    _LossFn,
     eval_loss,
-    lr_factor,
     train,
 )
 
@@ -184,7 +183,7 @@ def test_early_stopping_on_held_out_loss_keeps_the_best_weights(tmp_path: Path) 
     method = get_catalog().method("lora")
     method.load(base.model, method.config_cls.model_validate(manifest.method_config), weights)
     toks = tokenize_examples(evals, base.tokenizer, max_length=64)
-    assert eval_loss(_LossFn(base.model, torch.device("cpu")), toks, 8, 258) == pytest.approx(best, rel=1e-5)
+    assert eval_loss(CompletionLoss(base.model, torch.device("cpu")), toks, 8, 258) == pytest.approx(best, rel=1e-5)
 
 
 def test_holdout_eval_from_training_data(tmp_path: Path) -> None:
@@ -215,35 +214,7 @@ def test_max_seconds_stops_and_saves(tmp_path: Path) -> None:
     assert 1 <= res.steps < 10_000 and (tmp_path / "a" / "manifest.json").is_file()
 
 
-def test_lr_schedule() -> None:
-    assert lr_factor(0, 100, 10, "cosine") == pytest.approx(0.1)
-    assert lr_factor(9, 100, 10, "cosine") == pytest.approx(1.0)
-    assert lr_factor(10, 100, 10, "cosine") == pytest.approx(1.0)
-    assert lr_factor(55, 100, 10, "cosine") == pytest.approx(0.5)
-    assert lr_factor(55, 100, 10, "linear") == pytest.approx(0.5)
-    assert lr_factor(99, 100, 0, "constant") == 1.0
-    assert 0 < lr_factor(99, 100, 0, "cosine") < 0.01
-
-
 def test_a_callback_returning_true_stops_and_saves(tmp_path: Path) -> None:
     res = train(fresh_base(), "lora", LORA, DATA, out_dir=tmp_path / "a", steps=50,
                 callbacks=[lambda info: info.step >= 4], **FAST)
     assert res.steps == 4 and read_adapter(tmp_path / "a")[0].provenance.steps == 4
-
-
-def test_completion_only_logits_give_the_same_loss_as_full_logits() -> None:
-    from adapterhub.trainer.data import collate
-
-    model, tok = tiny_llama(seed=1)
-    rows = tokenize_examples([Example("a prompt", "an answer"), Example("another, longer prompt", "x")], tok, max_length=64)
-    batch = collate(rows, pad_id=258)
-    sliced = _LossFn(model, torch.device("cpu"))
-    assert sliced.sliced
-    full = _LossFn(model, torch.device("cpu"))
-    full.sliced = False
-    a, b = sliced(batch), full(batch)
-    assert sliced.sliced  # the boolean logits_to_keep was honoured, not silently ignored
-    assert torch.allclose(a, b, rtol=1e-5)
-    # and both equal transformers' own label loss (a token mean) times the token count
-    hf = model(**batch).loss * int((batch["labels"][:, 1:] != -100).sum())
-    assert torch.allclose(a, hf, rtol=1e-5)
