@@ -14,6 +14,7 @@ transaction, so it serialises with concurrent index updates and cannot drop them
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -32,7 +33,7 @@ from adapterhub.registry.names import version_key
 from adapterhub.errors import ConfigError
 from adapterhub.manifest import Manifest, parse_manifest
 
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "5"
 STALE_S = 120.0
 _HOST = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname())[:64] or "host"
 _WHERE = re.compile(r"^\s*([A-Za-z0-9_.:/-]+)\s*(>=|<=|==|!=|=|>|<)\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*$")
@@ -44,13 +45,13 @@ CREATE TABLE IF NOT EXISTS versions(
     id INTEGER PRIMARY KEY, name TEXT NOT NULL, version TEXT NOT NULL, vkey TEXT NOT NULL, task TEXT, method TEXT NOT NULL,
     method_kind TEXT NOT NULL, base_name TEXT NOT NULL, base_sha256 TEXT NOT NULL,
     created TEXT NOT NULL, size INTEGER NOT NULL, trainable INTEGER NOT NULL,
-    description TEXT NOT NULL, UNIQUE(name, version));
+    description TEXT NOT NULL, metrics_json TEXT NOT NULL, UNIQUE(name, version));
 CREATE TABLE IF NOT EXISTS tags(name TEXT NOT NULL, tag TEXT NOT NULL, version TEXT NOT NULL,
     PRIMARY KEY(name, tag));
 CREATE TABLE IF NOT EXISTS metrics(vid INTEGER NOT NULL, task TEXT NOT NULL, metric TEXT NOT NULL,
     value REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS metrics_by_metric ON metrics(metric, value, vid);
-CREATE INDEX IF NOT EXISTS metrics_by_vid ON metrics(vid);
+CREATE INDEX IF NOT EXISTS metrics_by_vid ON metrics(vid, metric, value);
 CREATE INDEX IF NOT EXISTS versions_order ON versions(name, vkey);
 CREATE INDEX IF NOT EXISTS versions_task ON versions(task);
 CREATE INDEX IF NOT EXISTS versions_method ON versions(method);
@@ -204,6 +205,8 @@ class Index:
             manifest.name, manifest.version or "", sortable_version(manifest.version or "0.0.0"), manifest.task, manifest.method, manifest.method_kind,
             manifest.base.name, manifest.base.weights_sha256, manifest.created.isoformat(),
             sum(f.size for f in manifest.files), manifest.trainable_parameters, manifest.description[:500],
+            # Denormalised copy for result rows; the metrics table below is for filtering.
+            json.dumps(manifest.metrics, sort_keys=True),
         )
 
     def _insert(self, conn: sqlite3.Connection, manifest: Manifest) -> None:
@@ -214,7 +217,7 @@ class Index:
             conn.execute("DELETE FROM versions WHERE id=?", old)
         cur = conn.execute(
             "INSERT INTO versions(name, version, vkey, task, method, method_kind, base_name, base_sha256, created,"
-            " size, trainable, description) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", row,
+            " size, trainable, description, metrics_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", row,
         )
         vid = cur.lastrowid
         conn.executemany(
@@ -275,7 +278,13 @@ class Index:
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
         conn = self.ensure_fresh()
-        sql = ["SELECT id, name, version, task, method, method_kind, base_name, base_sha256, created, size FROM versions v WHERE 1=1"]
+        # Tags and metrics come back in the same statement (tags aggregated per row,
+        # metrics as the JSON stored with the row), so a query is one pass through SQLite.
+        sql = [
+            "SELECT id, name, version, task, method, method_kind, base_name, base_sha256, created, size,"
+            " (SELECT group_concat(tag, ' ') FROM tags t WHERE t.name=v.name AND t.version=v.version), metrics_json"
+            " FROM versions v WHERE 1=1"
+        ]
         args: list[Any] = []
         if name:
             if any(c in name for c in "*?["):
@@ -295,13 +304,18 @@ class Index:
             sql.append("AND ((base_sha256 >= ? AND base_sha256 < ?) OR base_name = ?)")
             args.extend([lo, lo + "\uffff", base])
         if tag:
-            sql.append("AND EXISTS (SELECT 1 FROM tags t WHERE t.tag=? AND t.name=v.name AND t.version=v.version)")
+            # Driven from the tag index: only the versions carrying the tag are visited.
+            sql.append("AND (name, version) IN (SELECT name, version FROM tags WHERE tag=?)")
             args.append(tag)
+        narrowed = bool(name or task or method or base or tag)
         for cond in where:
             c = parse_where(cond) if isinstance(cond, str) else cond
-            # IN (...) evaluates the threshold once through the (metric, value) index,
-            # instead of probing it again for every candidate row.
-            clause = f"id IN (SELECT vid FROM metrics WHERE metric=? AND value {c.op} ?"
+            # Thresholds alone: evaluate each once through the (metric, value) index.
+            # With other filters: probe the few candidate rows through (vid, metric).
+            if narrowed:
+                clause = f"EXISTS (SELECT 1 FROM metrics m INDEXED BY metrics_by_vid WHERE m.vid=v.id AND m.metric=? AND m.value {c.op} ?"
+            else:
+                clause = f"id IN (SELECT vid FROM metrics WHERE metric=? AND value {c.op} ?"
             args.extend([c.metric, c.value])
             if c.task is not None:
                 clause += " AND task=?"
@@ -312,32 +326,15 @@ class Index:
             sql.append("LIMIT ?")
             args.append(int(limit))
         rows = conn.execute(" ".join(sql), args).fetchall()
-        out = [
+        loads = json.loads
+        return [
             {
                 "name": r[1], "version": r[2], "ref": f"{r[1]}@{r[2]}", "task": r[3], "method": r[4],
                 "method_kind": r[5], "base": r[6], "base_sha256": r[7], "created": r[8], "size": r[9],
-                "tags": [], "metrics": {},
+                "tags": sorted(r[10].split()) if r[10] else [], "metrics": loads(r[11]),
             }
             for r in rows
         ]
-        if out:
-            self._attach_details(conn, [r[0] for r in rows], out)
-        return out
-
-    def _attach_details(self, conn: sqlite3.Connection, ids: list[int], rows: list[dict[str, Any]]) -> None:
-        by_id = dict(zip(ids, rows, strict=True))
-        by_ref = {(r["name"], r["version"]): r for r in rows}
-        for chunk in range(0, len(ids), 500):
-            part = ids[chunk:chunk + 500]
-            marks = ",".join("?" * len(part))
-            for vid, task, metric, value in conn.execute(f"SELECT vid, task, metric, value FROM metrics WHERE vid IN ({marks})", part):
-                by_id[vid]["metrics"].setdefault(task, {})[metric] = value
-            names = sorted({by_id[i]["name"] for i in part})
-            nmarks = ",".join("?" * len(names))
-            for n, t, v in conn.execute(f"SELECT name, tag, version FROM tags WHERE name IN ({nmarks})", names):
-                hit = by_ref.get((n, v))
-                if hit is not None:
-                    hit["tags"].append(t)
 
     def names(self) -> list[dict[str, Any]]:
         """Every adapter with its versions and tags (for ``ls``)."""
