@@ -77,6 +77,8 @@ def validate_name(name: str) -> str:
         raise InvalidNameError(f"invalid adapter name {_show(name)}: {len(name)} characters, the limit is {MAX_NAME}")
     if name.startswith("/") or name.startswith("\\"):
         raise InvalidNameError(f"invalid adapter name {_show(name)}: absolute paths are not names")
+    if ".." in name:
+        raise InvalidNameError(f"invalid adapter name {_show(name)}: '..' is not allowed (names are never paths)")
     parts = name.split("/")
     if len(parts) > 2:
         raise InvalidNameError(f"invalid adapter name {_show(name)}: use 'name' or 'namespace/name' (one '/')")

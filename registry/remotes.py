@@ -105,7 +105,9 @@ def with_options(url: str, **options: str | None) -> str:
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query))
     query.update({k: v for k, v in options.items() if v})
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
+    # ':' and '/' stay readable (s3://b/p?endpoint_url=http://host:9000): they are legal
+    # in a query and parse_qsl reads them back unchanged.
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query, safe=":/"), parts.fragment))
 
 
 def open_store(url_or_remote: str) -> Store:

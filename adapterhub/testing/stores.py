@@ -82,6 +82,7 @@ def write_test_adapter(
         "method_config": {"r": rank, "alpha": 2.0 * rank, "target_modules": ["q_proj"]},
         "base": base or TEST_BASE,
         "task": task,
+        "trainable_parameters": sum(t.numel() for t in tensors.values()),
         "metrics": metrics if metrics is not None else {task or "task": {"accuracy": 0.5 + seed % 50 / 100}},
     }
     write_adapter(directory, fields, tensors, overwrite=True)
