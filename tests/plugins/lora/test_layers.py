@@ -1,0 +1,117 @@
+"""LoRA layers in isolation: biases, 2-D inputs, gradients, and a non-Llama model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from adapterhub.plugins.lora import LoraConfig, LoraMethod
+from adapterhub.plugins.lora.layers import LoraLinear, MultiLoraLinear, Route, Router
+from torch import nn
+
+
+def _reference(x: torch.Tensor, lin: nn.Linear, a: torch.Tensor, b: torch.Tensor, scale: float) -> torch.Tensor:
+    # peft's formula, written out
+    return lin(x) + (x @ a.t() @ b.t()) * scale
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 6), (7, 6)])
+def test_lora_linear_matches_the_formula_and_its_gradients(shape: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    lin = nn.Linear(6, 4, bias=True)
+    layer = LoraLinear(lin, r=3, scaling=0.5, dropout=0.0, init="kaiming")
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    a = layer.lora_A.detach().clone().requires_grad_(True)
+    b = layer.lora_B.detach().clone().requires_grad_(True)
+    x = torch.randn(*shape, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    ours = layer(x)
+    ref = _reference(x_ref, lin, a, b, 0.5)
+    assert ours.shape == ref.shape
+    assert (ours - ref).abs().max().item() <= 1e-5
+    g = torch.randn_like(ref)
+    ours.backward(g)
+    ref.backward(g)
+    assert layer.lora_A.grad is not None and a.grad is not None
+    assert (layer.lora_A.grad - a.grad).abs().max().item() <= 1e-5
+    assert layer.lora_B.grad is not None and b.grad is not None
+    assert (layer.lora_B.grad - b.grad).abs().max().item() <= 1e-5
+    assert x.grad is not None and x_ref.grad is not None
+    assert (x.grad - x_ref.grad).abs().max().item() <= 1e-5
+    assert layer.weight is lin.weight and layer.bias is lin.bias
+    assert set(dict(layer.named_parameters())) == {"weight", "bias", "lora_A", "lora_B"}
+
+
+def test_multi_lora_linear_paths_with_bias_and_2d_input() -> None:
+    torch.manual_seed(1)
+    lin = nn.Linear(6, 4, bias=True)
+    router = Router()
+    layer = MultiLoraLinear(lin, router, capacity=4, r_max=3, zero_slots=1)
+    pairs = {1: (torch.randn(3, 6), torch.randn(4, 3)), 2: (torch.randn(2, 6), torch.randn(4, 2))}
+    for slot, (a, b) in pairs.items():
+        layer.write_slot(slot, a, b)
+    x = torch.randn(3, 6)  # (batch, in): one token per row
+    with torch.no_grad():
+        assert torch.equal(layer(x), lin(x))  # no route: exactly the base
+        router.route = Route(mask=1 << 2, rank=2, slot=2, scale=1.5)
+        single = layer(x)
+        router.route = Route(
+            mask=(1 << 1) | (1 << 2), rank=3,
+            index=torch.tensor([1, 0, 2]), scales=torch.tensor([0.5, 0.0, 1.5]).view(-1, 1, 1),
+        )
+        mixed = layer(x)
+        router.route = None
+    ref2 = _reference(x, lin, *pairs[2], 1.5)
+    assert (single - ref2).abs().max().item() <= 1e-5
+    assert (mixed[0] - _reference(x[:1], lin, *pairs[1], 0.5)[0]).abs().max().item() <= 1e-5
+    assert torch.equal(mixed[1], lin(x[1:2])[0])
+    assert (mixed[2] - ref2[2]).abs().max().item() <= 1e-5
+
+
+def test_route_rows_for_rejects_a_batch_it_cannot_map() -> None:
+    route = Route(mask=2, rank=1, index=torch.tensor([1, 0]), scales=torch.ones(2, 1, 1))
+    assert route.rows_for(4)[0].tolist() == [1, 1, 0, 0]
+    with pytest.raises(RuntimeError, match="2 rows but the forward got a batch of 3"):
+        route.rows_for(3)
+
+
+class _Mlp(nn.Module):
+    """Not a transformers model: no config, no get_output_embeddings, biases everywhere."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(8, 16)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(16, 8)
+        self.lm_head = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(self.fc2(self.act(self.fc1(x))))
+
+
+def test_plain_module_defaults_to_all_linear_but_the_head_and_round_trips() -> None:
+    torch.manual_seed(0)
+    model = _Mlp()
+    x = torch.randn(4, 8)
+    base = model(x).detach()
+    method = LoraMethod()
+    cfg = LoraConfig(r=2)
+    adapter = method.attach(model, cfg)
+    assert adapter.targets == ["fc1", "fc2"]
+    opt = torch.optim.AdamW(adapter.trainable_parameters(), lr=0.05)
+    target = torch.randn(4, 5)
+    for _ in range(5):
+        loss = torch.nn.functional.mse_loss(model(x), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    tuned = model(x).detach()
+    state = adapter.adapter_state()
+    adapter.detach()
+    assert torch.equal(model(x), base)
+    rt = method.runtime(model)
+    rt.apply(rt.plan("mlp", cfg, state))
+    with torch.no_grad(), rt.route(["mlp", None, "mlp", None], {}):
+        out = model(x)
+    assert (out[0] - tuned[0]).abs().max().item() <= 1e-5
+    assert torch.equal(out[1], base[1])
