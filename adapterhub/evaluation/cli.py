@@ -137,7 +137,7 @@ class EvalCommand:
         from adapterhub.evaluation.harness import run_eval
         from adapterhub.evaluation.loading import resolve_adapter
 
-        source = resolve_adapter(args.adapter, args.registry) if args.adapter else None
+        source = resolve_adapter(args.adapter, args.registry) if args.adapter is not None else None
         run = run_eval(
             args.base, tasks, adapter=source, limit=args.limit, batch_size=args.batch_size,
             max_new_tokens=args.max_new_tokens, template=args.template, cache=not args.no_cache,

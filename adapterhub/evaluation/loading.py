@@ -56,10 +56,17 @@ def resolve_adapter(spec: str | Path, registry_url: str | None = None) -> Adapte
     """A directory as is; anything else is pulled from the registry (verified)."""
     from adapterhub.manifest import read_manifest
 
+    text = str(spec)
+    if not text.strip() or "\x00" in text:
+        raise EvaluationError(f"invalid adapter reference {text!r}: empty or contains NUL")
     path = Path(spec)
-    if path.is_dir():
+    try:
+        is_dir, exists = path.is_dir(), path.exists()
+    except OSError:  # e.g. a 300-character ref: not a path; the ref parser judges it
+        is_dir = exists = False
+    if is_dir:
         return AdapterSource(directory=path, manifest=read_manifest(path))
-    if path.exists():
+    if exists:
         raise EvaluationError(f"{path}: not an adapter directory")
     from adapterhub.registry.client import Registry
 
