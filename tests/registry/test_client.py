@@ -319,6 +319,7 @@ def test_registry_with_a_default_remote(home: Path, make_adapter: MakeAdapter, t
 
 def test_progress_reports_bytes_for_big_transfers(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import adapterhub.registry.client as client_mod
+
     from adapterhub.testing.stores import write_test_adapter
 
     seen: list[int] = []
