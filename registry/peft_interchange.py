@@ -234,9 +234,13 @@ def logits_gap(peft_dir: Path, model: torch.nn.Module, method: Any, method_confi
     from peft import PeftModel
 
     probe = _probe_logits(model)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), tempfile.TemporaryDirectory(prefix="adapterhub-peft-") as private:
         warnings.simplefilter("ignore")
-        pm = PeftModel.from_pretrained(copy.deepcopy(model), str(peft_dir)).eval()
+        # peft re-reads the directory and falls back to torch.load on adapter_model.bin:
+        # give it a private copy holding only the config and the safetensors weights.
+        for fname in ("adapter_config.json", "adapter_model.safetensors"):
+            shutil.copyfile(Path(peft_dir) / fname, Path(private) / fname)
+        pm = PeftModel.from_pretrained(copy.deepcopy(model), private).eval()  # no-pickle: private dir holds only adapter_model.safetensors
         ours = copy.deepcopy(model).eval()
         method.load(ours, method_config, tensors)
         with torch.no_grad():
