@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layers", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--small", action="store_true", help="tiny widths (CPU smoke test of the script itself)")
     args = ap.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("gpu_check: CUDA is not available on this machine", file=sys.stderr)
@@ -66,7 +67,10 @@ def main(argv: list[str] | None = None) -> int:
 
     dtype = getattr(torch, args.dtype)
     torch.manual_seed(0)
-    cpu_model = LlamaForCausalLM(LlamaConfig(**SHAPE, num_hidden_layers=args.layers)).eval()
+    shape = dict(SHAPE)
+    if args.small:
+        shape.update(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2, vocab_size=1024)
+    cpu_model = LlamaForCausalLM(LlamaConfig(**shape, num_hidden_layers=args.layers)).eval()
     tmp = Path(tempfile.mkdtemp())
     specs = {
         "lora-all-r16": ("lora", {"r": 16, "alpha": 32, "target_modules": "all-linear"}),
