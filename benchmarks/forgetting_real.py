@@ -53,6 +53,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--work", type=Path, default=None, help="where adapters go (default: a temp dir)")
     ap.add_argument("--out", type=Path, default=RESULTS / "forgetting_real")
+    ap.add_argument("--render", type=Path, metavar="JSON", help="only rewrite the Markdown of an existing results JSON")
     return ap.parse_args()
 
 
@@ -80,7 +81,9 @@ def markdown(doc: dict[str, Any]) -> str:
     lines = [
         "# Forgetting: LoRA vs full fine-tuning on the same budget",
         "",
-        f"Base `{cfg['base']}`; {cfg['steps']} steps × batch {cfg['batch_size']} per run (seed {cfg['seed']}); "
+        f"Base `{cfg['base']}`; up to {cfg['steps']} steps × batch {cfg['batch_size']} per run (seed {cfg['seed']}"
+        + (f", at most {cfg['max_seconds']:g} s of training each" if cfg.get("max_seconds") else "")
+        + "); "
         f"LoRA r={cfg['lora_r']} lr {cfg['lr_lora']:g}, full lr {cfg['lr_full']:g}; first {cfg['limit']} test examples per task; "
         f"a drop of more than {cfg['threshold']:g} points is flagged (⚠).",
         "",
@@ -88,14 +91,14 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         "## Summary",
         "",
-        "| run | trainable params | train s | own-task metric: base → tuned | held-out flagged | mean held-out delta | general-text perplexity |",
-        "|---|---:|---:|---|---:|---:|---|",
+        "| run | trainable params | steps | train s | own-task metric: base → tuned | held-out flagged | mean held-out delta | general-text perplexity |",
+        "|---|---:|---:|---:|---|---:|---:|---|",
     ]
     for r in runs:
         own = "; ".join(f"{m} {v['base']:.1f} → {v['adapted']:.1f} ({v['delta']:+.1f})" for m, v in r["own_task"].items())
         mean = "–" if r["held_out_mean_delta"] is None else f"{r['held_out_mean_delta']:+.2f}"
         lines.append(
-            f"| {r['run']} | {r['train']['trainable_params']:,} | {r['train']['seconds']:.0f} | {own} | "
+            f"| {r['run']} | {r['train']['trainable_params']:,} | {r['train']['steps']} | {r['train']['seconds']:.0f} | {own} | "
             f"{r['held_out_flagged']}/{r['held_out_rows']} | {mean} | {r['perplexity_base']:.2f} → {r['perplexity_adapted']:.2f} |"
         )
     keys: list[tuple[str, str]] = []
@@ -123,6 +126,10 @@ def markdown(doc: dict[str, Any]) -> str:
 
 def main() -> None:
     args = parse_args()
+    if args.render is not None:
+        doc = json.loads(args.render.read_text(encoding="utf-8"))
+        args.render.with_suffix(".md").write_text(markdown(doc), encoding="utf-8")
+        return
     import torch
 
     if args.threads:
