@@ -237,17 +237,27 @@ def bench_config(base: Any, name: str, cfg: LoraConfig, repeats: int, seq: int =
     swap_ids = ["swap-a", "swap-b"]
     rt.apply(rt.plan(swap_ids[0], cfg, spare))
 
+    parts: dict[str, list[float]] = {"remove": [], "plan": [], "apply": []}
+
     def ours_swap() -> None:
         old, new = swap_ids
+        t0 = time.perf_counter()
         rt.remove(old)
-        rt.apply(rt.plan(new, cfg, spare))
+        t1 = time.perf_counter()
+        plan = rt.plan(new, cfg, spare)
+        t2 = time.perf_counter()
+        rt.apply(plan)
+        t3 = time.perf_counter()
         swap_ids.reverse()
+        for k, v in (("remove", t1 - t0), ("plan", t2 - t1), ("apply", t3 - t2)):
+            parts[k].append(v * 1e3)
 
     switch = {
         "ours_switch_ms": median_call_ms(ours_switch, 2000),
         "ours_switch_mixed_ms": median_call_ms(ours_switch_mixed, 2000),
         "peft_set_adapter_ms": median_call_ms(peft_switch, 50),
         "ours_plan_apply_ms": median_call_ms(ours_swap, 30),
+        "ours_remove_plan_apply_split_ms": {k: statistics.median(v) for k, v in parts.items()},
     }
     return {
         "config": cfg.model_dump(mode="json"),
@@ -345,6 +355,8 @@ TABLE_ROWS: list[tuple[str, Callable[[dict[str, Any]], str], Callable[[dict[str,
     ("switch between resident adapters (ms)", lambda r: f"{r['ours_switch_ms']:.4f}", lambda r: f"{r['peft_set_adapter_ms']:.2f}"),
     ("switch to a 4-adapter mixed route (ms)", lambda r: f"{r['ours_switch_mixed_ms']:.4f}", _blank),
     ("hot swap, weights in memory: remove+plan+apply (ms)", lambda r: f"{r['ours_plan_apply_ms']:.2f}", _blank),
+    ("  of which plan (validate + convert) / apply (copy) (ms)",
+     lambda r: "{plan:.2f} / {apply:.2f}".format(**r["ours_remove_plan_apply_split_ms"]), _blank),
     ("max abs logit diff vs peft, mixed 4", lambda r: f"{r['max_abs_logit_diff_vs_peft_mixed4']:.1e}", _blank),
 ]
 

@@ -54,6 +54,17 @@ def targets_for(model: torch.nn.Module, config: LoraConfig) -> list[LinearInfo]:
     return resolve_targets(config, linear_infos(model), architecture_of(model), output_embedding_paths(model))
 
 
+def all_finite(t: torch.Tensor) -> bool:
+    """Whether every value is finite, in one reduction pass without a mask allocation.
+
+    A sum of finite values is finite unless it overflows, and any NaN/inf makes the sum
+    non-finite; only then is the exact (mask-allocating) check needed.
+    """
+    if bool(torch.isfinite(t.sum(dtype=torch.float32))):
+        return True
+    return bool(torch.isfinite(t).all())
+
+
 def check_tensors(config: LoraConfig, targets: Sequence[LinearInfo], tensors: Mapping[str, object]) -> None:
     """Raise IncompatibleAdapterError naming the first bad key; return if all is well.
 
@@ -74,7 +85,7 @@ def check_tensors(config: LoraConfig, targets: Sequence[LinearInfo], tensors: Ma
             )
         if not t.is_floating_point():
             raise IncompatibleAdapterError(f"LoRA tensor {key!r} has dtype {t.dtype}, expected a floating dtype")
-        if not bool(torch.isfinite(t).all()):
+        if not all_finite(t):
             raise IncompatibleAdapterError(f"LoRA tensor {key!r} holds NaN or infinite values")
     for key in tensors:
         if key not in expected:

@@ -115,3 +115,4 @@ def test_plain_module_defaults_to_all_linear_but_the_head_and_round_trips() -> N
         out = model(x)
     assert (out[0] - tuned[0]).abs().max().item() <= 1e-5
     assert torch.equal(out[1], base[1])
+

@@ -1,0 +1,45 @@
+"""Shared adapter checks: finiteness, config coercion, linear discovery through wrappers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from adapterhub.plugins.lora import LoraConfig, LoraMethod
+from adapterhub.plugins.lora.config import expected_shapes
+from adapterhub.plugins.lora.validation import all_finite, coerce_config, linear_infos, targets_for
+
+from adapterhub.errors import ConfigError
+from adapterhub.testing.models import tiny_llama
+
+
+def test_all_finite_is_exact_for_overflowing_sums() -> None:
+    big = torch.full((4,), 3e38)  # finite values whose sum overflows to inf
+    assert all_finite(big)
+    assert not all_finite(torch.tensor([1.0, float("inf")]))
+    assert not all_finite(torch.tensor([float("inf"), float("-inf")]))
+    assert not all_finite(torch.tensor([1.0, float("nan")], dtype=torch.bfloat16))
+    assert all_finite(torch.randn(8, 8))
+
+
+def test_coerce_config() -> None:
+    cfg = LoraConfig(r=3)
+    assert coerce_config(cfg) is cfg
+    assert coerce_config({"r": 3}) == cfg
+    with pytest.raises(ConfigError, match="invalid lora config"):
+        coerce_config({"r": 3, "rank": 3})
+    with pytest.raises(ConfigError, match="needs a LoraConfig, got int"):
+        coerce_config(3)
+
+
+def test_linear_infos_see_through_training_and_serving_layers() -> None:
+    model, _ = tiny_llama()
+    before = linear_infos(model)
+    adapter = LoraMethod().attach(model, LoraConfig(target_modules="all-linear"))
+    assert linear_infos(model) == before
+    adapter.detach()
+    rt = LoraMethod().runtime(model)
+    cfg = LoraConfig(r=2, target_modules="all-linear")
+    tensors = {k: torch.zeros(v) for k, v in expected_shapes(cfg, targets_for(model, cfg)).items()}
+    rt.apply(rt.plan("z", cfg, tensors))
+    assert len(rt.wrapped) == 14
+    assert linear_infos(model) == before
