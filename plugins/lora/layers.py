@@ -248,9 +248,10 @@ class MultiLoraLinear(_SharedLinear):
             return
         r = a.shape[0]
         self.lora_A[slot, :r].copy_(a)
-        self.lora_A[slot, r:].zero_()
         self.lora_B[slot, :, :r].copy_(b)
-        self.lora_B[slot, :, r:].zero_()
+        if r < self.lora_A.shape[1]:  # zero padding up to r_max keeps the slot exact
+            self.lora_A[slot, r:].zero_()
+            self.lora_B[slot, :, r:].zero_()
         self.mask |= bit
 
     def clear_slot(self, slot: int) -> None:

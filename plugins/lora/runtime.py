@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from adapterhub.plugins.lora.config import LinearInfo
 from adapterhub.plugins.lora.layers import LoraLinear, MultiLoraLinear, Route, Router
-from adapterhub.plugins.lora.validation import linear_infos, validate_against
+from adapterhub.plugins.lora.validation import BaseLayout, validate_against
 from torch import nn
 
 from adapterhub.errors import AdapterUnloadedError, IncompatibleAdapterError
@@ -48,7 +47,14 @@ class LoraRuntime:
                 "this model already carries LoRA layers (a training adapter or another runtime); detach/close it first"
             )
         self.model = model
-        self._infos: dict[str, LinearInfo] = {li.path: li for li in linear_infos(model)}
+        # The base's linears never change under the runtime (wrapping sees through), so
+        # target resolution and weight lookups are computed once, not per plan.
+        self._layout = BaseLayout.of(model)
+        self._weights: dict[str, torch.Tensor] = {}
+        for li in self._layout.linears:
+            weight = model.get_submodule(li.path).weight
+            assert isinstance(weight, torch.Tensor)
+            self._weights[li.path] = weight
         self._router = Router()
         self._layers: dict[str, MultiLoraLinear] = {}
         self._resident: dict[str, _Resident] = {}
@@ -61,13 +67,13 @@ class LoraRuntime:
 
     # --- MethodRuntime ------------------------------------------------------------------------
     def plan(self, adapter_id: str, config: MethodConfig, tensors: Mapping[str, torch.Tensor]) -> SwapPlan:
-        cfg, targets = validate_against(self.model, config, tensors)
+        cfg, targets = validate_against(self.model, config, tensors, self._layout)
         if adapter_id in self._resident:
             raise IncompatibleAdapterError(f"LoRA adapter id {adapter_id!r} is already resident; remove it first")
         converted: dict[str, torch.Tensor] = {}
         nbytes = 0
         for info in targets:
-            weight = self._weight_of(info.path)
+            weight = self._weights[info.path]
             for key in (f"{info.path}.lora_A", f"{info.path}.lora_B"):
                 t = tensors[key].to(device=weight.device, dtype=weight.dtype).contiguous()
                 converted[key] = t
@@ -190,12 +196,6 @@ class LoraRuntime:
             self._high_water, self._capacity, self._r_max = 1, 0, 0
 
     # --- internals ----------------------------------------------------------------------------
-    def _weight_of(self, path: str) -> torch.Tensor:
-        mod = self.model.get_submodule(path)
-        weight = mod.weight
-        assert isinstance(weight, torch.Tensor)
-        return weight
-
     def _stack_layout(self) -> tuple[torch.device, torch.dtype]:
         layer = next(iter(self._layers.values()))
         return layer.lora_A.device, layer.lora_A.dtype

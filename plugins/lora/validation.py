@@ -7,6 +7,7 @@ so both refuse exactly the same adapters with the same one-line messages.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from adapterhub.plugins.lora.config import (
@@ -94,11 +95,30 @@ def check_tensors(config: LoraConfig, targets: Sequence[LinearInfo], tensors: Ma
             )
 
 
-def validate_against(model: torch.nn.Module, config: object, tensors: Mapping[str, object]) -> tuple[LoraConfig, list[LinearInfo]]:
-    """Full check of ``tensors`` for ``config`` on ``model``; returns the resolved targets."""
+@dataclass(frozen=True)
+class BaseLayout:
+    """What target resolution needs to know about a base (computed once by a runtime)."""
+
+    linears: tuple[LinearInfo, ...]
+    architecture: str | None
+    excluded: frozenset[str]
+
+    @classmethod
+    def of(cls, model: torch.nn.Module) -> BaseLayout:
+        return cls(tuple(linear_infos(model)), architecture_of(model), output_embedding_paths(model))
+
+
+def validate_against(
+    model: torch.nn.Module, config: object, tensors: Mapping[str, object], layout: BaseLayout | None = None
+) -> tuple[LoraConfig, list[LinearInfo]]:
+    """Full check of ``tensors`` for ``config`` on ``model``; returns the resolved targets.
+
+    ``layout``: a cached :class:`BaseLayout` of ``model`` (saves walking the module tree).
+    """
     cfg = coerce_config(config)
+    layout = layout or BaseLayout.of(model)
     try:
-        targets = targets_for(model, cfg)
+        targets = resolve_targets(cfg, layout.linears, layout.architecture, layout.excluded)
     except ConfigError as exc:
         raise IncompatibleAdapterError(str(exc)) from None
     check_tensors(cfg, targets, tensors)
