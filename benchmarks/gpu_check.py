@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layers", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--big-seq", type=int, default=512, help="sequence length of the 16-row compute-bound batch")
     ap.add_argument("--small", action="store_true", help="tiny widths (CPU smoke test of the script itself)")
     args = ap.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -139,6 +140,12 @@ def main(argv: list[str] | None = None) -> int:
         "one16_ms": median_ms(fwd(["lora-all-r16"] * 16, ids16), args.device, args.repeats),
         "mixed16_ms": median_ms(fwd(lora16, ids16), args.device, args.repeats),
     }
+    # 4x128 on a GPU is launch-bound (every adapted linear adds kernels); a 16x512 batch shows
+    # the overhead where the matrix work dominates.
+    big = torch.randint(0, 1000, (16, args.big_seq), device=args.device)
+    timings["base16_big_ms"] = median_ms(fwd([None] * 16, big), args.device, args.repeats)
+    timings["one16_big_ms"] = median_ms(fwd(["lora-all-r16"] * 16, big), args.device, args.repeats)
+    timings["mixed16_big_ms"] = median_ms(fwd(lora16, big), args.device, args.repeats)
     flip = [0]
 
     def switch() -> None:
@@ -173,9 +180,13 @@ def main(argv: list[str] | None = None) -> int:
         "one4_ms": median_ms(pfwd(), args.device, args.repeats),
         "mixed4_ms": median_ms(pfwd(adapter_names=["a0", "a1", "a2", "a3"]), args.device, args.repeats),
     }
+    with torch.no_grad():
+        peft["one16_big_ms"] = median_ms(lambda: pm(input_ids=big).logits, args.device, args.repeats)
+        peft["mixed16_big_ms"] = median_ms(lambda: pm(input_ids=big, adapter_names=[f"a{i % 4}" for i in range(16)]).logits,
+                                           args.device, args.repeats)
     doc = {
         "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu",
-        "dtype": args.dtype, "layers": args.layers, "repeats": args.repeats, "torch": torch.__version__,
+        "dtype": args.dtype, "layers": args.layers, "big_batch": [16, args.big_seq], "repeats": args.repeats, "torch": torch.__version__,
         "correct": {"mixed_equals_alone": ok_mixed, "max_abs_diffs": diffs, "tolerance": tol, "failed_swap_inert": ok_failed_swap},
         "load_20_adapters_s": load_all_s,
         "adapterhub": timings,
@@ -185,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
             "mixed4_over_base": timings["mixed4_ms"] / timings["base4_ms"],
             "mixed16_over_one16": timings["mixed16_ms"] / timings["one16_ms"],
             "peft_mixed4_over_peft_one": peft["mixed4_ms"] / peft["one4_ms"],
+            "big_one_over_base": timings["one16_big_ms"] / timings["base16_big_ms"],
+            "big_mixed16_over_base": timings["mixed16_big_ms"] / timings["base16_big_ms"],
+            "big_mixed16_over_one16": timings["mixed16_big_ms"] / timings["one16_big_ms"],
+            "big_peft_mixed16_over_base": peft["mixed16_big_ms"] / timings["base16_big_ms"],
         },
     }
     out = args.out or RESULTS / f"gpu_check-{args.device.split(':')[0]}.json"

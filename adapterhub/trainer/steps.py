@@ -46,17 +46,19 @@ def _forward_kwargs(model: Any) -> set[str]:
 class CompletionLoss:
     """Summed completion-token cross-entropy of one micro-batch (module docs)."""
 
-    def __init__(self, model: Any, device: torch.device) -> None:
+    def __init__(self, model: Any, device: torch.device, *, autocast: bool | None = None) -> None:
         self.model = model
         self.device = device
         accepted = _forward_kwargs(model)
         self.sliced = "logits_to_keep" in accepted
         self.no_cache = "use_cache" in accepted
-        self.autocast = device.type == "cuda"
+        # bf16 autocast on CUDA, fp32 on CPU by default; ``autocast=True`` on CPU runs the
+        # same mixed-precision code path (how the tests cover it without a GPU).
+        self.autocast = device.type == "cuda" if autocast is None else autocast
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.autocast:
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def __call__(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:

@@ -41,6 +41,10 @@ def lora_linear(
     if scale != 1.0:
         h = h * scale  # (tokens, r): tiny, unlike scaling the (tokens, out) product
     out = torch.mm(h, b.t()) if bias is None else torch.addmm(bias, h, b.t())
+    if torch.is_autocast_enabled(x2.device.type):
+        # Autocast skips in-place ops, so ``out`` (already cast) and the fp32 base weight
+        # would meet with different dtypes; the out-of-place form is cast like the rest.
+        return torch.addmm(out, x2, weight.t())
     return out.addmm_(x2, weight.t())
 
 

@@ -16,7 +16,7 @@ def test_gpu_check_runs_on_cpu(tmp_path: Path) -> None:
     finally:
         sys.path.pop(0)
     out = tmp_path / "gpu.json"
-    code = gpu_check.main(["--device", "cpu", "--dtype", "float32", "--layers", "1", "--repeats", "1", "--small", "--out", str(out)])
+    code = gpu_check.main(["--device", "cpu", "--dtype", "float32", "--layers", "1", "--repeats", "1", "--small", "--big-seq", "16", "--out", str(out)])
     doc = json.loads(out.read_text())
     assert code == 0, doc["correct"]
     assert doc["correct"]["mixed_equals_alone"] and doc["correct"]["failed_swap_inert"]

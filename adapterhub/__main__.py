@@ -1,0 +1,5 @@
+"""``python -m adapterhub``: the same CLI as the ``adapterhub`` console script."""
+
+from adapterhub.cli.main import main
+
+raise SystemExit(main())
