@@ -30,14 +30,13 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from adapterhub.errors import AdapterhubError, BaseModelError, UnknownNameError
-from adapterhub.fingerprint import remember_source
 from adapterhub.protocols.basemodel import BaseModelSource, LoadedBase
-from adapterhub.safeio import atomic_write_bytes, fsync_dir
+
+if TYPE_CHECKING:  # torch loads with the model, not with this module (`adapterhub models`)
+    import torch
 
 MARKER = "adapterhub-model.json"
 """Written last into a materialised directory; its presence means the build completed."""
@@ -124,6 +123,8 @@ def _load_dir(name: str, directory: Path, dtype: torch.dtype, device: str | torc
         raise BaseModelError(f"{directory}: not a model directory (no config.json)")
     model, tokenizer = _load_pretrained(str(directory), dtype, device, "")
     tokenizer = _prepare_tokenizer(tokenizer)
+    from adapterhub.fingerprint import remember_source
+
     # Enables the on-disk fingerprint cache: re-hashing 135M weights on every load is waste.
     remember_source(model, directory, dtype)
     return LoadedBase(name=name, model=model, tokenizer=tokenizer, path=str(directory))
@@ -146,8 +147,15 @@ def _load_hub(spec: str, dtype: torch.dtype, device: str | torch.device) -> Load
     return _load_dir(spec, Path(local), dtype, device)
 
 
-def load_base(spec: str, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> LoadedBase:
-    """Load a base model by alias, directory, plugin-resolved id or Hugging Face id."""
+def load_base(spec: str, dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> LoadedBase:
+    """Load a base model by alias, directory, plugin-resolved id or Hugging Face id.
+
+    ``dtype`` defaults to ``torch.float32``.
+    """
+    if dtype is None:
+        import torch
+
+        dtype = torch.float32
     kind, source = resolve(spec)
     if source is not None:
         try:
@@ -200,6 +208,8 @@ def read_marker(directory: Path) -> dict[str, Any] | None:
 
 
 def _fsync_tree(directory: Path) -> None:
+    from adapterhub.safeio import fsync_dir
+
     for p in directory.iterdir():
         if p.is_file():
             with open(p, "rb") as fh:
@@ -219,6 +229,8 @@ def materialize_dir(final: Path, build: Callable[[Path], None], key: dict[str, A
     marker = read_marker(final)
     if marker is not None and marker.get("key") == key:
         return final
+    from adapterhub.safeio import atomic_write_bytes, fsync_dir
+
     with _build_lock(final.parent / f".{final.name}.lock"):
         marker = read_marker(final)
         if marker is not None and marker.get("key") == key:

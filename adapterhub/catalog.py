@@ -10,6 +10,11 @@ name another plugin already has) contributes nothing, is unregistered from the p
 manager and is listed as ``failed``. Duplicate names are never silently renamed: the
 first registrant (built-ins load first) keeps the name and the error names both plugins;
 in strict mode (``ADAPTERHUB_STRICT_PLUGINS=1``) the error is raised.
+
+Building the catalog must stay cheap (every command does it): a method registered as a
+:class:`~adapterhub.lazy.LazyMethod` is checked here for what it declares (name, kind,
+capabilities); its config class and implementation are imported and checked on first
+use, and a broken one then raises ``PluginLoadError`` naming the method and the plugin.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from adapterhub.errors import AdapterhubError, BaseModelError, DuplicateNameError, UnknownNameError
+from adapterhub.lazy import LazyMethod
 from adapterhub.pluginmanager import (
     AdapterhubPluginManager,
     PluginRecord,
@@ -110,6 +116,11 @@ def _check_method(method: Any, plugin: str) -> None:
     caps = getattr(method, "capabilities", None)
     if not all(isinstance(getattr(caps, a, None), bool) for a in ("hot_swap", "mixed_batch")):
         raise TypeError(f"method {method.name!r} from plugin {plugin!r} has no Capabilities(hot_swap=..., mixed_batch=...)")
+    if isinstance(method, LazyMethod):
+        # Its config and code are imported on first use, which checks them with the
+        # same messages; asking for config_cls here would import them for every command.
+        method.plugin = plugin
+        return
     if not callable(getattr(getattr(method, "config_cls", None), "model_validate", None)):
         raise TypeError(f"method {method.name!r} from plugin {plugin!r} has no pydantic config_cls")
 

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import importlib.metadata
 import os
 import sys
 import time
 import traceback
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pluggy
 
@@ -35,6 +34,9 @@ from adapterhub import __version__
 from adapterhub.defaults import DEFAULT_PLUGINS, ENTRY_POINT_GROUP
 from adapterhub.errors import DuplicateNameError, PluginLoadError
 from adapterhub.hookspecs import PROJECT, AdapterhubSpec
+
+if TYPE_CHECKING:  # importlib.metadata is imported only when a distribution declares a plugin
+    import importlib.metadata
 
 ENV_STRICT = "ADAPTERHUB_STRICT_PLUGINS"
 ENV_ONLY = "ADAPTERHUB_PLUGINS"
@@ -186,7 +188,59 @@ def _register(pm: AdapterhubPluginManager, record: PluginRecord, load: Any) -> N
         record.load_seconds = time.perf_counter() - start
 
 
+def _declares_group(path: str, group: str) -> bool:
+    """Whether the ``entry_points.txt`` at ``path`` has a ``[group]`` section."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except (FileNotFoundError, NotADirectoryError):  # no entry points; a one-file .egg-info
+        return False
+    if group.encode() not in data:
+        return False
+    # importlib.metadata's own rule: a "[name]" line, name stripped.
+    text = data.decode("utf-8", "replace")
+    return any(ln.strip().startswith("[") and ln.strip().endswith("]") and ln.strip()[1:-1].strip() == group for ln in text.splitlines())
+
+
+def may_have_entry_points(group: str = ENTRY_POINT_GROUP) -> bool:
+    """A cheap, conservative "could ``entry_points(group=group)`` find anything?".
+
+    Importing :mod:`importlib.metadata` and reading every installed distribution's
+    metadata costs tens of milliseconds, a large share of a quick command such as
+    ``adapterhub score``, while most environments have no third-party plugin. This only
+    lists the directories on ``sys.path`` and reads the ``entry_points.txt`` of their
+    ``*.dist-info``/``*.egg-info``; anything it cannot judge (a zip or egg on
+    ``sys.path``, a distribution finder besides the standard one, an unreadable
+    directory) answers True, and the caller asks importlib.metadata as before.
+    """
+    from importlib.machinery import PathFinder
+
+    if any(getattr(f, "find_distributions", None) is not None and f is not PathFinder for f in sys.meta_path):
+        return True
+    for entry in sys.path:
+        root = entry or "."
+        if root.lower().endswith(".egg"):
+            return True
+        try:
+            with os.scandir(root) as it:
+                names = [e.name for e in it]
+        except (FileNotFoundError, NotADirectoryError):
+            if os.path.isfile(root):  # a zip archive on sys.path
+                return True
+            continue
+        except OSError:
+            return True
+        for name in names:
+            if name.lower().endswith((".dist-info", ".egg-info")) and _declares_group(os.path.join(root, name, "entry_points.txt"), group):
+                return True
+    return False
+
+
 def _entry_points() -> list[importlib.metadata.EntryPoint]:
+    if not may_have_entry_points(ENTRY_POINT_GROUP):
+        return []
+    import importlib.metadata
+
     eps = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
     # Deterministic order (the first registrant of a duplicate name keeps it).
     return sorted(eps, key=lambda ep: (ep.name, ep.value))

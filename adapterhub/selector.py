@@ -34,12 +34,14 @@ import fnmatch
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from adapterhub.errors import ConfigError
+
+if TYPE_CHECKING:  # method configs embed SelectorConfig and must load without torch
+    import torch
 
 ParamKind = Literal["bias", "norm", "embedding", "attention", "mlp", "lm_head", "all"]
 PARAM_KINDS: tuple[str, ...] = get_args(ParamKind)
@@ -220,6 +222,8 @@ def _matches_pattern(pattern: str, alias: _Alias) -> bool:
 
 
 def _is_norm(module: torch.nn.Module, module_path: str) -> bool:
+    import torch
+
     if isinstance(module, (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.RMSNorm)):
         return True
     leaf = module_path.rsplit(".", 1)[-1].lower()
@@ -237,6 +241,8 @@ def _kind_matches(kind: str, alias: _Alias, output_module: torch.nn.Module | Non
     if kind == "norm":
         return _is_norm(alias.module, alias.module_path)
     if kind == "embedding":
+        import torch
+
         return isinstance(alias.module, torch.nn.Embedding)
     if kind == "lm_head":
         return alias.module is output_module or alias.module_path == "lm_head"
@@ -253,6 +259,8 @@ def _kind_matches(kind: str, alias: _Alias, output_module: torch.nn.Module | Non
 
 
 def _output_module(model: torch.nn.Module) -> torch.nn.Module | None:
+    import torch
+
     getter = getattr(model, "get_output_embeddings", None)
     if callable(getter):
         try:

@@ -10,7 +10,6 @@ Nothing here imports torch: listing plugins costs only what the plugins themselv
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import subprocess
 import sys
 from collections.abc import Callable
@@ -65,6 +64,8 @@ class PluginsCommand:
 
 
 def _ep_snapshot() -> set[tuple[str, str]]:
+    import importlib.metadata
+
     return {(ep.name, ep.value) for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 

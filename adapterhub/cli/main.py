@@ -68,9 +68,19 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser(
-    commands: dict[str, object], owners: dict[str, str] | None = None, strict: bool = False, failed_plugins: int = 0
+    commands: dict[str, object],
+    owners: dict[str, str] | None = None,
+    strict: bool = False,
+    failed_plugins: int = 0,
+    only: str | None = None,
 ) -> argparse.ArgumentParser:
-    """The argparse tree for ``commands`` (name → ``Command``)."""
+    """The argparse tree for ``commands`` (name → ``Command``).
+
+    With ``only`` (the command about to run), the other commands get a sub-parser with
+    their help but are not configured: argparse parses one sub-command, and configuring
+    some 30 of them costs more start-up than a quick command is worth. Strict mode
+    still configures every command, so a broken ``configure`` stays fatal there.
+    """
     from adapterhub.pluginmanager import describe_error
 
     parser = _Parser(
@@ -84,6 +94,10 @@ def build_parser(
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in sorted(commands):
         cmd = commands[name]
+        if only is not None and name != only and not strict:
+            text = str(getattr(cmd, "help", ""))
+            sub.add_parser(name, help=text, description=text)
+            continue
         try:
             # Configure a scratch parser first so a raising configure() cannot leave a
             # half-built sub-parser behind.
@@ -122,7 +136,12 @@ def _run(argv: list[str]) -> int:
             raise
         commands, owners, strict, failed = dict(rescue), {}, False, 0
 
-    parser = build_parser(commands, owners, strict=strict, failed_plugins=failed)
+    # Top-level help (or no/unknown command) configures every command: its listing
+    # marks the broken ones as unavailable.
+    lead = _leading_options(argv)
+    first = _first_command(argv)
+    only = first if first in commands and not ({"-h", "--help"} & set(lead)) else None
+    parser = build_parser(commands, owners, strict=strict, failed_plugins=failed, only=only)
     if not argv:
         parser.print_help()
         return 0

@@ -48,32 +48,20 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
+from adapterhub.protocols.capabilities import Capabilities, MethodKind
+
 if TYPE_CHECKING:  # torch is imported lazily so plugin discovery and light commands stay fast
     import torch
-
-MethodKind = Literal["reparameterization", "additive", "selective", "full"]
 
 
 class MethodConfig(BaseModel):
     """Base class of every method config: frozen, and unknown keys are refused."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """What the host may do with a method's adapters."""
-
-    hot_swap: bool
-    """Adapters can be made resident and switched on a frozen base at inference."""
-    mixed_batch: bool
-    """Rows with different adapters of this method can share one forward pass."""
-    merge: bool = False
-    """The adapter can be merged into base weights (and unmerged)."""
 
 
 @runtime_checkable

@@ -6,13 +6,13 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Literal
-
-from pydantic import ValidationError
+from typing import TYPE_CHECKING, Any, Literal
 
 from adapterhub.errors import ConfigError
-from adapterhub.protocols.method import Method, MethodConfig
 from adapterhub.trainer.templates import TEMPLATES
+
+if TYPE_CHECKING:  # `adapterhub train`'s defaults come from here; every command builds its parser
+    from adapterhub.protocols.method import Method, MethodConfig
 
 Schedule = Literal["cosine", "linear", "constant"]
 
@@ -122,6 +122,10 @@ def parse_set_options(items: list[str] | None) -> dict[str, Any]:
 
 def coerce_method_config(method: Method, config: MethodConfig | Mapping[str, Any] | None) -> MethodConfig:
     """The method's pydantic config from a dict (``--set``); one-line ConfigError on bad keys."""
+    from pydantic import ValidationError
+
+    from adapterhub.protocols.method import MethodConfig
+
     cls = method.config_cls
     if isinstance(config, cls):
         return config

@@ -1,39 +1,67 @@
 """Shared input checks, option parsing and text normalisation for the built-in evaluators.
 
 Kept free of heavy imports: the metric libraries are imported inside ``score`` so that
-loading the plugin (which every ``adapterhub`` command does) stays cheap.
+loading the plugin (which every ``adapterhub`` command does) stays cheap. Options are
+frozen dataclasses validated by pydantic only when some are given, so scoring with the
+defaults (``adapterhub score --metric bleu``) does not import pydantic either.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
-
-from pydantic import BaseModel, ConfigDict, ValidationError
+from typing import Any, ClassVar, TypeVar
 
 from adapterhub.errors import ConfigError, DataError
 
 
-class EvaluatorOptions(BaseModel):
-    """Base of every evaluator's options: frozen, unknown keys refused (like MethodConfig)."""
+@dataclasses.dataclass(frozen=True)
+class EvaluatorOptions:
+    """Base of every evaluator's options: frozen, unknown keys refused (like MethodConfig).
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    Subclasses are ``@dataclasses.dataclass(frozen=True)`` with a default for every
+    field; :func:`parse_options` validates given values in pydantic's lax mode, as a
+    ``BaseModel`` would (``"true"`` → ``True``, a list → a tuple).
+    """
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = {"extra": "forbid"}
 
 
 OptionsT = TypeVar("OptionsT", bound=EvaluatorOptions)
 
 
+_VALIDATORS: dict[type[EvaluatorOptions], Any] = {}
+
+
+def _validator(cls: type[EvaluatorOptions]) -> Any:
+    """pydantic's validator for ``cls``, built once (pydantic is imported here, on demand)."""
+    found = _VALIDATORS.get(cls)
+    if found is None:
+        from pydantic import TypeAdapter
+
+        found = _VALIDATORS[cls] = TypeAdapter(cls)
+    return found
+
+
 def parse_options(evaluator: str, cls: type[OptionsT], options: Mapping[str, Any]) -> OptionsT:
     """Validate ``options`` into ``cls``; any problem is one ConfigError line naming the key."""
+    if not options:
+        return cls()
+    names = [f.name for f in dataclasses.fields(cls)]
+    known = ", ".join(sorted(names)) or "none"
+    extra = [k for k in options if k not in names]
+    if extra:  # pydantic's BaseModel wording, which these options used to be
+        raise ConfigError(f"evaluator {evaluator!r}: bad option {str(extra[0])!r}: Extra inputs are not permitted (options: {known})")
+    from pydantic import ValidationError
+
     try:
-        return cls.model_validate(dict(options))
+        return _validator(cls).validate_python(dict(options))  # type: ignore[no-any-return]
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(p) for p in first["loc"]) or "<options>"
-        known = ", ".join(sorted(cls.model_fields)) or "none"
         raise ConfigError(f"evaluator {evaluator!r}: bad option {key!r}: {first['msg']} (options: {known})") from None
 
 

@@ -9,6 +9,7 @@ several references, an example is correct if it matches any of them.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ from adapterhub.protocols.evaluator import EvalResult, EvaluatorContext
 from ._common import EvaluatorOptions, check_inputs, first_word, normalize, parse_options
 
 
+@dataclasses.dataclass(frozen=True)
 class MatchOptions(EvaluatorOptions):
     per_example: bool = False
     """Add ``{"correct": bool, "normalized": str}`` per example."""

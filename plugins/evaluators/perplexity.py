@@ -14,6 +14,7 @@ perplexities (which short texts would dominate).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -24,6 +25,7 @@ from adapterhub.protocols.evaluator import EvalResult, EvaluatorContext
 from ._common import EvaluatorOptions, check_inputs, parse_options
 
 
+@dataclasses.dataclass(frozen=True)
 class PerplexityOptions(EvaluatorOptions):
     batch_size: int = 4
     max_length: int | None = None

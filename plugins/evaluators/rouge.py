@@ -15,6 +15,7 @@ it (the tests compare against unmodified ``RougeScorer.score`` calls).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -27,6 +28,7 @@ ALL_TYPES: tuple[RougeType, ...] = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 _FIELDS = ("precision", "recall", "fmeasure")
 
 
+@dataclasses.dataclass(frozen=True)
 class RougeOptions(EvaluatorOptions):
     rouge_types: tuple[RougeType, ...] = ALL_TYPES
     use_stemmer: bool = False

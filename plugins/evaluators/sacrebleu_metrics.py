@@ -10,6 +10,7 @@ sacrebleu treats as "no reference" (its signature then says ``nrefs:var``).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ from adapterhub.protocols.evaluator import EvalResult, EvaluatorContext
 from ._common import EvaluatorOptions, check_inputs, parse_options, reference_streams
 
 
+@dataclasses.dataclass(frozen=True)
 class BleuOptions(EvaluatorOptions):
     tokenize: str = "13a"
     """sacrebleu tokenizer: ``13a`` (default, WMT standard), ``intl``, ``char``, ``zh``, ``ja-mecab``, ``none``..."""
@@ -32,6 +34,7 @@ class BleuOptions(EvaluatorOptions):
     """Add sentence BLEU per example (``sacrebleu.sentence_bleu`` semantics)."""
 
 
+@dataclasses.dataclass(frozen=True)
 class ChrfOptions(EvaluatorOptions):
     char_order: int = 6
     word_order: int = 0

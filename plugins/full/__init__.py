@@ -3,6 +3,10 @@
 Every weight trains; the artifact stores the whole state dict, and
 :func:`export_model_dir` writes it out as a standard transformers model directory.
 Not hot-swappable.
+
+The package imports no torch: ``METHOD`` is a :class:`~adapterhub.lazy.LazyMethod`
+whose config (:mod:`.config`) and implementation (:mod:`.method`) load on first use;
+the other names below are imported on first access.
 """
 
 from __future__ import annotations
@@ -10,13 +14,35 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from adapterhub.plugins.full.export import export_model_dir
-from adapterhub.plugins.full.method import METHOD, FullAdapter, FullConfig, FullMethod
-
 from adapterhub.hookspecs import hookimpl
+from adapterhub.lazy import LazyMethod, lazy_exports
+from adapterhub.protocols.capabilities import Capabilities
 
 if TYPE_CHECKING:
+    from adapterhub.plugins.full.config import FullConfig
+    from adapterhub.plugins.full.export import export_model_dir
+    from adapterhub.plugins.full.method import FullAdapter, FullMethod
+
     from adapterhub.protocols import Method
+
+METHOD = LazyMethod(
+    name="full",
+    kind="full",
+    description="full fine-tuning: every weight trains (baseline; exported as a model directory)",
+    capabilities=Capabilities(hot_swap=False, mixed_batch=False, merge=False),
+    implementation="adapterhub.plugins.full.method:METHOD",
+    config="adapterhub.plugins.full.config:FullConfig",
+)
+
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "FullAdapter": "adapterhub.plugins.full.method",
+        "FullConfig": "adapterhub.plugins.full.config",
+        "FullMethod": "adapterhub.plugins.full.method",
+        "export_model_dir": "adapterhub.plugins.full.export",
+    },
+)
 
 
 @hookimpl

@@ -19,23 +19,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
+from adapterhub.plugins.full.config import FullConfig
 from adapterhub.plugins.layer_select.tensors import BaseTensorAdapter, base_tensors, check_tensors
-from pydantic import Field
 
 from adapterhub.errors import IncompatibleAdapterError
 from adapterhub.protocols.method import Capabilities, MethodConfig, MethodKind, MethodRuntime
 
 NAME = "full"
-
-
-class FullConfig(MethodConfig):
-    """Full fine-tuning: no adapter hyper-parameters, only whether detach() can restore."""
-
-    restorable: bool = Field(
-        default=True,
-        description="Keep a CPU copy of the base so detach() restores it bit for bit (costs one "
-        "base's worth of host memory; one-shot training runs may turn it off).",
-    )
 
 
 class FullAdapter(BaseTensorAdapter):

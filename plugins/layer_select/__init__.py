@@ -3,6 +3,10 @@
 Trains only base parameters chosen by :mod:`adapterhub.selector` (layer range, module
 pattern, parameter kind); the adapter stores exactly those tensors and is hot-swapped by
 copying them into the base for the rows that use it (see ``runtime``).
+
+The package imports no torch: ``METHOD`` is a :class:`~adapterhub.lazy.LazyMethod`
+whose config (:mod:`.config`) and implementation (:mod:`.method`) load on first use;
+the other names below are imported on first access.
 """
 
 from __future__ import annotations
@@ -10,17 +14,33 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from adapterhub.plugins.layer_select.method import (
-    METHOD,
-    LayerSelectiveConfig,
-    LayerSelectiveMethod,
-    SelectiveAdapter,
-)
-
 from adapterhub.hookspecs import hookimpl
+from adapterhub.lazy import LazyMethod, lazy_exports
+from adapterhub.protocols.capabilities import Capabilities
 
 if TYPE_CHECKING:
+    from adapterhub.plugins.layer_select.config import LayerSelectiveConfig
+    from adapterhub.plugins.layer_select.method import LayerSelectiveMethod, SelectiveAdapter
+
     from adapterhub.protocols import Method
+
+METHOD = LazyMethod(
+    name="layer-selective",
+    kind="selective",
+    description="train chosen base parameters only (layer range, module pattern, kind: bias, norm, ...)",
+    capabilities=Capabilities(hot_swap=True, mixed_batch=False, merge=False),
+    implementation="adapterhub.plugins.layer_select.method:METHOD",
+    config="adapterhub.plugins.layer_select.config:LayerSelectiveConfig",
+)
+
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "LayerSelectiveConfig": "adapterhub.plugins.layer_select.config",
+        "LayerSelectiveMethod": "adapterhub.plugins.layer_select.method",
+        "SelectiveAdapter": "adapterhub.plugins.layer_select.method",
+    },
+)
 
 
 @hookimpl

@@ -16,32 +16,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
 
 import torch
+from adapterhub.plugins.layer_select.config import LayerSelectiveConfig
 from adapterhub.plugins.layer_select.tensors import BaseTensorAdapter, check_tensors
-from pydantic import model_validator
 
 from adapterhub.errors import ConfigError, IncompatibleAdapterError
 from adapterhub.protocols.method import Capabilities, MethodConfig, MethodKind, MethodRuntime
-from adapterhub.selector import SelectorConfig, parameter_aliases, select_parameters
+from adapterhub.selector import parameter_aliases, select_parameters
 
 log = logging.getLogger(__name__)
 NAME = "layer-selective"
-
-
-class LayerSelectiveConfig(SelectorConfig, MethodConfig):
-    """Which base parameters train: layers AND modules AND kinds (unset: no restriction;
-    nothing set at all: kinds=['norm'])."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _default_selection(cls, data: Any) -> Any:
-        # Selecting everything would be full fine-tuning stored as an "adapter"; an
-        # explicit default keeps the manifest self-describing (kinds=["norm"] is written).
-        if isinstance(data, dict) and all(data.get(k) is None for k in ("layers", "modules", "kinds")):
-            return {**data, "kinds": ["norm"]}
-        return data
 
 
 def _as_config(config: MethodConfig) -> LayerSelectiveConfig:

@@ -1,19 +1,51 @@
-"""Built-in ``lora`` method plugin (registered through the same hook as third-party ones)."""
+"""Built-in ``lora`` method plugin (registered through the same hook as third-party ones).
+
+The package imports no torch: it registers a :class:`~adapterhub.lazy.LazyMethod`
+whose config (:mod:`.config`) and implementation (:mod:`.method`, :mod:`.runtime`) load
+on first use; the names below are imported on first access.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-
-from adapterhub.plugins.lora.config import LoraConfig
-from adapterhub.plugins.lora.method import LoraAdapter, LoraMethod
-from adapterhub.plugins.lora.runtime import LoraRuntime
+from typing import TYPE_CHECKING
 
 from adapterhub.hookspecs import hookimpl
-from adapterhub.protocols.method import Method
+from adapterhub.lazy import LazyMethod, lazy_exports
+from adapterhub.protocols.capabilities import Capabilities
 
-__all__ = ["LoraAdapter", "LoraConfig", "LoraMethod", "LoraRuntime"]
+if TYPE_CHECKING:
+    from adapterhub.plugins.lora.config import LoraConfig
+    from adapterhub.plugins.lora.method import LoraAdapter, LoraMethod
+    from adapterhub.plugins.lora.runtime import LoraRuntime
+
+    from adapterhub.protocols.method import Method
+
+__all__ = ["LoraAdapter", "LoraConfig", "LoraMethod", "LoraRuntime", "lazy_method"]
+
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "LoraAdapter": "adapterhub.plugins.lora.method",
+        "LoraConfig": "adapterhub.plugins.lora.config",
+        "LoraMethod": "adapterhub.plugins.lora.method",
+        "LoraRuntime": "adapterhub.plugins.lora.runtime",
+    },
+)
+
+
+def lazy_method() -> LazyMethod:
+    """The ``lora`` method as registered: metadata now, code on first use."""
+    return LazyMethod(
+        name="lora",
+        kind="reparameterization",
+        description="LoRA: trainable low-rank updates B·A on selected linear layers; mergeable, hot-swappable, mixed batches",
+        capabilities=Capabilities(hot_swap=True, mixed_batch=True, merge=True),
+        implementation="adapterhub.plugins.lora.method:LoraMethod",
+        config="adapterhub.plugins.lora.config:LoraConfig",
+    )
 
 
 @hookimpl
 def adapterhub_register_methods(register: Callable[[Method], None]) -> None:
-    register(LoraMethod())
+    register(lazy_method())

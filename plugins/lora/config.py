@@ -11,14 +11,16 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
 from pydantic import Field, field_validator
 
 from adapterhub.errors import ConfigError
 from adapterhub.protocols.method import MethodConfig
 from adapterhub.selector import format_layers, layer_index, parse_layers
+
+if TYPE_CHECKING:  # annotations only: the config is read without torch (`adapterhub methods`)
+    import torch
 
 ALL_LINEAR = "all-linear"
 

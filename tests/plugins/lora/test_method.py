@@ -47,7 +47,10 @@ def test_protocols_and_declared_capabilities() -> None:
 def test_registered_through_the_plugin_hook() -> None:
     from adapterhub.catalog import get_catalog
 
-    assert isinstance(get_catalog().method("lora"), LoraMethod)
+    # Registered lazily (adapterhub.lazy.LazyMethod): the implementation is a LoraMethod.
+    registered = get_catalog().method("lora")
+    assert isinstance(registered, Method)
+    assert isinstance(registered.load_method(), LoraMethod)  # type: ignore[attr-defined]
 
 
 def test_attach_freezes_base_and_only_lora_requires_grad() -> None:

@@ -8,14 +8,17 @@ from adapterhub.plugins import prefix_tuning
 from adapterhub.plugins.prefix_tuning import PrefixTuningConfig, PrefixTuningMethod
 
 from adapterhub.catalog import Catalog
+from adapterhub.lazy import LazyMethod
 from adapterhub.pluginmanager import build_plugin_manager
 
 
 def test_hook_registers_the_method() -> None:
     got: list[Any] = []
     prefix_tuning.adapterhub_register_methods(got.append)
-    assert len(got) == 1 and isinstance(got[0], PrefixTuningMethod)
+    # Registered lazily (adapterhub.lazy.LazyMethod); the implementation loads on first use.
+    assert len(got) == 1 and isinstance(got[0], LazyMethod)
     assert got[0].config_cls is PrefixTuningConfig
+    assert isinstance(got[0].load_method(), PrefixTuningMethod)
 
 
 def test_catalog_finds_it_through_the_builtin_path() -> None:
