@@ -106,6 +106,8 @@ def _lines(text: str) -> list[str]:
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()
+    if "\r" not in text:  # the common case: no per-line work
+        return lines
     # \r\n files: drop the \r the split leaves behind (only at line ends).
     return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
 

@@ -7,11 +7,13 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from adapterhub.errors import DataError
 from adapterhub.hookspecs import hookimpl
-from adapterhub.protocols.command import Command
+
+if TYPE_CHECKING:
+    from adapterhub.protocols.command import Command
 
 
 def _host(args: argparse.Namespace) -> Any:  # AdapterHost, imported lazily (torch is slow)

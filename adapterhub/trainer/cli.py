@@ -19,16 +19,15 @@ import io
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapterhub.errors import ConfigError
 from adapterhub.hookspecs import hookimpl
-from adapterhub.protocols.command import Command
-from adapterhub.trainer.config import TrainConfig, parse_set_options
-from adapterhub.trainer.templates import TEMPLATES
+
+if TYPE_CHECKING:
+    from adapterhub.protocols.command import Command
 
 EXIT_INTERRUPTED = 130
-_DEFAULTS = TrainConfig()
 
 
 def _warmup(value: str) -> float:
@@ -44,6 +43,11 @@ class TrainCommand:
     help = "fine-tune a base model into a task adapter (LoRA, prefix tuning, layer-selective, full)"
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
+        # Imported here: every command loads this plugin, only `train` configures it.
+        from adapterhub.trainer.config import TrainConfig
+        from adapterhub.trainer.templates import TEMPLATES
+
+        defaults = TrainConfig()
         parser.add_argument("--base", default="smollm2-135m-instruct", help="base model alias, directory or HF id")
         parser.add_argument("--method", default="lora", help="method plugin (adapterhub methods)")
         src = parser.add_mutually_exclusive_group(required=True)
@@ -52,20 +56,20 @@ class TrainCommand:
         parser.add_argument("--eval-data", help="JSONL held-out set (default: the task's validation split, or a holdout of --data)")
         parser.add_argument("--out", required=True, help="output adapter directory")
         parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="method option (repeatable)")
-        parser.add_argument("--steps", type=int, default=_DEFAULTS.steps)
-        parser.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="examples per micro-batch")
-        parser.add_argument("--grad-accum", type=int, default=_DEFAULTS.grad_accum, help="micro-batches per optimizer step")
-        parser.add_argument("--lr", type=float, default=_DEFAULTS.lr)
-        parser.add_argument("--weight-decay", type=float, default=_DEFAULTS.weight_decay)
-        parser.add_argument("--warmup", type=_warmup, default=_DEFAULTS.warmup, help="warmup steps, or a fraction of --steps if below 1")
-        parser.add_argument("--schedule", choices=("cosine", "linear", "constant"), default=_DEFAULTS.schedule)
-        parser.add_argument("--max-grad-norm", type=float, default=_DEFAULTS.max_grad_norm, help="gradient clipping (0: off)")
-        parser.add_argument("--max-length", type=int, default=_DEFAULTS.max_length, help="tokens per example (prompt truncated from the left)")
-        parser.add_argument("--template", choices=TEMPLATES, default=_DEFAULTS.template, help="prompt template (default: the tokenizer's chat template)")
-        parser.add_argument("--seed", type=int, default=_DEFAULTS.seed)
+        parser.add_argument("--steps", type=int, default=defaults.steps)
+        parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="examples per micro-batch")
+        parser.add_argument("--grad-accum", type=int, default=defaults.grad_accum, help="micro-batches per optimizer step")
+        parser.add_argument("--lr", type=float, default=defaults.lr)
+        parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+        parser.add_argument("--warmup", type=_warmup, default=defaults.warmup, help="warmup steps, or a fraction of --steps if below 1")
+        parser.add_argument("--schedule", choices=("cosine", "linear", "constant"), default=defaults.schedule)
+        parser.add_argument("--max-grad-norm", type=float, default=defaults.max_grad_norm, help="gradient clipping (0: off)")
+        parser.add_argument("--max-length", type=int, default=defaults.max_length, help="tokens per example (prompt truncated from the left)")
+        parser.add_argument("--template", choices=TEMPLATES, default=defaults.template, help="prompt template (default: the tokenizer's chat template)")
+        parser.add_argument("--seed", type=int, default=defaults.seed)
         parser.add_argument("--limit", type=int, help="use only the first N training examples")
         parser.add_argument("--eval-every", type=int, default=0, help="held-out loss every N steps")
-        parser.add_argument("--eval-size", type=int, default=_DEFAULTS.eval_size, help="held-out examples (max)")
+        parser.add_argument("--eval-size", type=int, default=defaults.eval_size, help="held-out examples (max)")
         parser.add_argument("--early-stopping", type=int, default=0, metavar="PATIENCE", help="stop after N evaluations without improvement")
         parser.add_argument("--checkpoint-every", type=int, default=0, help="save a resumable checkpoint every N steps")
         parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
@@ -82,6 +86,7 @@ class TrainCommand:
         parser.add_argument("--json", action="store_true", help="print one JSON object with the result on stdout")
 
     def run(self, args: argparse.Namespace) -> int:
+        from adapterhub.trainer.config import TrainConfig, parse_set_options
         from adapterhub.trainer.loop import TrainingInterrupted
 
         method_options = parse_set_options(args.sets)

@@ -10,15 +10,18 @@ an evaluator scores, so loading this plugin costs next to nothing.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from adapterhub.hookspecs import hookimpl
-from adapterhub.protocols.evaluator import Evaluator
 
 from .hf_evaluate import EvaluateBridge
 from .match import AccuracyEvaluator, ExactMatchEvaluator
 from .perplexity import PerplexityEvaluator
 from .rouge import RougeEvaluator
 from .sacrebleu_metrics import BleuEvaluator, ChrfEvaluator
+
+if TYPE_CHECKING:
+    from adapterhub.protocols.evaluator import Evaluator
 
 
 def builtin_evaluators() -> list[Evaluator]:

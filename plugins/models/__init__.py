@@ -8,12 +8,15 @@ Both materialise an ordinary safetensors model directory in
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from adapterhub.plugins.models.smollm2 import SmolLM2Source
 from adapterhub.plugins.models.tiny import TinyRandomLlamaSource
 
 from adapterhub.hookspecs import hookimpl
-from adapterhub.protocols.basemodel import BaseModelSource
+
+if TYPE_CHECKING:
+    from adapterhub.protocols.basemodel import BaseModelSource
 
 DEFAULT_BASE = SmolLM2Source.name
 
