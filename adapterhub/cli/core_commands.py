@@ -10,7 +10,6 @@ Nothing here imports torch: listing plugins costs only what the plugins themselv
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -76,6 +75,8 @@ class _PipCommand:
     help = ""
 
     def _pip(self, pip_args: list[str]) -> int:
+        import subprocess
+
         cmd = [sys.executable, "-m", "pip", *pip_args]
         print("$ " + " ".join(cmd), file=sys.stderr)
         return subprocess.run(cmd, check=False).returncode

@@ -76,10 +76,10 @@ def build_parser(
 ) -> argparse.ArgumentParser:
     """The argparse tree for ``commands`` (name → ``Command``).
 
-    With ``only`` (the command about to run), the other commands get a sub-parser with
-    their help but are not configured: argparse parses one sub-command, and configuring
-    some 30 of them costs more start-up than a quick command is worth. Strict mode
-    still configures every command, so a broken ``configure`` stays fatal there.
+    With ``only`` (the command about to run, a known name), the other commands get no
+    sub-parser: argparse parses one sub-command, and building and configuring some 30
+    of them costs more start-up than a quick command is worth. Strict mode still
+    configures every command, so a broken ``configure`` stays fatal there.
     """
     from adapterhub.pluginmanager import describe_error
 
@@ -95,9 +95,7 @@ def build_parser(
     for name in sorted(commands):
         cmd = commands[name]
         if only is not None and name != only and not strict:
-            text = str(getattr(cmd, "help", ""))
-            sub.add_parser(name, help=text, description=text)
-            continue
+            continue  # never parsed; top-level usage shows COMMAND, not the list
         try:
             # Configure a scratch parser first so a raising configure() cannot leave a
             # half-built sub-parser behind.
