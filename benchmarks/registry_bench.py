@@ -56,6 +56,7 @@ def machine() -> dict[str, Any]:
 
 def bench_local_pull(work: Path, iterations: int) -> dict[str, Any]:
     from adapterhub.registry.client import Registry
+    from adapterhub.registry.local import forget_opened
 
     from adapterhub.testing.stores import write_test_adapter
 
@@ -70,7 +71,7 @@ def bench_local_pull(work: Path, iterations: int) -> dict[str, Any]:
         with open(weights, "rb") as fh:
             hashlib.file_digest(fh, "sha256").hexdigest()
 
-    base, pinned, tagged, cold = [], [], [], []
+    base, pinned, tagged, cold, first = [], [], [], [], []
     for i in range(iterations):
         t = time.perf_counter()
         read_hash()
@@ -81,10 +82,18 @@ def bench_local_pull(work: Path, iterations: int) -> dict[str, Any]:
         t = time.perf_counter()
         reg.pull("bench/two-mb")
         tagged.append(time.perf_counter() - t)
-        if i % 5 == 0:  # a fresh Registry: manifest read and parsed again, index not touched
+        if i % 5 == 0:
+            # A new Registry object (as a server or host creating one per request): the
+            # parsed manifest is shared process-wide, the files are hashed as always.
             t = time.perf_counter()
             Registry(root=work / "registry", progress=False).pull("bench/two-mb@1.0.0")
             cold.append(time.perf_counter() - t)
+            # The first pull of this version in a process: manifest read, parsed and
+            # validated again, every path resolved and checked.
+            forget_opened()
+            t = time.perf_counter()
+            Registry(root=work / "registry", progress=False).pull("bench/two-mb@1.0.0")
+            first.append(time.perf_counter() - t)
     rh = _median_ms(base)
     return {
         "adapter_bytes": size,
@@ -92,8 +101,11 @@ def bench_local_pull(work: Path, iterations: int) -> dict[str, Any]:
         "pull_pinned_ms": _median_ms(pinned),
         "pull_latest_tag_ms": _median_ms(tagged),
         "pull_new_registry_object_ms": _median_ms(cold),
+        "pull_first_in_process_ms": _median_ms(first),
         "ratio_pinned": _median_ms(pinned) / rh,
         "ratio_tag": _median_ms(tagged) / rh,
+        "ratio_new_registry_object": _median_ms(cold) / rh,
+        "ratio_first_in_process": _median_ms(first) / rh,
         "iterations": iterations,
     }
 
@@ -147,6 +159,7 @@ def bench_search(work: Path, count: int, repeats: int) -> dict[str, Any]:
         "base fingerprint prefix, limit 50": {"base": "abab", "limit": 50},
     }
     out: dict[str, Any] = {}
+    fresh_process = first_search_fresh_interpreter(work / "search-registry", repeats=7)
     fresh = Registry(root=work / "search-registry", progress=False)
     t0 = time.perf_counter()
     fresh.search(name="adapter-1")
@@ -160,7 +173,38 @@ def bench_search(work: Path, count: int, repeats: int) -> dict[str, Any]:
         out[label] = {"median_ms": _median_ms(samples), "rows": rows}
     return {
         "adapters": count, "write_manifests_s": write_s, "index_rebuild_s": rebuild_s,
-        "first_query_new_process_object_ms": first_query_ms, "queries": out, "repeats": repeats,
+        "first_query_new_registry_object_ms": first_query_ms, "first_search_fresh_interpreter": fresh_process,
+        "queries": out, "repeats": repeats,
+    }
+
+
+_FRESH_SEARCH = """
+import json, sys, time
+t0 = time.perf_counter()
+from adapterhub.registry.client import Registry
+t1 = time.perf_counter()
+rows = Registry(root=sys.argv[1], progress=False).search(name="adapter-1")
+t2 = time.perf_counter()
+print(json.dumps({"import_ms": (t1 - t0) * 1000, "search_ms": (t2 - t1) * 1000, "rows": len(rows)}))
+"""
+
+
+def first_search_fresh_interpreter(root: Path, repeats: int) -> dict[str, Any]:
+    """The first search of a new Python process, timed inside it with perf_counter:
+    ``import adapterhub.registry.client`` (import_ms), then ``Registry(root=...)`` plus the
+    first ``search(name="adapter-1")`` (search_ms: SQLite open, schema and freshness
+    checks, the query, 1,111 result rows). Interpreter start-up itself is not included."""
+    import subprocess
+
+    runs = []
+    for _ in range(repeats):
+        out = subprocess.run([sys.executable, "-c", _FRESH_SEARCH, str(root)], capture_output=True, text=True, check=True)
+        runs.append(json.loads(out.stdout))
+    return {
+        "import_ms": statistics.median(r["import_ms"] for r in runs),
+        "search_ms": statistics.median(r["search_ms"] for r in runs),
+        "search_ms_max": max(r["search_ms"] for r in runs),
+        "rows": runs[0]["rows"], "runs": repeats,
     }
 
 
@@ -271,13 +315,15 @@ def to_markdown(res: dict[str, Any]) -> str:
             f"| read + sha256 of the weights (`hashlib.file_digest`, the floor) | {p['read_and_hash_ms']:.3f} ms | 1.00x |",
             f"| `pull name@1.0.0` (resolve, verify size+sha256, hand back dir) | {p['pull_pinned_ms']:.3f} ms | {p['ratio_pinned']:.2f}x |",
             f"| `pull name` (via the `latest` tag) | {p['pull_latest_tag_ms']:.3f} ms | {p['ratio_tag']:.2f}x |",
-            f"| `pull name@1.0.0` from a new `Registry` object (manifest re-read and re-parsed) | {p['pull_new_registry_object_ms']:.3f} ms | {p['pull_new_registry_object_ms'] / p['read_and_hash_ms']:.2f}x |",
+            f"| `pull name@1.0.0` from a new `Registry` object (parsed manifest shared process-wide) | {p['pull_new_registry_object_ms']:.3f} ms | {p['pull_new_registry_object_ms'] / p['read_and_hash_ms']:.2f}x |",
+            f"| first pull of the version in a process (manifest re-read, re-parsed, paths re-checked) | {p['pull_first_in_process_ms']:.3f} ms | {p['pull_first_in_process_ms'] / p['read_and_hash_ms']:.2f}x |",
             "",
             f"Goal: <= 5 ms and <= 1.2x read+hash. Adapter: {p['adapter_bytes']:,} bytes of weights; {p['iterations']} interleaved iterations.",
             "",
         ]
     if "search" in res:
         s = res["search"]
+        f = s["first_search_fresh_interpreter"]
         lines += [
             f"## search over {s['adapters']:,} registered adapters",
             "",
@@ -285,8 +331,12 @@ def to_markdown(res: dict[str, Any]) -> str:
             "|---|---|---|",
             *[f"| {q} | {v['median_ms']:.2f} ms | {v['rows']} |" for q, v in s["queries"].items()],
             "",
-            f"Index rebuild from {s['adapters']:,} manifests: {s['index_rebuild_s']:.2f} s. First query on a new Registry object: "
-            f"{s['first_query_new_process_object_ms']:.2f} ms. Goal: <= 20 ms.",
+            f"Index rebuild from {s['adapters']:,} manifests: {s['index_rebuild_s']:.2f} s. Goal: <= 20 ms per query.",
+            "",
+            f"First search (`name='adapter-1'`, {f['rows']:,} rows) in a fresh Python process, timed inside it with `perf_counter`: "
+            f"`Registry(root=...)` + `search(...)` **{f['search_ms']:.2f} ms** (median of {f['runs']} processes, max {f['search_ms_max']:.2f} ms), "
+            f"after `import adapterhub.registry.client` {f['import_ms']:.1f} ms (interpreter start-up not included). "
+            f"First search on a new `Registry` object in this process: {s['first_query_new_registry_object_ms']:.2f} ms.",
             "",
         ]
     for key in ("s3", "s3_large"):
@@ -313,7 +363,9 @@ def to_markdown(res: dict[str, Any]) -> str:
             "Per-request latency of this SeaweedFS (median, same run): "
             + ", ".join(f"{k} {v:.1f} ms" for k, v in lat.items())
             + ". A push makes one request more than the baseline (the `latest` ref update after the manifest; "
-            "the read of the current `latest` overlaps the upload), and validates the artifact first.",
+            "the read of the current `latest` overlaps the upload), and validates the artifact first. The blob goes up as the "
+            "bytes validation hashed, signed with its digest as the payload hash (botocore does not hash it again) and with "
+            "`ChecksumSHA256`, so the service verifies it too; the boto3 baseline lets botocore hash each body for SigV4.",
             "",
         ]
     return "\n".join(lines)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,7 +37,7 @@ CHUNK = 1024 * 1024
 
 def temp_path(final: Path) -> Path:
     """A name no other process or thread will pick, next to ``final``."""
-    return final.parent / f".{final.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    return final.parent / f".{final.name}{TMP_MARK}{os.getpid()}-{os.urandom(6).hex()}"
 
 
 def is_temp_name(name: str) -> bool:

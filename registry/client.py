@@ -16,14 +16,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapterhub.registry import remotes
 from adapterhub.registry.atomic import is_temp_name, remove_stale_temps, sha256_file
@@ -50,8 +48,18 @@ from adapterhub.errors import (
     InvalidNameError,
     VersionExistsError,
 )
-from adapterhub.manifest import Manifest, parse_manifest
-from adapterhub.protocols.store import Progress, Store
+
+if TYPE_CHECKING:  # pydantic, the protocols and the thread pool load on first use (not for `search`)
+    from concurrent.futures import ThreadPoolExecutor
+
+    from adapterhub.manifest import Manifest
+    from adapterhub.protocols.store import Progress, Store
+
+
+def parse_manifest(data: bytes, source: str) -> Manifest:
+    from adapterhub.manifest import parse_manifest as parse
+
+    return parse(data, source)
 
 PROGRESS_MIN_BYTES = 4 * 1024 * 1024  # progress bars only for transfers worth watching
 MAX_RECORD_BYTES = 1024 * 1024
@@ -149,7 +157,7 @@ class Registry:
         to: str | None = None,
     ) -> str:
         """Validate and publish an adapter directory; returns ``name@version``."""
-        from adapterhub.registry.validate import check_artifact
+        from adapterhub.registry.validate import read_checked
 
         validate_name(name)
         if version is not None:
@@ -159,15 +167,22 @@ class Registry:
         src = Path(adapter_dir)
         if not src.is_dir():
             raise AdapterNotFoundError(f"{src}: not an adapter directory")
-        manifest = check_artifact(src)
+        manifest, verified = read_checked(src)
         store = self.store(to)
         total = sum(f.size for f in manifest.files)
         # The current `latest` is read while the blobs upload (one round trip hidden
         # behind the transfer); it only decides whether `latest` moves afterwards.
         current_latest = self._executor().submit(self._read_tag, store, name, DEFAULT_TAG)
+        # Stores that can take bytes get the weights exactly as validation read and
+        # hashed them: no second read or hash, and no window for the file to change.
+        put_verified = getattr(store, "put_blob_verified", None)
         with _progress(total, f"push {name}", self.progress) as bar:
             for entry in manifest.files:
-                store.put_blob(entry.sha256, src / entry.path, bar)
+                data = verified.get(entry.path)
+                if data is not None and put_verified is not None:
+                    put_verified(entry.sha256, data, bar)
+                else:
+                    store.put_blob(entry.sha256, src / entry.path, bar)
         crash_point("after-blobs")
         final = self._create_version(store, manifest, name, version)
         crash_point("after-manifest")
@@ -178,6 +193,8 @@ class Registry:
         # One long-lived helper thread: starting a thread per push costs more (several
         # ms on a busy machine) than the round trip it hides.
         if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="adapterhub-registry")
         return self._pool
 
@@ -432,6 +449,8 @@ class Registry:
                 pass
         for p in plan.views + plan.temps + plan.quarantine:
             if p.is_dir() and not p.is_symlink():
+                import shutil
+
                 shutil.rmtree(p, ignore_errors=True)
             else:
                 p.unlink(missing_ok=True)

@@ -17,25 +17,40 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import sqlite3
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from adapterhub.registry.local import LocalStore
 from adapterhub.registry.names import version_key
 
 from adapterhub.errors import ConfigError
-from adapterhub.manifest import Manifest, parse_manifest
 
-SCHEMA_VERSION = "5"
+if TYPE_CHECKING:  # the manifest model (pydantic) is only needed to write the index
+    from adapterhub.registry.local import LocalStore
+
+    from adapterhub.manifest import Manifest
+
+SCHEMA_VERSION = "6"
+# SQLite's page cache per connection, in KiB (the default is 2 MiB, less than the index of
+# 10,000 adapters, so each full scan re-read pages from the OS). Memory is only taken as
+# pages are read.
+CACHE_KIB = 32 * 1024
 STALE_S = 120.0
-_HOST = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname())[:64] or "host"
+
+
+def _hostname() -> str:
+    if hasattr(os, "uname"):
+        return os.uname().nodename  # what socket.gethostname() returns, without importing socket
+    import socket
+
+    return socket.gethostname()
+
+
+_HOST = re.sub(r"[^A-Za-z0-9_.]", "_", _hostname())[:64] or "host"
 _WHERE = re.compile(r"^\s*([A-Za-z0-9_.:/-]+)\s*(>=|<=|==|!=|=|>|<)\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*$")
 _OPS = {">": ">", "<": "<", ">=": ">=", "<=": "<=", "=": "=", "==": "=", "!=": "!="}
 
@@ -45,7 +60,8 @@ CREATE TABLE IF NOT EXISTS versions(
     id INTEGER PRIMARY KEY, name TEXT NOT NULL, version TEXT NOT NULL, vkey TEXT NOT NULL, task TEXT, method TEXT NOT NULL,
     method_kind TEXT NOT NULL, base_name TEXT NOT NULL, base_sha256 TEXT NOT NULL,
     created TEXT NOT NULL, size INTEGER NOT NULL, trainable INTEGER NOT NULL,
-    description TEXT NOT NULL, metrics_json TEXT NOT NULL, UNIQUE(name, version));
+    description TEXT NOT NULL, metrics_json TEXT NOT NULL, tags TEXT NOT NULL DEFAULT '',
+    UNIQUE(name, version));
 CREATE TABLE IF NOT EXISTS tags(name TEXT NOT NULL, tag TEXT NOT NULL, version TEXT NOT NULL,
     PRIMARY KEY(name, tag));
 CREATE TABLE IF NOT EXISTS metrics(vid INTEGER NOT NULL, task TEXT NOT NULL, metric TEXT NOT NULL,
@@ -109,39 +125,43 @@ class Index:
         self._conn: sqlite3.Connection | None = None
 
     # -- connection and health --------------------------------------------------------
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self) -> tuple[sqlite3.Connection, str | None]:
+        """A connection and the schema version it holds (None: empty or foreign file)."""
         conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         try:
             row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         except sqlite3.OperationalError:
             row = None  # a new (or foreign) file: set it up below
-        if row is None or row[0] != SCHEMA_VERSION:
+        if row is None:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_DDL)
         conn.execute("PRAGMA synchronous=NORMAL")
-        return conn
+        return conn, (row[0] if row is not None else None)
 
-    def _open(self) -> sqlite3.Connection:
-        if self._conn is not None:
-            return self._conn
+    def _connect_checked(self) -> tuple[sqlite3.Connection, bool]:
+        """A connection to a usable index file, and whether it holds a built index."""
         conn: sqlite3.Connection | None = None
         try:
-            conn = self._connect()
-            row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            built = row is not None and row[0] == SCHEMA_VERSION
-            if row is not None and not built:
-                raise sqlite3.DatabaseError(f"index schema {row[0]}, this adapterhub writes {SCHEMA_VERSION}")
+            conn, schema = self._connect()
+            if schema is not None and schema != SCHEMA_VERSION:
+                raise sqlite3.DatabaseError(f"index schema {schema}, this adapterhub writes {SCHEMA_VERSION}")
+            return conn, schema is not None
         except sqlite3.DatabaseError:
             # Corrupt, not a database, or an older schema: the index is only a cache.
             if conn is not None:
                 conn.close()
             self._discard()
-            conn = self._connect()
-            built = False
-        self._conn = conn
+            conn, _ = self._connect()
+            return conn, False
+
+    def _open(self) -> sqlite3.Connection:
+        if self._conn is not None:
+            return self._conn
+        self._conn, built = self._connect_checked()
         if not built:
             self.rebuild()
-        return conn
+        return self._conn
 
     def _discard(self) -> None:
         for suffix in ("", "-wal", "-shm", "-journal"):
@@ -189,7 +209,7 @@ class Index:
     def change(self) -> Iterator[None]:
         """Wrap a store mutation: marker, mutation, (caller updates index), unmark."""
         self.pending.mkdir(parents=True, exist_ok=True)
-        marker = self.pending / f"{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        marker = self.pending / f"{_HOST}-{os.getpid()}-{os.urandom(4).hex()}"
         marker.touch()
         try:
             yield
@@ -200,29 +220,46 @@ class Index:
 
     # -- updates ----------------------------------------------------------------------
     @staticmethod
-    def _row(manifest: Manifest) -> tuple[Any, ...]:
+    def _row(manifest: Manifest, name: str, version: str) -> tuple[Any, ...]:
         return (
-            manifest.name, manifest.version or "", sortable_version(manifest.version or "0.0.0"), manifest.task, manifest.method, manifest.method_kind,
+            name, version, sortable_version(version or "0.0.0"), manifest.task, manifest.method, manifest.method_kind,
             manifest.base.name, manifest.base.weights_sha256, manifest.created.isoformat(),
             sum(f.size for f in manifest.files), manifest.trainable_parameters, manifest.description[:500],
             # Denormalised copy for result rows; the metrics table below is for filtering.
             json.dumps(manifest.metrics, sort_keys=True),
         )
 
-    def _insert(self, conn: sqlite3.Connection, manifest: Manifest) -> None:
-        row = self._row(manifest)
+    def _insert(self, conn: sqlite3.Connection, manifest: Manifest, name: str | None = None, version: str | None = None) -> None:
+        row = self._row(manifest, name or manifest.name, version or manifest.version or "")
         old = conn.execute("SELECT id FROM versions WHERE name=? AND version=?", row[:2]).fetchone()
         if old is not None:
             conn.execute("DELETE FROM metrics WHERE vid=?", old)
             conn.execute("DELETE FROM versions WHERE id=?", old)
+        # The row carries its tags too (kept in step by _write_tags): a search reads them
+        # with the row instead of probing the tags table once per result.
+        tags = " ".join(sorted(t for (t,) in conn.execute("SELECT tag FROM tags WHERE name=? AND version=?", row[:2])))
         cur = conn.execute(
             "INSERT INTO versions(name, version, vkey, task, method, method_kind, base_name, base_sha256, created,"
-            " size, trainable, description, metrics_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", row,
+            " size, trainable, description, metrics_json, tags) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", (*row, tags),
         )
         vid = cur.lastrowid
         conn.executemany(
             "INSERT INTO metrics VALUES (?,?,?,?)",
             [(vid, task, metric, float(value)) for task, values in manifest.metrics.items() for metric, value in values.items()],
+        )
+
+    @staticmethod
+    def _write_tags(conn: sqlite3.Connection, name: str, tags: dict[str, str]) -> None:
+        """Replace the tags of ``name``: the tags table (for ``--tag``) and each row's copy."""
+        conn.execute("DELETE FROM tags WHERE name=?", (name,))
+        conn.executemany("INSERT INTO tags VALUES (?,?,?)", [(name, t, v) for t, v in tags.items()])
+        conn.execute("UPDATE versions SET tags='' WHERE name=? AND tags<>''", (name,))
+        by_version: dict[str, list[str]] = {}
+        for t, v in tags.items():
+            by_version.setdefault(v, []).append(t)
+        conn.executemany(
+            "UPDATE versions SET tags=? WHERE name=? AND version=?",
+            [(" ".join(sorted(ts)), name, v) for v, ts in by_version.items()],
         )
 
     def add_version(self, manifest: Manifest) -> None:
@@ -240,13 +277,15 @@ class Index:
     def set_tags(self, name: str, tags: dict[str, str]) -> None:
         conn = self._open()
         with _txn(conn):
-            conn.execute("DELETE FROM tags WHERE name=?", (name,))
-            conn.executemany("INSERT INTO tags VALUES (?,?,?)", [(name, t, v) for t, v in tags.items()])
+            self._write_tags(conn, name, tags)
 
     def rebuild(self) -> int:
         """Re-read every manifest and tag of the store; returns the number of versions."""
-        conn = self._conn if self._conn is not None else self._connect()
-        self._conn = conn
+        from adapterhub.manifest import parse_manifest
+
+        if self._conn is None:
+            self._conn, _ = self._connect_checked()
+        conn = self._conn
         count = 0
         with _txn(conn):
             conn.execute("DELETE FROM versions")
@@ -258,10 +297,9 @@ class Index:
                         manifest = parse_manifest(self.store.get_version(name, version), f"{name}@{version}")
                     except ValueError:
                         continue  # corrupt manifests are reported by `verify`, not indexed
-                    self._insert(conn, manifest.model_copy(update={"name": name, "version": version}))
+                    self._insert(conn, manifest, name, version)
                     count += 1
-                tags = self.store.list_tags(name)
-                conn.executemany("INSERT INTO tags VALUES (?,?,?)", [(name, t, v) for t, v in tags.items()])
+                self._write_tags(conn, name, self.store.list_tags(name))
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
         conn.execute("ANALYZE")  # planner statistics: pick the selective index per query
         return count
@@ -278,20 +316,22 @@ class Index:
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
         conn = self.ensure_fresh()
-        # Tags and metrics come back in the same statement (tags aggregated per row,
-        # metrics as the JSON stored with the row), so a query is one pass through SQLite.
+        # One pass through SQLite: tags and metrics are stored with each row (the tags
+        # and metrics tables serve the filters).
         sql = [
-            "SELECT id, name, version, task, method, method_kind, base_name, base_sha256, created, size,"
-            " (SELECT group_concat(tag, ' ') FROM tags t WHERE t.name=v.name AND t.version=v.version), metrics_json"
+            "SELECT name, version, task, method, method_kind, base_name, base_sha256, created, size, tags, metrics_json"
             " FROM versions v WHERE 1=1"
         ]
         args: list[Any] = []
         if name:
             if any(c in name for c in "*?["):
                 sql.append("AND name GLOB ?")
+                args.append(name)
             else:
-                sql.append("AND instr(lower(name), lower(?)) > 0")
-            args.append(name)
+                # Case-insensitive substring. LIKE folds ASCII case as lower() does (names
+                # are ASCII) without building a lowered copy of every name it scans.
+                sql.append("AND name LIKE ? ESCAPE '\\'")
+                args.append("%" + re.sub(r"([\\%_])", r"\\\1", name) + "%")
         if task:
             sql.append("AND task = ?")
             args.append(task)
@@ -326,14 +366,17 @@ class Index:
             sql.append("LIMIT ?")
             args.append(int(limit))
         rows = conn.execute(" ".join(sql), args).fetchall()
-        loads = json.loads
+        if not rows:
+            return []
+        # One JSON parse for all rows' metrics instead of one per row.
+        metrics = json.loads("[" + ",".join([r[10] for r in rows]) + "]")
         return [
             {
-                "name": r[1], "version": r[2], "ref": f"{r[1]}@{r[2]}", "task": r[3], "method": r[4],
-                "method_kind": r[5], "base": r[6], "base_sha256": r[7], "created": r[8], "size": r[9],
-                "tags": sorted(r[10].split()) if r[10] else [], "metrics": loads(r[11]),
+                "name": r[0], "version": r[1], "ref": f"{r[0]}@{r[1]}", "task": r[2], "method": r[3],
+                "method_kind": r[4], "base": r[5], "base_sha256": r[6], "created": r[7], "size": r[8],
+                "tags": r[9].split() if r[9] else [], "metrics": m,
             }
-            for r in rows
+            for r, m in zip(rows, metrics, strict=True)
         ]
 
     def names(self) -> list[dict[str, Any]]:

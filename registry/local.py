@@ -22,11 +22,10 @@ from __future__ import annotations
 import errno
 import os
 import re
-import shutil
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 from adapterhub.registry.atomic import (
     atomic_write,
@@ -48,9 +47,12 @@ from adapterhub.registry.names import (
 )
 
 from adapterhub.errors import AdapterNotFoundError, IntegrityError, StoreError
-from adapterhub.manifest import MANIFEST_NAME, Manifest, parse_manifest
-from adapterhub.protocols.store import Progress
 
+if TYPE_CHECKING:  # pydantic (the manifest model) loads on first use: `search` never needs it
+    from adapterhub.manifest import Manifest
+    from adapterhub.protocols.store import Progress
+
+MANIFEST_NAME = "manifest.json"  # adapterhub.manifest.MANIFEST_NAME, without importing pydantic
 DIGEST_RE = re.compile(r"[0-9a-f]{64}\Z")
 
 
@@ -58,6 +60,50 @@ def check_digest(digest: str) -> str:
     if not isinstance(digest, str) or not DIGEST_RE.match(digest):
         raise IntegrityError(f"invalid blob digest {digest!r}: expected 64 lowercase hex characters")
     return digest
+
+
+class _Opened(NamedTuple):
+    """A verified view remembered by :meth:`LocalStore.open_version`."""
+
+    vpath: str  # the version file
+    key: tuple[int, int, int]  # its (inode, size, mtime_ns) when it was parsed
+    view: Path
+    view_manifest: str
+    manifest: Manifest
+    manifest_size: int
+    files: tuple[tuple[str, int, str], ...]  # (path in the view, size, sha256)
+
+
+# Process-wide, so that a new Registry/LocalStore object on the same root (a server or
+# host creating one per request) pulls at the warm speed. Bounded: oldest entries go.
+_OPENED: dict[tuple[str, str, str], _Opened] = {}
+_OPENED_MAX = 4096
+
+
+def forget_opened() -> None:
+    """Drop the remembered manifests (the next pull of each version re-reads and re-parses it)."""
+    _OPENED.clear()
+
+
+def _read_small_keyed(path: Path, what: str, limit: int = 4 * 1024 * 1024) -> tuple[bytes, tuple[int, int, int]]:
+    """Like :func:`_read_small`, plus the (inode, size, mtime_ns) of the file it read."""
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        raise AdapterNotFoundError(f"{what} not found") from None
+    except IsADirectoryError:
+        raise IntegrityError(f"{path}: expected a file, found a directory") from None
+    except OSError as exc:
+        raise StoreError(f"could not read {path}: {exc.strerror or exc}") from None
+    with fh:
+        st = os.fstat(fh.fileno())
+        try:
+            data = fh.read(limit + 1)
+        except OSError as exc:
+            raise StoreError(f"could not read {path}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise IntegrityError(f"{path}: over the {limit} byte limit")
+    return data, (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _read_small(path: Path, what: str, limit: int = 4 * 1024 * 1024) -> bytes:
@@ -80,15 +126,22 @@ class LocalStore:
 
     def __init__(self, root: str | Path, url: str | None = None, durable: bool = True) -> None:
         self.root = Path(root).expanduser().absolute()
+        self._root_str = str(self.root)
         # A cache of a remote store need not fsync: every read re-verifies, and a torn
         # file is fetched again. The registry itself (durable=True) fsyncs everything.
         self.durable = durable
-        self.url = url or self.root.as_uri()
-        self._opened: dict[str, tuple[tuple[int, int, int], Path, Manifest, int]] = {}
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create store directory {self.root}: {exc.strerror or exc}") from None
+        self._url = url
+        if not os.path.isdir(self._root_str):
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create store directory {self.root}: {exc.strerror or exc}") from None
+
+    @property
+    def url(self) -> str:
+        if self._url is None:
+            self._url = self.root.as_uri()
+        return self._url
 
     def __repr__(self) -> str:
         return f"LocalStore({str(self.root)!r})"
@@ -178,7 +231,7 @@ class LocalStore:
         src = self.blob_path(digest)
         dest_dir = self.root / "quarantine"
         dest_dir.mkdir(parents=True, exist_ok=True)
-        dest = dest_dir / f"{digest}-{uuid.uuid4().hex[:8]}"
+        dest = dest_dir / f"{digest}-{os.urandom(4).hex()}"
         try:
             os.replace(src, dest)
         except FileNotFoundError:
@@ -233,9 +286,9 @@ class LocalStore:
         except FileNotFoundError:
             raise AdapterNotFoundError(f"{name}@{version} not found in {self.url}") from None
         fsync_dir(path.parent)
-        self._opened.pop(str(path), None)
-        shutil.rmtree(self.records_dir(name, version), ignore_errors=True)
-        shutil.rmtree(self.view_path(name, version), ignore_errors=True)
+        _OPENED.pop((self._root_str, name, version), None)
+        _rmtree(self.records_dir(name, version), ignore_errors=True)
+        _rmtree(self.view_path(name, version), ignore_errors=True)
 
     # -- tags -------------------------------------------------------------------------
     def set_tag(self, name: str, tag: str, version: str) -> None:
@@ -276,7 +329,7 @@ class LocalStore:
     def add_record(self, name: str, version: str, record: bytes) -> str:
         if not self.has_version(name, version):
             raise AdapterNotFoundError(f"{name}@{version} not found in {self.url}")
-        rid = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"  # sorts in creation order
+        rid = f"{time.time_ns():020d}-{os.urandom(4).hex()}"  # sorts in creation order
         atomic_write(self.records_dir(name, version) / f"{rid}.json", record, sync=self.durable)
         return rid
 
@@ -294,53 +347,59 @@ class LocalStore:
     ) -> tuple[Path, Manifest]:
         """The verified directory of name@version (built once, re-hashed every time).
 
-        The parsed manifest is remembered per process, keyed by the version file's
-        (inode, size, mtime): versions are immutable, so a hit skips re-reading and
-        re-parsing it. The file contents are hashed on every call regardless.
+        The parsed manifest is remembered per process (shared by every store object on
+        this root), keyed by the version file's (inode, size, mtime): versions are
+        immutable, so a hit skips re-reading and re-parsing it, and skips re-resolving
+        the paths. A hit still stats the version file (a deleted, re-created or
+        redirected one misses, and the full path below re-checks every component) and
+        hashes every file of the view: what is handed back is always verified.
         """
-        vpath = self.version_path(name, version)
-        try:
-            st = os.stat(vpath)
-            key = (st.st_ino, st.st_size, st.st_mtime_ns)
-        except OSError:
-            key = None
-        hit = self._opened.get(str(vpath))
-        if hit is not None and key is not None and hit[0] == key:
-            view, manifest, manifest_size = hit[1], hit[2], hit[3]
+        ck = (self._root_str, name, version)
+        hit = _OPENED.get(ck)
+        if hit is not None:
             try:
-                if os.stat(view / MANIFEST_NAME).st_size == manifest_size:
-                    for entry in manifest.files:
-                        verify_file(view / entry.path, entry.size, entry.sha256)
-                    return view, manifest
+                st = os.stat(hit.vpath)
+                if (st.st_ino, st.st_size, st.st_mtime_ns) == hit.key and os.stat(hit.view_manifest).st_size == hit.manifest_size:
+                    for path, size, digest in hit.files:
+                        verify_file(path, size, digest)
+                    return hit.view, hit.manifest
             except (OSError, IntegrityError):
                 pass  # fall through to the full path, which rebuilds or reports
-            self._opened.pop(str(vpath), None)
-        if known is not None:
-            raw, manifest = known  # the caller just stored these bytes and parsed them
+            _OPENED.pop(ck, None)
+        vpath = self.version_path(name, version)
+        raw, key = _read_small_keyed(vpath, f"{name}@{version} in {self.url}")
+        if known is not None and known[0] == raw:
+            manifest = known[1]  # the caller just stored these bytes and parsed them
         else:
-            raw = _read_small(vpath, f"{name}@{version} in {self.url}")
+            from adapterhub.manifest import parse_manifest
+
             manifest = parse_manifest(raw, str(vpath))
         view = self.view_path(name, version)
+        view_manifest = view / MANIFEST_NAME
         try:
-            fresh = (view / MANIFEST_NAME).read_bytes() == raw
+            fresh = view_manifest.read_bytes() == raw
         except OSError:
             fresh = False
         if not fresh:
             self._materialise(view, raw, manifest)
+        files = []
         for entry in manifest.files:
+            path = str(view / entry.path)
+            files.append((path, entry.size, entry.sha256))
             if entry.sha256 in verified and fresh is False:
                 continue  # hashed a moment ago by the download that stored it
             try:
-                verify_file(view / entry.path, entry.size, entry.sha256, str(view / entry.path))
+                verify_file(path, entry.size, entry.sha256)
             except IntegrityError:
                 self._on_corrupt_view(view, entry.sha256, entry.size, f"{name}@{version}", entry.path)
-        if key is not None:
-            self._opened[str(vpath)] = (key, view, manifest, len(raw))
+        if len(_OPENED) >= _OPENED_MAX:
+            _OPENED.pop(next(iter(_OPENED)), None)  # drop the oldest entry
+        _OPENED[ck] = _Opened(str(vpath), key, view, str(view_manifest), manifest, len(raw), tuple(files))
         return view, manifest
 
     def _materialise(self, view: Path, raw: bytes, manifest: Manifest) -> None:
         view.parent.mkdir(parents=True, exist_ok=True)
-        tmp = view.parent / f".{view.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        tmp = view.parent / f".{view.name}.tmp-{os.getpid()}-{os.urandom(6).hex()}"
         tmp.mkdir()
         try:
             for entry in manifest.files:
@@ -350,7 +409,7 @@ class LocalStore:
                 try:
                     os.link(blob, tmp / entry.path)
                 except OSError:
-                    shutil.copyfile(blob, tmp / entry.path)
+                    _copyfile(blob, tmp / entry.path)
             (tmp / MANIFEST_NAME).write_bytes(raw)
             if self.durable:
                 fsync_dir(tmp)
@@ -362,7 +421,7 @@ class LocalStore:
                 if same:
                     return  # another process built it meanwhile; tmp is removed below
                 # A stale view (of a deleted and re-created version) is replaced whole.
-                shutil.rmtree(view, ignore_errors=True)
+                _rmtree(view, ignore_errors=True)
             try:
                 os.rename(tmp, view)
             except OSError as exc:
@@ -371,13 +430,13 @@ class LocalStore:
                 # Another process materialised it first; theirs is as good as ours.
         finally:
             if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+                _rmtree(tmp, ignore_errors=True)
         if self.durable:
             fsync_dir(view.parent)
 
     def _on_corrupt_view(self, view: Path, digest: str, size: int, label: str, fname: str) -> None:
         blob = self.blob_path(digest)
-        shutil.rmtree(view, ignore_errors=True)
+        _rmtree(view, ignore_errors=True)
         detail = "is missing"
         if blob.is_file():
             got_size, got = sha256_file(blob)
@@ -395,6 +454,18 @@ class LocalStore:
         size, got = sha256_file(path)
         if got != digest:
             raise IntegrityError(f"{path}: sha256 mismatch (got {got[:16]}..., size {size}); the blob is corrupt")
+
+
+def _rmtree(path: Path, ignore_errors: bool = True) -> None:
+    import shutil  # imported on use: shutil pulls in bz2/lzma, which `search` never needs
+
+    shutil.rmtree(path, ignore_errors=ignore_errors)
+
+
+def _copyfile(src: Path, dst: Path) -> None:
+    import shutil
+
+    shutil.copyfile(src, dst)
 
 
 def _mid_blob_hook(written: int) -> None:

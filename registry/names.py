@@ -169,6 +169,13 @@ def parse_ref(text: str) -> Ref:
     """Parse ``name``, ``name@1.2.0`` or ``name:tag`` (InvalidNameError on anything else)."""
     if not isinstance(text, str) or not text:
         raise InvalidNameError("empty adapter reference")
+    return _parse_ref(text)
+
+
+@lru_cache(maxsize=1024)
+def _parse_ref(text: str) -> Ref:
+    # Cached: a Ref is immutable, and a service pulling the same few references over and
+    # over need not re-run the name rule each time. Errors are raised, never cached.
     if "@" in text and ":" in text:
         raise InvalidNameError(f"invalid reference {_show(text)}: use either name@version or name:tag, not both")
     if "@" in text:

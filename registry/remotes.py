@@ -14,14 +14,16 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from adapterhub.registry.atomic import atomic_write
 
 from adapterhub import paths
 from adapterhub.errors import ConfigError, UnknownNameError
-from adapterhub.protocols.store import Store
+
+if TYPE_CHECKING:  # the protocols package imports pydantic; typing only
+    from adapterhub.protocols.store import Store
 
 _REMOTE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 _SCHEME = re.compile(r"([a-z][a-z0-9+.-]*)://")

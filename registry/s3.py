@@ -29,11 +29,13 @@ jitter, then raised as ``RemoteUnavailableError``; nothing is retried forever. O
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import os
 import random
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -94,6 +96,58 @@ class _HookedReader(io.BytesIO):
         return chunk
 
 
+# The sha256 of the body of the PutObject this thread is sending, when the caller knows
+# it (a content-addressed blob: the digest is its key). See _install_known_payload_signer.
+_KNOWN_PAYLOAD = threading.local()
+_KNOWN_PAYLOAD_SIGNER = "adapterhub-s3v4-known-payload"
+
+
+def _install_known_payload_signer(client: Any) -> bool:
+    """Let blob uploads sign with the digest they already have instead of re-hashing.
+
+    SigV4 over plain HTTP signs ``x-amz-content-sha256``, the sha256 of the body, which
+    botocore computes with one more pass over every upload. For a blob that sha256 *is*
+    its digest, verified just before. This registers a signer (botocore's S3 SigV4
+    signer, except that it takes the payload hash from ``_KNOWN_PAYLOAD`` when set) and
+    picks it, through the client's ``choose-signer`` event, only for a PutObject sent
+    while ``_KNOWN_PAYLOAD`` is set on the sending thread; everything else is signed as
+    usual, and so is a request botocore would not payload-sign anyway (HTTPS with a
+    checksum). AWS S3 checks the body against the signed hash; the blob upload also
+    carries ``ChecksumSHA256``, which SeaweedFS and AWS check. If botocore's internals
+    differ from what this expects, nothing is installed and uploads hash as before.
+    """
+    try:
+        from botocore import auth
+        from botocore.handlers import set_operation_specific_signer
+
+        base = auth.AUTH_TYPE_MAPS["s3v4"]
+        if not all(hasattr(base, m) for m in ("payload", "_should_sha256_sign_payload", "_is_streaming_checksum_payload")):
+            return False
+        if _KNOWN_PAYLOAD_SIGNER not in auth.AUTH_TYPE_MAPS:
+
+            class KnownPayloadS3SigV4Auth(base):  # type: ignore[misc, valid-type]
+                def payload(self, request: Any) -> str:
+                    known = getattr(_KNOWN_PAYLOAD, "sha256", None)
+                    if known is None or self._is_streaming_checksum_payload(request) or not self._should_sha256_sign_payload(request):
+                        return str(super().payload(request))
+                    return known
+
+            auth.AUTH_TYPE_MAPS[_KNOWN_PAYLOAD_SIGNER] = KnownPayloadS3SigV4Auth
+
+        def choose(signature_version: Any = None, context: Any = None, signing_name: Any = None, **kwargs: Any) -> Any:
+            if getattr(_KNOWN_PAYLOAD, "sha256", None) is None:
+                return None
+            chosen = set_operation_specific_signer(context=context if context is not None else {}, signing_name=signing_name)
+            if (chosen or signature_version) != "s3v4":
+                return None  # another auth scheme (unsigned, SigV4a, S3 Express): leave it alone
+            return _KNOWN_PAYLOAD_SIGNER
+
+        client.meta.events.register_first("choose-signer.s3.PutObject", choose, unique_id=_KNOWN_PAYLOAD_SIGNER)
+        return True
+    except Exception:  # noqa: BLE001 - an optimisation only; uploads work without it
+        return False
+
+
 class S3Store:
     """A :class:`~adapterhub.protocols.store.Store` on an S3-compatible bucket."""
 
@@ -125,6 +179,7 @@ class S3Store:
         self.url = url
         self.label = f"s3://{self.bucket}" + (f"/{self.prefix}" if self.prefix else "") + where
         self._client = client if client is not None else self._make_client()
+        self._known_payload = _install_known_payload_signer(self._client)
 
     def __repr__(self) -> str:
         return f"S3Store({self.label!r})"
@@ -240,15 +295,26 @@ class S3Store:
         return StoreError(f"{self.label}: could not {action}: HTTP {status} {code}")
 
     def _exists(self, key: str) -> bool:
+        return self._stored_size(key) is not None
+
+    def _stored_size(self, key: str) -> int | None:
+        """Size of the object at ``key`` (HEAD), or None when there is none."""
         from botocore.exceptions import ClientError
 
         try:
-            self._call("head_object", Bucket=self.bucket, Key=key)
-            return True
+            resp = self._call("head_object", Bucket=self.bucket, Key=key)
         except ClientError as exc:
             if self._is_missing(exc):
-                return False
+                return None
             raise self._error(exc, f"check {key}") from None
+        return int(resp.get("ContentLength") or 0)
+
+    def _already_stored(self, key: str, size: int) -> bool:
+        # A blob of the right size under its digest is the blob: uploads are verified by
+        # the service (ChecksumSHA256) or multipart (never visible until complete). An
+        # object of another size (e.g. an empty one left by an interrupted upload to a
+        # service that stored it anyway) is overwritten.
+        return self._stored_size(key) == size
 
     def _put(self, key: str, data: bytes, what: str, **extra: Any) -> None:
         from botocore.exceptions import ClientError
@@ -303,44 +369,76 @@ class S3Store:
         # Big blobs: ask first, uploading them again would be expensive. Small ones are
         # just PUT: the key is the content's hash, so overwriting an existing blob writes
         # the same bytes, and a HEAD round trip would cost more than the upload it saves.
-        if size > _HEAD_FIRST and self._exists(key):
+        if size > _HEAD_FIRST and self._already_stored(key, size):
             return
         if size <= _SMALL:
             data = Path(source).read_bytes()
             # Verify before uploading: the store only ever holds bytes matching their name.
             if hashlib.sha256(data).hexdigest() != digest:
                 raise IntegrityError(f"{source}: sha256 does not match the digest {digest[:16]}... it is pushed as")
-            from botocore.exceptions import ClientError
-
-            # A bytes body goes out in one sendall; a file-like body would be sent in 8 KiB
-            # reads through Python (~20% slower for 2 MB). The reader is only used when
-            # the crash-test hook needs to fire mid-upload.
-            hooked = os.environ.get(CRASH_ENV) == "mid-blob"
-            try:
-                self._call("put_object", lambda: {"Body": _HookedReader(data, None) if hooked else data},
-                           Bucket=self.bucket, Key=key, ContentLength=len(data))
-            except ClientError as exc:
-                raise self._error(exc, f"upload blob {digest[:12]}") from None
-            if progress is not None:
-                progress(len(data))
+            self._put_small(key, digest, data, progress)
             return
         self._put_large(key, digest, Path(source), progress)
 
-    def _put_large(self, key: str, digest: str, source: Path, progress: Progress | None) -> None:
+    def put_blob_verified(self, digest: str, data: bytes, progress: Progress | None = None) -> None:
+        """Upload ``data``, which the caller has already hashed and found to be ``digest``.
+
+        A push validates the weights from the very bytes it then hands over here, so
+        they are neither read nor hashed again. The digest also serves as the request's
+        SigV4 payload hash (``x-amz-content-sha256``), which S3 checks against the body
+        it receives: the upload is verified end to end without hashing it a second time.
+        """
+        key = self._blob_key(digest)
+        if len(data) > _HEAD_FIRST and self._already_stored(key, len(data)):
+            return
+        if len(data) <= _SMALL:
+            self._put_small(key, digest, data, progress)
+        else:
+            self._put_large(key, digest, data, progress)
+
+    def _put_small(self, key: str, digest: str, data: bytes, progress: Progress | None) -> None:
+        from botocore.exceptions import ClientError
+
+        # A bytes body goes out in one sendall; a file-like body would be sent in 8 KiB
+        # reads through Python (~20% slower for 2 MB). The reader is only used when
+        # the crash-test hook needs to fire mid-upload.
+        hooked = os.environ.get(CRASH_ENV) == "mid-blob"
+        _KNOWN_PAYLOAD.sha256 = digest if self._known_payload else None
+        try:
+            # ChecksumSHA256: the service hashes what it receives and refuses to store
+            # anything else (BadDigest), so a truncated, interrupted or corrupted upload
+            # never lands under the digest's key. Free for us: it is the key.
+            self._call("put_object", lambda: {"Body": _HookedReader(data, None) if hooked else data},
+                       Bucket=self.bucket, Key=key, ContentLength=len(data),
+                       ChecksumSHA256=base64.b64encode(bytes.fromhex(digest)).decode("ascii"))
+        except ClientError as exc:
+            if self._code(exc)[1] in ("BadDigest", "XAmzContentSHA256Mismatch", "InvalidDigest"):
+                raise IntegrityError(f"{self.label}: the service refused blob {digest[:12]}...: the bytes sent do not hash to its digest") from None
+            raise self._error(exc, f"upload blob {digest[:12]}") from None
+        finally:
+            _KNOWN_PAYLOAD.sha256 = None
+        if progress is not None:
+            progress(len(data))
+
+    def _put_large(self, key: str, digest: str, source: Path | bytes, progress: Progress | None) -> None:
         from boto3.exceptions import S3UploadFailedError
         from boto3.s3.transfer import TransferConfig
         from botocore.exceptions import BotoCoreError, ClientError
 
-        h = hashlib.sha256()
-        with open(source, "rb") as fh:
-            while chunk := fh.read(_CHUNK):
-                h.update(chunk)
-        if h.hexdigest() != digest:
-            raise IntegrityError(f"{source}: sha256 does not match the digest {digest[:16]}... it is pushed as")
+        if isinstance(source, Path):
+            h = hashlib.sha256()
+            with open(source, "rb") as fh:
+                while chunk := fh.read(_CHUNK):
+                    h.update(chunk)
+            if h.hexdigest() != digest:
+                raise IntegrityError(f"{source}: sha256 does not match the digest {digest[:16]}... it is pushed as")
         config = TransferConfig(multipart_threshold=_SMALL, multipart_chunksize=16 * 1024 * 1024, max_concurrency=4)
         for attempt in range(self.max_attempts):
             try:
-                self._client.upload_file(str(source), self.bucket, key, Config=config, Callback=progress)
+                if isinstance(source, Path):
+                    self._client.upload_file(str(source), self.bucket, key, Config=config, Callback=progress)
+                else:
+                    self._client.upload_fileobj(io.BytesIO(source), self.bucket, key, Config=config, Callback=progress)
                 return
             except ClientError as exc:
                 raise self._error(exc, f"upload blob {digest[:12]}") from None

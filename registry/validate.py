@@ -25,15 +25,45 @@ from adapterhub.manifest import MANIFEST_NAME, Manifest
 
 def check_artifact(directory: Path) -> Manifest:
     """Validate an adapter directory for publishing; return its manifest."""
-    from adapterhub.artifact import read_adapter
-    from adapterhub.safeio import check_finite
+    return read_checked(directory)[0]
 
-    manifest, tensors = read_adapter(directory, verify=True)
+
+def read_checked(directory: Path) -> tuple[Manifest, dict[str, bytes]]:
+    """:func:`check_artifact`, also handing back the verified bytes of the weights files.
+
+    Exactly what ``read_adapter(directory, verify=True)`` reads and checks (the same
+    helpers: regular files only, sizes, sha256 of the very bytes that are parsed), but
+    the bytes of each ``*.safetensors`` file are kept, so a push uploads the bytes that
+    were hashed and validated instead of reading and hashing the file again.
+    """
+    from adapterhub.artifact import _read_listed, _read_listed_size_only, sha256_file
+    from adapterhub.errors import ArtifactError, IntegrityError
+    from adapterhub.manifest import read_manifest
+    from adapterhub.safeio import check_finite, load_safetensors_bytes
+
+    d = Path(directory)
+    manifest = read_manifest(d)
+    tensors: dict[str, torch.Tensor] = {}
+    data: dict[str, bytes] = {}
+    for entry in manifest.files:
+        if not entry.path.endswith(".safetensors"):
+            _read_listed_size_only(d / entry.path, entry)
+            if sha256_file(d / entry.path) != entry.sha256:
+                raise IntegrityError(f"{d / entry.path}: sha256 does not match the manifest (corrupted?)")
+            continue
+        raw = _read_listed(d, entry, True)
+        for name, t in load_safetensors_bytes(raw, str(d / entry.path)).items():
+            if name in tensors:
+                raise ArtifactError(f"{d / entry.path}: tensor {name!r} also appears in another listed file")
+            tensors[name] = t
+        data[entry.path] = raw
+    if not data:
+        raise ArtifactError(f"{d / MANIFEST_NAME}: lists no .safetensors file")
     if not all_finite(tensors):
         check_finite(tensors, str(directory))  # raises the standard one-line error
     config = _parse_config(manifest, directory)
     check_shapes(manifest.method, config, tensors, str(directory))
-    return manifest
+    return manifest, data
 
 
 # IEEE exponent masks: a value is NaN or +-Inf exactly when all exponent bits are set.

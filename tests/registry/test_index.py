@@ -98,3 +98,56 @@ def test_rm_updates_index(populated: Registry) -> None:
     populated.rm("team/sent@0.1.0")
     assert refs(populated.search(name="team/sent")) == ["team/sent@0.1.1"]
     assert populated.search(tag="prod") == []
+
+
+def test_name_substring_is_literal_and_case_insensitive(registry: Registry, make_adapter: MakeAdapter) -> None:
+    for name in ("team/a_b", "team/axb", "team/Big-One", "team/p50"):
+        registry.push(make_adapter(seed=len(name)), name)
+    assert refs(registry.search(name="a_b")) == ["team/a_b@0.1.0"]  # '_' is not a wildcard
+    assert refs(registry.search(name="BIG-one")) == ["team/Big-One@0.1.0"]
+    assert registry.search(name="p%") == [] and registry.search(name="\\") == []
+    assert refs(registry.search(name="p50")) == ["team/p50@0.1.0"]
+
+
+def test_row_tags_follow_tag_changes(populated: Registry) -> None:
+    r = populated
+
+    def tags_of(ref: str) -> list[str]:
+        return next(row["tags"] for row in r.search(name=ref.split("@")[0]) if row["ref"] == ref)
+
+    assert tags_of("team/sent@0.1.0") == ["prod"] and tags_of("team/sent@0.1.1") == ["latest"]
+    r.tag("team/sent@0.1.1", "prod")
+    assert tags_of("team/sent@0.1.0") == [] and tags_of("team/sent@0.1.1") == ["latest", "prod"]
+    r.rm("team/sent:prod")
+    assert tags_of("team/sent@0.1.1") == ["latest"]
+    assert refs(r.search(tag="prod")) == []
+    r.rebuild_index()
+    assert tags_of("team/sent@0.1.1") == ["latest"]
+
+
+def test_index_of_an_older_schema_is_rebuilt(populated: Registry) -> None:
+    import sqlite3
+
+    want = refs(populated.search())
+    populated.index.close()
+    path = populated.local.root / "index.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE meta SET value='5' WHERE key='schema'")
+    conn.execute("ALTER TABLE versions DROP COLUMN tags")
+    conn.commit()
+    conn.close()
+    assert Registry().rebuild_index() == len(want)  # an explicit rebuild, too, starts over
+    assert refs(Registry().search()) == want
+
+
+def test_search_does_not_import_the_manifest_model(populated: Registry) -> None:
+    """`search` in a new process reads SQLite only: no pydantic, protocols or thread pool."""
+    code = (
+        "import sys, json\n"
+        "from adapterhub.registry.client import Registry\n"
+        f"rows = Registry(root={str(populated.local.root)!r}).search(name='sent')\n"
+        "heavy = [m for m in ('pydantic', 'adapterhub.manifest', 'adapterhub.protocols', 'concurrent.futures', 'torch') if m in sys.modules]\n"
+        "print(json.dumps([len(rows), heavy]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == [2, []]

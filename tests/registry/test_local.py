@@ -150,3 +150,62 @@ def test_file_url_parsing(tmp_path: Path) -> None:
     for bad in ("file://otherhost/x", "s3://b/x", "file:relative"):
         with pytest.raises(ValueError):
             path_from_file_url(bad)
+
+
+def test_manifest_constant_matches_the_manifest_module() -> None:
+    from adapterhub.registry import local
+
+    assert local.MANIFEST_NAME == MANIFEST_NAME  # kept local so `search` need not import pydantic
+
+
+def test_parsed_manifests_are_shared_across_store_objects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second store object on the same root pulls without re-parsing; files are still hashed."""
+    from adapterhub.registry import local
+
+    import adapterhub.manifest as manifest_module
+
+    local.forget_opened()
+    a = write_test_adapter(tmp_path / "a", seed=11)
+    store = LocalStore(tmp_path / "s")
+    _publish(store, a, "team/x", "1.0.0")
+    view, _ = store.open_version("team/x", "1.0.0")
+    parsed: list[str] = []
+    real = manifest_module.parse_manifest
+    monkeypatch.setattr(manifest_module, "parse_manifest", lambda raw, source="": parsed.append(source) or real(raw, source))
+    assert LocalStore(tmp_path / "s").open_version("team/x", "1.0.0")[0] == view
+    assert parsed == []
+    # every hit still hashes the view: a changed file is caught through a new object too
+    weights = view / json.loads((a / MANIFEST_NAME).read_text())["files"][0]["path"]
+    os.chmod(weights, 0o644)
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError):
+        LocalStore(tmp_path / "s").open_version("team/x", "1.0.0")
+    local.forget_opened()
+
+
+def test_recreated_version_is_not_served_from_the_cache(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s")
+    a, b = write_test_adapter(tmp_path / "a", seed=12), write_test_adapter(tmp_path / "b", seed=13)
+    _publish(store, a, "team/x", "1.0.0")
+    store.open_version("team/x", "1.0.0")
+    other = LocalStore(tmp_path / "s")
+    other.delete_version("team/x", "1.0.0")
+    m = _publish(other, b, "team/x", "1.0.0")
+    view, manifest = LocalStore(tmp_path / "s").open_version("team/x", "1.0.0")
+    assert manifest.files[0].sha256 == m["files"][0]["sha256"]
+    assert (view / m["files"][0]["path"]).read_bytes() == (b / m["files"][0]["path"]).read_bytes()
+
+
+def test_version_replaced_behind_the_cache_is_reread(tmp_path: Path) -> None:
+    """Another process deleting and re-publishing a version (its stat changes) is seen."""
+    store = LocalStore(tmp_path / "s")
+    a, b = write_test_adapter(tmp_path / "a", seed=14), write_test_adapter(tmp_path / "b", seed=15)
+    _publish(store, a, "team/y", "1.0.0")
+    store.open_version("team/y", "1.0.0")
+    os.unlink(store.version_path("team/y", "1.0.0"))  # not through this process's stores
+    m = _publish(LocalStore(tmp_path / "s"), b, "team/y", "1.0.0")
+    view, manifest = store.open_version("team/y", "1.0.0")
+    assert manifest.files[0].sha256 == m["files"][0]["sha256"]
+    assert (view / m["files"][0]["path"]).read_bytes() == (b / m["files"][0]["path"]).read_bytes()

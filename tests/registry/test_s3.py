@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import os
 import socket
 import threading
 import time
@@ -245,3 +246,57 @@ def test_missing_credentials_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_pa
     store = S3Store(f"s3://bucket/p?endpoint_url=http://127.0.0.1:{_closed_port()}")
     with pytest.raises(StoreError, match="no AWS credentials"):
         store.get_version("x", "1.0.0")
+
+
+@pytest.mark.s3
+def test_push_uploads_the_validated_bytes_signed_with_their_digest(home: Path, s3_url: str, make_adapter: MakeAdapter, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No second read or hash of the weights: the digest is the SigV4 payload hash."""
+    from adapterhub.registry import s3
+    from botocore import auth
+
+    payloads: list[str] = []
+    reg = Registry(progress=False)
+    store = reg.store(s3_url)
+    assert isinstance(store, S3Store) and store._known_payload
+    cls = auth.AUTH_TYPE_MAPS[s3._KNOWN_PAYLOAD_SIGNER]
+    real = cls.payload
+    monkeypatch.setattr(cls, "payload", lambda self, request: payloads.append(real(self, request)) or payloads[-1])
+    a = make_adapter(seed=21)
+    # The file is not read again after validation: changing it now changes nothing pushed.
+    real_read_bytes = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda p: pytest.fail(f"re-read {p}") if p.name == WEIGHTS_NAME else real_read_bytes(p))
+    reg.push(a, "team/signed", version="1.0.0", to=s3_url)
+    monkeypatch.undo()
+    digest = json.loads((a / MANIFEST_NAME).read_text())["files"][0]["sha256"]
+    assert payloads == [digest]  # only the blob PUT uses the known-digest signer
+    assert (reg.pull("team/signed@1.0.0", from_=s3_url) / WEIGHTS_NAME).read_bytes() == (a / WEIGHTS_NAME).read_bytes()
+
+
+@pytest.mark.s3
+def test_service_refuses_bytes_that_do_not_match_the_digest(s3_url: str) -> None:
+    """The upload carries ChecksumSHA256: the service itself verifies the blob's bytes."""
+    store = S3Store(s3_url)
+    data = b"the real bytes" * 1000
+    wrong = hashlib.sha256(b"something else").hexdigest()
+    with pytest.raises(IntegrityError):
+        store.put_blob_verified(wrong, data)
+    assert not store.has_blob(wrong)
+
+
+@pytest.mark.s3
+def test_big_blob_with_wrong_size_under_its_key_is_replaced(s3_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty object left by an interrupted upload does not count as the blob."""
+    from adapterhub.registry import s3
+
+    monkeypatch.setattr(s3, "_HEAD_FIRST", 1024)  # take the HEAD-first path with a small blob
+    store = S3Store(s3_url)
+    data = os.urandom(4096)
+    digest = hashlib.sha256(data).hexdigest()
+    store._client.put_object(Bucket=store.bucket, Key=store._blob_key(digest), Body=b"")
+    src = tmp_path / "blob"
+    src.write_bytes(data)
+    store.put_blob(digest, src)
+    dest = tmp_path / "back"
+    store.get_blob(digest, dest, len(data))
+    assert dest.read_bytes() == data
+    store.put_blob_verified(digest, data)  # right size now: HEAD says stored, nothing sent
