@@ -123,13 +123,14 @@ def main() -> None:
     res = train(base, args.method, preset["config"], data, out_dir=out, steps=steps, overwrite=True, keep_attached=True,
                 callbacks=[lambda info: budget.left() <= 5], **hyper)
     wall = time.perf_counter() - budget.wall0
+    used = budget.used()  # before the evaluation, which is not part of the budget
     preds, secs = generate(base.model, base.tokenizer, test, args.template, pack.max_new_tokens)
     rows.append({
         "system": f"{args.method} adapter ({args.template} template)",
         "rougeL": rouge_l(preds, test), "rougeL_first20": rouge_l(preds[:20], test[:20]),
         "steps": res.steps, "planned_steps": steps, "stopped_early": res.stopped_early,
         "budget_wall_seconds": wall, "budget_clock": budget.clock, "budget_limit_seconds": budget.limit,
-        "budget_used_seconds": budget.used(), "train_seconds": res.seconds, "eval_losses": res.eval_losses,
+        "budget_used_seconds": used, "train_seconds": res.seconds, "eval_losses": res.eval_losses,
         "trainable_params": res.trainable_params, "config": preset["config"], "hyperparameters": hyper,
         "eval_seconds": secs, "sample": preds[:3], "adapter_dir": str(out),
     })
