@@ -14,9 +14,11 @@ Measured in one run, interleaved (direct, adapterhub, direct, ...), medians of
 * end to end: a fresh process each time, ``adapterhub score --metric M --json`` against
   ``python -c <the same direct code>`` (both pay interpreter start-up; adapterhub also
   pays its CLI and plugin loading, measured on its own as ``startup``: the time of
-  ``adapterhub evaluators --json`` next to importing the two libraries).
+  ``adapterhub evaluators --json`` next to importing the two libraries and to a bare
+  interpreter).
 
-The numbers are checked equal (1e-9) before any timing is reported. Writes
+adapterhub's sources are byte-compiled first (see ``compile_adapterhub``). The numbers
+are checked equal (1e-9) before any timing is reported. Writes
 ``benchmarks/results/score.json``. On a shared machine timings are noisy: compare the
 ratio, and rerun when the load changes.
 
@@ -31,6 +33,7 @@ import json
 import math
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -126,14 +129,42 @@ def timed(fn: Any) -> tuple[float, Any]:
     return time.perf_counter() - t0, out
 
 
-def run_process(cmd: list[str]) -> tuple[float, dict[str, Any]]:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_process(cmd: list[str]) -> tuple[float, float, dict[str, Any]]:
+    """(wall seconds, CPU seconds of the child, its JSON output).
+
+    CPU time (user + system) hardly moves when other jobs compete for the cores, which
+    wall time does a lot on a shared machine; both are reported.
+    """
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    cpu0 = _children_cpu()
     t0 = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     dt = time.perf_counter() - t0
+    cpu = _children_cpu() - cpu0
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[:4])}... failed: {done.stderr.strip()[-500:]}")
-    return dt, json.loads(done.stdout)
+    return dt, cpu, json.loads(done.stdout)
+
+
+def compile_adapterhub() -> None:
+    """Byte-compile adapterhub's sources, as ``pip install`` does for every package.
+
+    rouge-score and sacrebleu run from site-packages with their ``.pyc`` files. An
+    editable checkout under ``PYTHONDONTWRITEBYTECODE=1`` (set on some machines) would
+    otherwise recompile every adapterhub module in every process (~30 ms of start-up on
+    2 cores), a cost a regular installation never has.
+    """
+    import compileall
+    import importlib
+
+    for name in ("adapterhub", "adapterhub.plugins", "adapterhub.registry"):
+        for root in importlib.import_module(name).__path__:
+            compileall.compile_dir(root, quiet=1)
 
 
 def main() -> None:
@@ -146,6 +177,8 @@ def main() -> None:
     args = ap.parse_args()
     preds, refs = make_pairs(args.pairs)
     adapterhub_cli = str(Path(sys.executable).with_name("adapterhub"))
+    if not args.no_cli:
+        compile_adapterhub()
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         p, r = Path(tmp) / "pred.txt", Path(tmp) / "ref.txt"
@@ -168,33 +201,44 @@ def main() -> None:
                 }
             }
             if not args.no_cli:
-                c_direct, c_ours = [], []
+                c_direct, c_ours, cpu_direct, cpu_ours = [], [], [], []
                 for _ in range(args.repeats):
-                    dt, direct_out = run_process([sys.executable, "-c", DIRECT[metric], str(p), str(r)])
+                    dt, cpu, direct_out = run_process([sys.executable, "-c", DIRECT[metric], str(p), str(r)])
                     c_direct.append(dt)
-                    dt, ours_out = run_process([adapterhub_cli, "score", "--metric", metric, "-p", str(p), "-r", str(r), "--json"])
+                    cpu_direct.append(cpu)
+                    dt, cpu, ours_out = run_process([adapterhub_cli, "score", "--metric", metric, "-p", str(p), "-r", str(r), "--json"])
                     c_ours.append(dt)
+                    cpu_ours.append(cpu)
                     check_equal(direct_out, {k: ours_out[k] for k in direct_out})
                 row["end_to_end"] = {
                     "direct_s": statistics.median(c_direct),
                     "adapterhub_s": statistics.median(c_ours),
                     "ratio": statistics.median(c_ours) / statistics.median(c_direct),
+                    # CPU seconds (user + system) of each process: robust to other load.
+                    "direct_cpu_s": statistics.median(cpu_direct),
+                    "adapterhub_cpu_s": statistics.median(cpu_ours),
+                    "cpu_ratio": statistics.median(cpu_ours) / statistics.median(cpu_direct),
                     "direct_runs": c_direct,
                     "adapterhub_runs": c_ours,
+                    "direct_cpu_runs": cpu_direct,
+                    "adapterhub_cpu_runs": cpu_ours,
                 }
             results[metric] = row
             print(json.dumps({metric: {k: {kk: round(vv, 3) for kk, vv in v.items() if kk.endswith(("_s", "ratio"))} for k, v in row.items()}}))
     startup: dict[str, Any] = {}
     if not args.no_cli:
         # What end-to-end runs pay before scoring: adapterhub's CLI and plugin loading
-        # (every built-in plugin is imported to build the catalog) vs the libraries' imports.
-        cli_runs, lib_runs = [], []
+        # (every built-in plugin is imported to build the catalog; method code, torch and
+        # transformers are not) vs the libraries' imports, and a bare interpreter.
+        cli_runs, lib_runs, bare_runs = [], [], []
         for _ in range(args.repeats):
             cli_runs.append(run_process([adapterhub_cli, "evaluators", "--json"])[0])
             lib_runs.append(run_process([sys.executable, "-c", "import json, rouge_score.rouge_scorer, sacrebleu; print('{}')"])[0])
+            bare_runs.append(run_process([sys.executable, "-c", "print('{}')"])[0])
         startup = {
             "adapterhub_evaluators_json_s": statistics.median(cli_runs),
             "import_rouge_score_sacrebleu_s": statistics.median(lib_runs),
+            "python_bare_s": statistics.median(bare_runs),
         }
         print(json.dumps({"startup": {k: round(v, 3) for k, v in startup.items()}}))
     try:
@@ -206,8 +250,9 @@ def main() -> None:
         "pairs": args.pairs,
         "repeats": args.repeats,
         "data": "ACLSum abstract+introduction sentences x aspect summaries (aclsum==0.1.2)",
-        "statistic": "median seconds; ratio = adapterhub / direct",
+        "statistic": "median seconds; ratio = adapterhub / direct; end to end also CPU seconds (cpu_ratio)",
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "loadavg_at_end": load, "platform": platform.platform()},
+        "bytecode": "adapterhub byte-compiled before timing, as pip install does (compile_adapterhub)",
         "results": results,
         "startup": startup,
     }
