@@ -385,8 +385,10 @@ class S3Store:
 
         A push validates the weights from the very bytes it then hands over here, so
         they are neither read nor hashed again. The digest also serves as the request's
-        SigV4 payload hash (``x-amz-content-sha256``), which S3 checks against the body
-        it receives: the upload is verified end to end without hashing it a second time.
+        SigV4 payload hash (``x-amz-content-sha256``, which AWS checks) and is sent as
+        ``ChecksumSHA256`` (which AWS and SeaweedFS check): the service refuses
+        bytes that do not match, so the upload is verified end to end without a second
+        hash on this side. Blobs over 64 MiB go multipart (not checksummed per object).
         """
         key = self._blob_key(digest)
         if len(data) > _HEAD_FIRST and self._already_stored(key, len(data)):
