@@ -186,8 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", choices=["random", "smollm2"], default="random")
     ap.add_argument("--rss-adapters", type=int, default=100)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--rss-only", action="store_true", help="re-measure only the RSS row of an existing result file")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.rss_only:
+        return _refresh_rss(args)
     t0 = time.perf_counter()
     load_before = os.getloadavg()
     base = _base(args.model)
@@ -244,6 +247,20 @@ def main(argv: list[str] | None = None) -> int:
     print(md, file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps(headline))
+    return 0
+
+
+def _refresh_rss(args: argparse.Namespace) -> int:
+    """Re-run only the 100-adapter RSS measurement and rewrite the result files."""
+    suffix = "" if args.model == "random" else f"-{args.model}"
+    path = RESULTS / f"hotswap{suffix}.json"
+    doc = json.loads(path.read_text())
+    doc["rss"] = rss_many(args.model, args.rss_adapters)
+    doc["rss"]["measured"] = time.strftime("%Y-%m-%d %H:%M:%S") + " (--rss-only)"
+    doc["headline"]["rss_over_adapters_bytes"] = doc["rss"]["rss_over_base_plus_adapters"]
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    (RESULTS / f"hotswap{suffix}.md").write_text(_markdown(doc))
+    print(json.dumps(doc["rss"]))
     return 0
 
 

@@ -212,6 +212,8 @@ class LoraRuntime:
         for layer in self._layers.values():
             layer.resize(capacity, r_max, self._high_water)
         self._capacity, self._r_max = capacity, r_max
+        if self._layers and self._stack_layout()[0].type == "cpu":
+            _return_freed_heap_pages()
 
     def _wrap(self, path: str) -> None:
         parent_path, _, attr = path.rpartition(".")
@@ -222,3 +224,30 @@ class LoraRuntime:
         layer = MultiLoraLinear(base, self._router, self._capacity, self._r_max, self._high_water)
         setattr(parent, attr, layer)
         self._layers[path] = layer
+
+
+def _return_freed_heap_pages() -> None:
+    """Give the old stacks' pages back to the OS after a resize (glibc only; no-op elsewhere).
+
+    Stacks of a few MB fall under glibc's *dynamic* mmap threshold once earlier, smaller
+    stacks have been freed, so they come from the heap, and freed heap chunks stay resident.
+    Measured with 100 all-linear r16 adapters on SmolLM2-135M: RSS grew 1.64x the adapters'
+    bytes without this, because every doubling left the previous stacks' pages behind.
+    ``malloc_trim(0)`` madvises whole free pages away; it runs only on growth (O(log n)
+    times), so its millisecond cost never lands on a switch.
+    """
+    global _malloc_trim
+    if _malloc_trim is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _malloc_trim = libc.malloc_trim
+        except (OSError, AttributeError):  # not glibc (musl, macOS, Windows)
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim: Any = None
