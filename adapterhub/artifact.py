@@ -243,9 +243,26 @@ def read_adapter(
     require_finite: bool = False,
 ) -> tuple[Manifest, dict[str, torch.Tensor]]:
     """Read an adapter directory: its manifest and all tensors of its safetensors files."""
+    manifest, tensors, _ = read_adapter_bytes(directory, verify)
+    if require_finite:
+        check_finite(tensors, str(directory))
+    if torch.device(device).type != "cpu":
+        tensors = {k: v.to(device) for k, v in tensors.items()}
+    return manifest, tensors
+
+
+def read_adapter_bytes(
+    directory: str | os.PathLike[str], verify: bool = True
+) -> tuple[Manifest, dict[str, torch.Tensor], dict[str, bytes]]:
+    """:func:`read_adapter` on CPU, also handing back each weights file's bytes as read.
+
+    The tensors are parsed from exactly those bytes (verified against the manifest when
+    ``verify``), so a push can upload them without reading and hashing the file again.
+    """
     d = Path(directory)
     manifest = read_manifest(d)
     tensors: dict[str, torch.Tensor] = {}
+    raw: dict[str, bytes] = {}
     for entry in manifest.files:
         if not entry.path.endswith(".safetensors"):
             if verify:
@@ -258,13 +275,10 @@ def read_adapter(
             if name in tensors:
                 raise ArtifactError(f"{d / entry.path}: tensor {name!r} also appears in another listed file")
             tensors[name] = t
-    if not any(e.path.endswith(".safetensors") for e in manifest.files):
+        raw[entry.path] = data
+    if not raw:
         raise ArtifactError(f"{d / MANIFEST_NAME}: lists no .safetensors file")
-    if require_finite:
-        check_finite(tensors, str(d))
-    if torch.device(device).type != "cpu":
-        tensors = {k: v.to(device) for k, v in tensors.items()}
-    return manifest, tensors
+    return manifest, tensors, raw
 
 
 def update_manifest(directory: str | os.PathLike[str], **changes: Any) -> Manifest:

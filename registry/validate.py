@@ -31,34 +31,16 @@ def check_artifact(directory: Path) -> Manifest:
 def read_checked(directory: Path) -> tuple[Manifest, dict[str, bytes]]:
     """:func:`check_artifact`, also handing back the verified bytes of the weights files.
 
-    Exactly what ``read_adapter(directory, verify=True)`` reads and checks (the same
-    helpers: regular files only, sizes, sha256 of the very bytes that are parsed), but
-    the bytes of each ``*.safetensors`` file are kept, so a push uploads the bytes that
-    were hashed and validated instead of reading and hashing the file again.
+    The same reader as ``read_adapter(directory, verify=True)``
+    (:func:`adapterhub.artifact.read_adapter_bytes`: regular files only, sizes, sha256 of
+    the very bytes that are parsed), which also keeps the bytes of each ``*.safetensors``
+    file, so a push uploads the bytes that were hashed and validated instead of reading
+    and hashing the file again.
     """
-    from adapterhub.artifact import _read_listed, _read_listed_size_only, sha256_file
-    from adapterhub.errors import ArtifactError, IntegrityError
-    from adapterhub.manifest import read_manifest
-    from adapterhub.safeio import check_finite, load_safetensors_bytes
+    from adapterhub.artifact import read_adapter_bytes
+    from adapterhub.safeio import check_finite
 
-    d = Path(directory)
-    manifest = read_manifest(d)
-    tensors: dict[str, torch.Tensor] = {}
-    data: dict[str, bytes] = {}
-    for entry in manifest.files:
-        if not entry.path.endswith(".safetensors"):
-            _read_listed_size_only(d / entry.path, entry)
-            if sha256_file(d / entry.path) != entry.sha256:
-                raise IntegrityError(f"{d / entry.path}: sha256 does not match the manifest (corrupted?)")
-            continue
-        raw = _read_listed(d, entry, True)
-        for name, t in load_safetensors_bytes(raw, str(d / entry.path)).items():
-            if name in tensors:
-                raise ArtifactError(f"{d / entry.path}: tensor {name!r} also appears in another listed file")
-            tensors[name] = t
-        data[entry.path] = raw
-    if not data:
-        raise ArtifactError(f"{d / MANIFEST_NAME}: lists no .safetensors file")
+    manifest, tensors, data = read_adapter_bytes(directory, verify=True)
     if not all_finite(tensors):
         check_finite(tensors, str(directory))  # raises the standard one-line error
     config = _parse_config(manifest, directory)
