@@ -26,6 +26,7 @@ Public API::
     save_safetensors(tensors, path, metadata=None)          # atomic
     atomic_write_bytes(path, data)                          # temp file + fsync + rename
     check_finite(tensors, source)                           # NaN/Inf -> ArtifactError
+    all_finite(tensors.values()) -> bool                    # exact, one pass when possible
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ import math
 import os
 import stat
 import struct
+import sys
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +74,9 @@ DTYPES: dict[str, tuple[torch.dtype, int]] = {
     "F8_E5M2": (torch.float8_e5m2, 1),
 }
 _TORCH_TO_TAG = {dt: tag for tag, (dt, _) in DTYPES.items()}
+
+Buffer = bytes | bytearray | memoryview
+"""What the in-memory reader takes: any bytes-like object of the whole file."""
 
 
 @dataclass(frozen=True)
@@ -130,11 +135,15 @@ def _fail(source: str, reason: str) -> UnsafeFileError:
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key[:80]!r}")
-        out[key] = value
+    # dict() in C, then a length check: a header of 400 tensors calls this 400 times, and
+    # a Python loop per object cost ~1.5 ms per adapter load.
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key[:80]!r}")
+            seen.add(key)
     return out
 
 
@@ -251,6 +260,28 @@ def _open_regular(path: Path) -> tuple[Any, int]:
     return fh, st.st_size
 
 
+def read_exactly(fh: Any, size: int) -> memoryview | None:
+    """Read exactly ``size`` bytes into a new writable buffer; None if the file is shorter or longer.
+
+    ``readinto`` an uninitialised (numpy) buffer: ``read()`` would copy once more and a
+    ``bytearray`` would first zero-fill every page; for a 20 MB adapter each of those
+    costs about as much as the read itself. The buffer is writable, so
+    :func:`_deserialize` can share it with the tensors.
+    """
+    import numpy as np
+
+    buf = np.empty(size, dtype=np.uint8).data  # a writable memoryview of the array
+    got = 0
+    while got < size:
+        n = fh.readinto(buf[got:])
+        if not n:
+            return None
+        got += n
+    if fh.read(1):
+        return None
+    return buf
+
+
 def _read_header_from(fh: Any, size: int, source: str) -> _Header:
     first = fh.read(min(size, 64))
     if _plausible(first, size):
@@ -276,7 +307,50 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
         return dict(_read_header_from(fh, size, str(p)).metadata)
 
 
-def _deserialize(data: bytes, header: _Header, source: str) -> dict[str, torch.Tensor]:
+def _deserialize(data: Buffer, header: _Header, source: str) -> dict[str, torch.Tensor]:
+    """The tensors of a validated file as views into one writable buffer.
+
+    Why not ``safetensors.torch.load``: it copies every tensor out of the bytes, which for
+    a 20 MB adapter of 420 tensors took ~4 ms of a ~12 ms verified read. The header has
+    been validated (offsets tile the data region exactly, spans equal numel * itemsize),
+    so every view lies inside the buffer. Read-only buffers (``bytes``) are copied once
+    into a ``bytearray`` (torch tensors must be writable); a writable buffer is shared. A
+    tensor whose start is not aligned to its item size is copied out instead of viewed.
+    """
+    if sys.byteorder != "little":  # safetensors is little-endian; let the library swap
+        return _deserialize_with_library(bytes(data), header, source)
+    writable = isinstance(data, bytearray) or (isinstance(data, memoryview) and not data.readonly)
+    buf: bytearray | memoryview = data if writable else bytearray(data)  # type: ignore[assignment]
+    start = header.data_start
+    flats: dict[torch.dtype, torch.Tensor] = {}
+    out: dict[str, torch.Tensor] = {}
+    for name, info in header.tensors.items():
+        dtype, itemsize = DTYPES[info.dtype]
+        begin, end = info.data_offsets
+        if begin == end:
+            out[name] = torch.empty(info.shape, dtype=dtype)
+            continue
+        at = start + begin
+        if at % itemsize:
+            out[name] = torch.frombuffer(bytearray(buf[at : start + end]), dtype=dtype).view(info.shape)
+            continue
+        flat = flats.get(dtype)
+        if flat is None:
+            # The whole buffer reinterpreted from byte 0 (malloc-aligned): element k of
+            # this view starts at byte k * itemsize.
+            flat = flats[dtype] = torch.frombuffer(buf, dtype=dtype, count=len(buf) // itemsize)
+        out[name] = flat.as_strided(info.shape, _contiguous_strides(info.shape), at // itemsize)
+    return out
+
+
+def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    strides = [1] * len(shape)
+    for i in range(len(shape) - 2, -1, -1):
+        strides[i] = strides[i + 1] * shape[i + 1]
+    return tuple(strides)
+
+
+def _deserialize_with_library(data: bytes, header: _Header, source: str) -> dict[str, torch.Tensor]:
     from safetensors.torch import load as st_load
 
     try:
@@ -288,14 +362,20 @@ def _deserialize(data: bytes, header: _Header, source: str) -> dict[str, torch.T
     return tensors
 
 
-def load_safetensors_bytes(data: bytes, source: str = "<bytes>") -> dict[str, torch.Tensor]:
-    """Validate and deserialise an in-memory safetensors file (e.g. a verified blob)."""
-    prefix = data[:64]
+def load_safetensors_bytes(data: Buffer, source: str = "<bytes>") -> dict[str, torch.Tensor]:
+    """Validate and deserialise an in-memory safetensors file (e.g. a verified blob).
+
+    A writable buffer (``bytearray``, writable ``memoryview``) is shared: the tensors are
+    views into it (no copy).
+    """
+    if isinstance(data, memoryview) and (data.ndim != 1 or data.itemsize != 1):
+        data = data.cast("B")
+    prefix = bytes(data[:64])
     if _plausible(prefix, len(data)):
         # Slice exactly the declared header: copying a fixed 100 MB window of a large
         # verified blob would be waste.
         (n,) = struct.unpack("<Q", prefix[:8])
-        prefix = data[: 8 + n]
+        prefix = bytes(data[: 8 + n])
     header = _parse_header(prefix, len(data), source)
     return _deserialize(data, header, source)
 
@@ -311,9 +391,9 @@ def load_safetensors(path: str | os.PathLike[str], device: str | torch.device = 
         # under us: a short read is truncation, extra bytes are trailing bytes).
         header = _read_header_from(fh, size, source)
         fh.seek(0)
-        data = fh.read(size + 1)
-    if len(data) != size:
-        raise _fail(source, f"file changed while reading ({len(data)} bytes read, {size} expected)")
+        data = read_exactly(fh, size)
+    if data is None:
+        raise _fail(source, f"file changed while reading (not {size} bytes any more)")
     tensors = _deserialize(data, header, source)
     if torch.device(device).type != "cpu":
         tensors = {k: v.to(device) for k, v in tensors.items()}
@@ -395,8 +475,72 @@ def save_safetensors(
     return len(data)
 
 
+# IEEE exponent masks: a value is NaN or +-Inf exactly when all exponent bits are set.
+_EXPONENT = {
+    torch.float16: (torch.int16, 0x7C00),
+    torch.bfloat16: (torch.int16, 0x7F80),
+    torch.float32: (torch.int32, 0x7F800000),
+    torch.float64: (torch.int64, 0x7FF0000000000000),
+}
+
+
+def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
+    """True if no floating tensor holds NaN or +-Inf (exact).
+
+    Fast path: a sum is finite only if every summand is, so one finite sum proves a whole
+    span clean. Tensors that are views of one buffer (what :func:`load_safetensors_bytes`
+    returns) are summed as one flat span: one reduction for a 420-tensor adapter instead
+    of 420 (0.4 ms instead of ~4 ms for 20 MB). A non-finite sum, i.e. a bad value or a
+    legitimate overflow of huge values, falls back to the exact per-tensor bit test.
+    """
+    groups: dict[tuple[int, torch.dtype, str], list[torch.Tensor]] = {}
+    for t in tensors:
+        if not t.is_floating_point() or t.numel() == 0:
+            continue
+        if t.is_contiguous():
+            groups.setdefault((t.untyped_storage().data_ptr(), t.dtype, str(t.device)), []).append(t)
+        elif not _sum_or_exact_finite([t]):
+            return False
+    for group in groups.values():
+        lo = min(t.storage_offset() for t in group)
+        hi = max(t.storage_offset() + t.numel() for t in group)
+        covered = sum(t.numel() for t in group)
+        first = group[0]
+        in_bounds = hi * first.element_size() <= first.untyped_storage().nbytes()
+        if len(group) > 1 and hi - lo <= 2 * covered and in_bounds:
+            # The span may include bytes between the tensors; a non-finite value there
+            # only sends us to the exact test, never to a wrong answer.
+            span = first.detach().as_strided((hi - lo,), (1,), lo)
+            if _sum_is_finite(span):
+                continue
+        if not _sum_or_exact_finite(group):
+            return False
+    return True
+
+
+def _sum_is_finite(t: torch.Tensor) -> bool:
+    acc = torch.float64 if t.dtype == torch.float64 else torch.float32
+    return bool(torch.isfinite(t.sum(dtype=acc)))
+
+
+def _sum_or_exact_finite(group: list[torch.Tensor]) -> bool:
+    return all(_sum_is_finite(t) or _exactly_finite(t) for t in group)
+
+
+def _exactly_finite(t: torch.Tensor) -> bool:
+    """The exact test on the raw bits (every IEEE dtype, bf16 included; no mask tensor)."""
+    spec = _EXPONENT.get(t.dtype)
+    if spec is None or t.device.type != "cpu":
+        return bool(torch.isfinite(t).all())
+    int_dtype, mask = spec
+    bits = t.detach().contiguous().view(int_dtype).numpy()
+    return not bool(((bits & mask) == mask).any())
+
+
 def check_finite(tensors: Mapping[str, torch.Tensor], source: str) -> None:
     """Refuse NaN/Inf in floating tensors with one ArtifactError naming source and tensor."""
+    if all_finite(tensors.values()):
+        return
     for name in sorted(tensors):
         t = tensors[name]
         if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):

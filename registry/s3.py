@@ -380,7 +380,7 @@ class S3Store:
             return
         self._put_large(key, digest, Path(source), progress)
 
-    def put_blob_verified(self, digest: str, data: bytes, progress: Progress | None = None) -> None:
+    def put_blob_verified(self, digest: str, data: bytes | bytearray | memoryview, progress: Progress | None = None) -> None:
         """Upload ``data``, which the caller has already hashed and found to be ``digest``.
 
         A push validates the weights from the very bytes it then hands over here, so
@@ -393,6 +393,10 @@ class S3Store:
         key = self._blob_key(digest)
         if len(data) > _HEAD_FIRST and self._already_stored(key, len(data)):
             return
+        if not isinstance(data, bytes):
+            # One immutable copy: retries re-send the body, and botocore treats bytes
+            # (one sendall, known length) better than other buffers.
+            data = bytes(data)
         if len(data) <= _SMALL:
             self._put_small(key, digest, data, progress)
         else:

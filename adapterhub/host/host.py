@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from adapterhub.artifact import read_adapter
+from adapterhub.artifact import open_adapter, read_adapter
 from adapterhub.catalog import get_catalog
 from adapterhub.errors import ConfigError, IncompatibleAdapterError, InvalidNameError
 from adapterhub.fingerprint import fingerprint as compute_fingerprint
@@ -33,7 +33,7 @@ from adapterhub.host.pool import AdapterPool, PoolEntry
 from adapterhub.manifest import BaseFingerprint
 from adapterhub.prompting import format_prompt
 from adapterhub.protocols.basemodel import LoadedBase
-from adapterhub.protocols.method import Method, MethodRuntime
+from adapterhub.protocols.method import Method, MethodRuntime, StagingRuntime, SwapPlan
 
 BASE = "<base>"
 """Name a request can use to ask for the bare base even when a default adapter is set."""
@@ -156,44 +156,58 @@ class AdapterHost:
         """
         t0 = time.perf_counter()
         directory, ref = self._resolve_dir(source)
-        manifest, tensors = read_adapter(directory)
-        method = get_catalog().method(manifest.method)
-        if not method.capabilities.hot_swap:
-            raise IncompatibleAdapterError(
-                f"{directory}: method {method.name!r} ({method.kind}) adapters cannot be hot-swapped; "
-                "load them as a model instead"
-            )
-        if check_base and manifest.base.weights_sha256 != self.fingerprint.weights_sha256:
-            raise IncompatibleAdapterError(
-                f"{directory}: adapter was trained on base {manifest.base.name!r} "
-                f"(weights {manifest.base.weights_sha256[:12]}), this host serves {self.base.name!r} "
-                f"(weights {self.fingerprint.weights_sha256[:12]})"
-            )
+        # Read, parse and plan while the weights are hashed on a helper thread; nothing
+        # changes until every digest has matched (``verified``).
+        opened = open_adapter(directory)
+        runtime: MethodRuntime | None = None
+        plan: SwapPlan | None = None
         try:
-            config = method.config_cls.model_validate(manifest.method_config)
-        except Exception as exc:  # pydantic ValidationError → one line
-            raise ConfigError(f"{directory}: invalid {method.name} config in manifest: {exc}".splitlines()[0]) from None
-        label_name = name or manifest.name
-        version = manifest.version
-        if version is None and ref and "@" in ref:
-            version = ref.rsplit("@", 1)[1]
-        runtime = self._runtime(method)
-        uid = AdapterPool.new_uid(label_name, version)
-        host_tensors = None
-        if self.device != "cpu":
-            host_tensors = {k: v.pin_memory() for k, v in tensors.items()}
-            tensors = host_tensors
-        moved = {k: v.to(self.device, non_blocking=True) for k, v in tensors.items()}
-        plan = runtime.plan(uid, config, moved)  # every check; nothing changes yet
-        entry = PoolEntry(
-            name=label_name, version=version, manifest=manifest, method=method, plan=plan,
-            host_tensors=host_tensors, source=str(source), directory=str(directory),
-            nbytes=plan.nbytes, uid=uid,
-        )
-        with self._forward_lock:
-            self._make_resident(entry, keep=set())
-            dropped = self._pool.add(entry)
-            self._drop(dropped)
+            manifest, tensors = opened.manifest, opened.tensors
+            method = get_catalog().method(manifest.method)
+            if not method.capabilities.hot_swap:
+                raise IncompatibleAdapterError(
+                    f"{directory}: method {method.name!r} ({method.kind}) adapters cannot be hot-swapped; "
+                    "load them as a model instead"
+                )
+            if check_base and manifest.base.weights_sha256 != self.fingerprint.weights_sha256:
+                raise IncompatibleAdapterError(
+                    f"{directory}: adapter was trained on base {manifest.base.name!r} "
+                    f"(weights {manifest.base.weights_sha256[:12]}), this host serves {self.base.name!r} "
+                    f"(weights {self.fingerprint.weights_sha256[:12]})"
+                )
+            try:
+                config = method.config_cls.model_validate(manifest.method_config)
+            except Exception as exc:  # pydantic ValidationError → one line
+                raise ConfigError(f"{directory}: invalid {method.name} config in manifest: {exc}".splitlines()[0]) from None
+            label_name = name or manifest.name
+            version = manifest.version
+            if version is None and ref and "@" in ref:
+                version = ref.rsplit("@", 1)[1]
+            runtime = self._runtime(method)
+            uid = AdapterPool.new_uid(label_name, version)
+            host_tensors = None
+            if self.device != "cpu":
+                host_tensors = {k: v.pin_memory() for k, v in tensors.items()}
+                tensors = host_tensors
+            moved = {k: v.to(self.device, non_blocking=True) for k, v in tensors.items()}
+            plan = runtime.plan(uid, config, moved)  # every check; nothing changes yet
+            if isinstance(runtime, StagingRuntime):
+                runtime.stage(plan)  # the copy into a slot no request can see, during the hash
+            opened.verified()  # every digest matched: only now may anything change
+            entry = PoolEntry(
+                name=label_name, version=version, manifest=manifest, method=method, plan=plan,
+                host_tensors=host_tensors, source=str(source), directory=str(directory),
+                nbytes=plan.nbytes, uid=uid,
+            )
+            with self._forward_lock:
+                self._make_resident(entry, keep=set())
+                dropped = self._pool.add(entry)
+                self._drop(dropped)
+        except BaseException:
+            if plan is not None and isinstance(runtime, StagingRuntime):
+                runtime.unstage(plan)  # no-op once applied
+            opened.verified()  # a corrupted file is reported as corrupted, not as the check it failed
+            raise
         entry.swap_ms = (time.perf_counter() - t0) * 1000.0
         return entry
 

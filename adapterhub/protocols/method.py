@@ -129,6 +129,26 @@ class MethodRuntime(Protocol):
 
 
 @runtime_checkable
+class StagingRuntime(Protocol):
+    """Optional extra of a :class:`MethodRuntime`: copy ahead of ``apply``, invisibly.
+
+    The host loads an adapter's bytes, hashes them on a helper thread and meanwhile
+    plans; a runtime with ``stage`` can also copy the planned weights into storage that
+    no request reads yet, so that copy overlaps the hash too. ``apply`` then only
+    publishes what was staged. If the digest check (or anything else) fails, the host
+    calls ``unstage``; outputs never change before ``apply``.
+    """
+
+    def stage(self, plan: SwapPlan) -> None:
+        """Copy the plan's weights into storage no request can see (or do nothing)."""
+        ...
+
+    def unstage(self, plan: SwapPlan) -> None:
+        """Release what ``stage`` took for ``plan`` (no-op if nothing, or once applied)."""
+        ...
+
+
+@runtime_checkable
 class Method(Protocol):
     """A PEFT method plugin (LoRA, prefix tuning, layer-selective, full, third-party)."""
 

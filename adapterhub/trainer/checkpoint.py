@@ -92,7 +92,9 @@ def _set_rng_state(scalars: dict[str, Any], tensors: dict[str, torch.Tensor]) ->
     random.setstate((py[0], tuple(py[1]), py[2]))
     n = scalars["numpy"]
     np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
-    torch.set_rng_state(tensors["rng.torch"])
+    # A clone: loaded tensors are views into the file's buffer, and set_rng_state reads
+    # from the start of the storage, ignoring the view's offset.
+    torch.set_rng_state(tensors["rng.torch"].clone())
 
 
 def save(

@@ -222,7 +222,7 @@ class MultiLoraLinear(_SharedLinear):
         with torch.no_grad():
             self.lora_A[:zero_slots].zero_()
             self.lora_B[:zero_slots].zero_()
-        self.mask = 0
+        self.mask = 0  # bit s: slot s holds a non-zero adapter for this layer
 
     def resize(self, capacity: int, r_max: int, used_slots: int) -> None:
         """Reallocate the stacks; slots below ``used_slots`` keep their data (zero-padded)."""
@@ -244,23 +244,42 @@ class MultiLoraLinear(_SharedLinear):
     @torch.no_grad()
     def write_slot(self, slot: int, a: torch.Tensor | None, b: torch.Tensor | None) -> None:
         """Copy one adapter's (r, in)/(out, r) pair into ``slot`` (None: zero the slot)."""
-        bit = 1 << slot
         if a is None or b is None:
+            self.zero_slot(slot)
+            return
+        dst = self.slot_views(slot, a.shape[0])
+        dst[0].copy_(a)
+        dst[1].copy_(b)
+        self.set_bit(slot)
+
+    def slot_views(self, slot: int, r: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (r, in)/(out, r) views of ``slot`` to copy an adapter into.
+
+        Ranks above ``r`` are zeroed here (padding up to r_max keeps the slot exact), so
+        a caller copies into the views and then calls :meth:`set_bit`; the runtime does
+        the copies of every layer in one ``torch._foreach_copy_``.
+        """
+        if r < self.lora_A.shape[1]:
+            with torch.no_grad():
+                self.lora_A[slot, r:].zero_()
+                self.lora_B[slot, :, r:].zero_()
+        return self.lora_A[slot, :r], self.lora_B[slot, :, :r]
+
+    def zero_slot(self, slot: int) -> None:
+        with torch.no_grad():
             self.lora_A[slot].zero_()
             self.lora_B[slot].zero_()
-            self.mask &= ~bit
-            return
-        r = a.shape[0]
-        self.lora_A[slot, :r].copy_(a)
-        self.lora_B[slot, :, :r].copy_(b)
-        if r < self.lora_A.shape[1]:  # zero padding up to r_max keeps the slot exact
-            self.lora_A[slot, r:].zero_()
-            self.lora_B[slot, :, r:].zero_()
-        self.mask |= bit
+        self.clear_slot(slot)
+
+    # The mask is a plain int set through object.__setattr__: nn.Module.__setattr__
+    # checks its parameter/buffer/module tables first and cost ~1.7 ms per load over
+    # the 210 layers of an all-linear adapter.
+    def set_bit(self, slot: int) -> None:
+        object.__setattr__(self, "mask", self.mask | (1 << slot))
 
     def clear_slot(self, slot: int) -> None:
         """Forget a slot (its data is rewritten in full before the slot is reused)."""
-        self.mask &= ~(1 << slot)
+        object.__setattr__(self, "mask", self.mask & ~(1 << slot))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         route = self.router.route

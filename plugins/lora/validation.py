@@ -21,6 +21,7 @@ from adapterhub.plugins.lora.config import (
 from adapterhub.plugins.lora.layers import LoraLinear, MultiLoraLinear
 
 from adapterhub.errors import ConfigError, IncompatibleAdapterError
+from adapterhub.safeio import all_finite
 
 
 def linear_infos(model: torch.nn.Module) -> list[LinearInfo]:
@@ -55,17 +56,6 @@ def targets_for(model: torch.nn.Module, config: LoraConfig) -> list[LinearInfo]:
     return resolve_targets(config, linear_infos(model), architecture_of(model), output_embedding_paths(model))
 
 
-def all_finite(t: torch.Tensor) -> bool:
-    """Whether every value is finite, in one reduction pass without a mask allocation.
-
-    A sum of finite values is finite unless it overflows, and any NaN/inf makes the sum
-    non-finite; only then is the exact (mask-allocating) check needed.
-    """
-    if bool(torch.isfinite(t.sum(dtype=torch.float32))):
-        return True
-    return bool(torch.isfinite(t).all())
-
-
 def check_tensors(config: LoraConfig, targets: Sequence[LinearInfo], tensors: Mapping[str, object]) -> None:
     """Raise IncompatibleAdapterError naming the first bad key; return if all is well.
 
@@ -86,8 +76,14 @@ def check_tensors(config: LoraConfig, targets: Sequence[LinearInfo], tensors: Ma
             )
         if not t.is_floating_point():
             raise IncompatibleAdapterError(f"LoRA tensor {key!r} has dtype {t.dtype}, expected a floating dtype")
-        if not all_finite(t):
-            raise IncompatibleAdapterError(f"LoRA tensor {key!r} holds NaN or infinite values")
+    # One pass over all of them (one reduction when they share a buffer, as loaded
+    # adapters do); only a failure pays for finding which tensor it was.
+    checked = [tensors[key] for key in expected]
+    if not all_finite(t for t in checked if isinstance(t, torch.Tensor)):
+        for key in expected:
+            t = tensors[key]
+            if isinstance(t, torch.Tensor) and not all_finite([t]):
+                raise IncompatibleAdapterError(f"LoRA tensor {key!r} holds NaN or infinite values")
     for key in tensors:
         if key not in expected:
             raise IncompatibleAdapterError(

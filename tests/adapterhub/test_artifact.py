@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 import torch
 
+from adapterhub import artifact
 from adapterhub.artifact import (
+    open_adapter,
     read_adapter,
     sha256_file,
     update_manifest,
@@ -146,6 +148,32 @@ def test_bit_flip_detected(tmp_path: Path, base_fp: Any) -> None:
         read_adapter(out)
     with pytest.raises(IntegrityError, match="sha256"):
         verify_adapter(out)
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+def test_open_adapter_defers_the_digest_until_verified(tmp_path: Path, base_fp: Any, monkeypatch: pytest.MonkeyPatch, threaded: bool) -> None:
+    if threaded:  # the path big adapters take: sha256 on the helper thread
+        monkeypatch.setattr(artifact, "_ASYNC_HASH_BYTES", 0)
+    out = tmp_path / "a"
+    write_adapter(out, fields(base_fp), tensors())
+    opened = open_adapter(out)
+    assert opened.verified() is opened and opened.verified() is opened  # repeatable
+    assert all(torch.equal(opened.tensors[k], v) for k, v in tensors().items())
+    w = out / WEIGHTS_NAME
+    data = bytearray(w.read_bytes())
+    data[-5] ^= 0x01  # a weight byte: parses fine, only the digest can tell
+    w.write_bytes(bytes(data))
+    flipped = open_adapter(out)  # no error yet: the digest is still being computed
+    with pytest.raises(IntegrityError, match="sha256 .* does not match"):
+        flipped.verified()
+    # A damaged header is reported as corruption (the digest), not as a parse error.
+    data[-5] ^= 0x01
+    data[8] ^= 0xFF
+    w.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="sha256 .* does not match"):
+        open_adapter(out)
+    with pytest.raises(UnsafeFileError):
+        open_adapter(out, verify=False)
 
 
 def test_extra_file_corruption_and_missing(tmp_path: Path, base_fp: Any) -> None:

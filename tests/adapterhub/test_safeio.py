@@ -15,6 +15,7 @@ import torch
 from adapterhub.errors import ArtifactError, UnsafeFileError
 from adapterhub.safeio import (
     MAX_HEADER_BYTES,
+    all_finite,
     atomic_write_bytes,
     check_finite,
     inspect_safetensors,
@@ -87,6 +88,62 @@ def test_save_handles_shared_and_non_contiguous_tensors(tmp_path: Path) -> None:
     loaded = load_safetensors(path)
     for k, v in tensors.items():
         assert torch.equal(loaded[k], v)
+
+
+def test_bytearray_is_shared_and_bytes_are_copied(tmp_path: Path) -> None:
+    tensors = {"w": torch.randn(3, 5), "b": torch.randn(5).bfloat16(), "i": torch.arange(4)}
+    path = tmp_path / "v.safetensors"
+    save_safetensors(tensors, path)
+    buf = bytearray(path.read_bytes())
+    views = load_safetensors_bytes(buf, "mem")
+    for k, v in tensors.items():
+        assert views[k].dtype == v.dtype and torch.equal(views[k], v) and views[k].is_contiguous()
+    views["w"][0, 0] = 42.0  # a view: the buffer changes with it
+    assert torch.equal(load_safetensors_bytes(buf, "mem")["w"][0, 0], torch.tensor(42.0))
+    frozen = path.read_bytes()
+    copied = load_safetensors_bytes(frozen, "mem")
+    copied["w"].zero_()  # immutable bytes are never written through
+    assert frozen == path.read_bytes()
+
+
+def test_misaligned_tensor_is_copied_not_viewed(tmp_path: Path) -> None:
+    # A U8 of 1 byte first puts the F32 at data offset 1: not 4-byte aligned.
+    header = {
+        "u": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]},
+        "f": {"dtype": "F32", "shape": [2], "data_offsets": [1, 9]},
+    }
+    content = raw_file(header, b"\x07" + struct.pack("<ff", 1.5, -2.0), pad_to=64)
+    got = load_safetensors_bytes(bytearray(content), "mem")
+    assert got["u"].tolist() == [7] and got["f"].tolist() == [1.5, -2.0]
+
+
+def test_all_finite_is_exact() -> None:
+    big = torch.full((4,), 3e38)  # finite values whose sum overflows to inf
+    assert all_finite([big])
+    assert all_finite([big, torch.full((3,), -3e38)])
+    assert not all_finite([torch.tensor([1.0, float("inf")])])
+    assert not all_finite([torch.tensor([float("inf"), float("-inf")])])
+    assert not all_finite([torch.tensor([1.0, float("nan")], dtype=torch.bfloat16)])
+    assert not all_finite([torch.tensor([float("inf")], dtype=torch.float16)])
+    assert all_finite([torch.randn(8, 8), torch.arange(3), torch.zeros(0)])
+    transposed = torch.tensor([[1.0, float("nan")], [2.0, 3.0]]).t()
+    assert not transposed.is_contiguous() and not all_finite([transposed])
+
+
+def test_all_finite_over_views_of_one_buffer() -> None:
+    flat = torch.randn(100)
+    parts = [flat[0:30].view(5, 6), flat[30:70], flat[70:100].view(3, 10)]
+    assert all_finite(parts)
+    flat[75] = float("nan")
+    assert not all_finite(parts)
+    # A bad value *between* the views is not in any tensor: still finite (exact fallback).
+    flat[75] = 0.0
+    flat[31] = float("inf")
+    assert all_finite([parts[0], parts[2]])
+    # Huge but finite values that overflow the one-span sum fall back to exact tests.
+    flat[31] = 0.0
+    flat[:] = 3e38
+    assert all_finite(parts)
 
 
 def test_header_length_that_looks_like_pickle_magic_is_accepted(tmp_path: Path) -> None:

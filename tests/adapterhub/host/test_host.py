@@ -173,3 +173,55 @@ def test_bad_refs_are_typed_one_line_errors(ref: str) -> None:
         h.load(ref)
     assert "\n" not in str(info.value)
     assert h.adapters() == []
+
+
+def _corrupt_copy(src: Path, dst: Path, at: int) -> None:
+    """Copy an adapter directory and flip one byte of its weights; the manifest is kept."""
+    import shutil
+
+    shutil.copytree(src, dst)
+    weights = dst / "adapter.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[at % len(data)] ^= 0xFF
+    weights.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("where", ["data", "header"])
+def test_corrupted_weights_fail_the_hash_after_staging_and_change_nothing(
+    host: AdapterHost, adapters: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    from adapterhub import artifact
+    from adapterhub.errors import IntegrityError
+
+    monkeypatch.setattr(artifact, "_ASYNC_HASH_BYTES", 0)  # hash on the helper thread, as for big adapters
+    runtime = host._runtimes["lora"]
+    staged: list[object] = []
+    real_stage = runtime.stage  # type: ignore[attr-defined]
+
+    def spy(plan: object) -> None:
+        real_stage(plan)
+        staged.append(dict(plan.extra))  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(runtime, "stage", spy)
+    bad = tmp_path / "bad"
+    # "data": a weight byte (parses fine, only the digest catches it); "header": a brace
+    # of the JSON header (the parser would call it malformed; the digest names it corrupted).
+    _corrupt_copy(adapters["lora-b"], bad, -5 if where == "data" else 8)
+    before = {n: _alone(host, PROMPTS[0], n) for n in ("lora-a", "lora-b", None)}
+    pool_before = host.adapters()
+
+    def slots_available() -> int:  # free-listed slots + never-used slots under capacity
+        return len(runtime._free) + runtime._capacity - runtime._high_water  # type: ignore[attr-defined]
+
+    available = slots_available()
+    with pytest.raises(IntegrityError, match="sha256 .* does not match"):
+        host.load(bad, name="lora-b")
+    if where == "data":
+        assert staged and "staged" in staged[0]  # the copy really ran before the check failed
+    for n, logits in before.items():
+        assert torch.equal(_alone(host, PROMPTS[0], n), logits)
+    assert host.adapters() == pool_before
+    assert slots_available() == available  # the staged slot was handed back
+    # Nothing leaked: the good adapter still loads, serves, and takes a free slot.
+    host.load(adapters["lora-b"], name="lora-b2")
+    assert torch.equal(_alone(host, PROMPTS[0], "lora-b2"), before["lora-b"])

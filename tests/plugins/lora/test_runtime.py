@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Any
 
@@ -263,3 +264,90 @@ def test_bf16_base_serves_within_bf16_tolerance(adapters: dict[str, Any]) -> Non
     assert (mixed[0] - ref[0]).abs().max().item() < 0.05
     base_bf16 = logits(model, IDS).float()
     assert torch.equal(mixed[1], base_bf16[1])
+
+
+def test_staging_is_invisible_until_apply_and_unstage_returns_the_slot(adapters: dict[str, Any], attached_logits: dict[str, torch.Tensor]) -> None:
+    from adapterhub.protocols.method import StagingRuntime
+
+    model, rt = loaded_runtime(adapters, ["all8"])
+    assert isinstance(rt, StagingRuntime)
+    before = logits(model, IDS, rt, ["all8"] * 5)
+    base = logits(model, IDS)
+    cfg, tensors = adapters["qv4"]
+    plan = rt.plan("qv4", cfg, tensors)
+    rt.stage(plan)
+    assert plan.extra is not None and "staged" in plan.extra
+    slot = plan.extra["staged"][0]
+    # Copied, but serving nothing: every output is bit-identical and the id is unknown.
+    assert torch.equal(logits(model, IDS, rt, ["all8"] * 5), before)
+    assert torch.equal(logits(model, IDS), base)
+    assert "qv4" not in rt.resident()
+    rt.unstage(plan)
+    rt.unstage(plan)  # idempotent
+    assert "staged" not in plan.extra
+    # The slot went back to the pool: the next adapter takes it.
+    rt.apply(rt.plan("qv4", cfg, tensors))
+    assert rt.slot_of("qv4") == slot
+    assert (logits(model, IDS, rt, ["qv4"] * 5) - attached_logits["qv4"]).abs().max() <= TOL
+
+
+def test_staged_plan_is_recopied_when_the_stacks_were_rebuilt(adapters: dict[str, Any], attached_logits: dict[str, torch.Tensor]) -> None:
+    model, rt = loaded_runtime(adapters, ["qv4"])
+    cfg, tensors = adapters["qv4"]
+    plan = rt.plan("qv4-again", cfg, tensors)
+    rt.stage(plan)
+    assert plan.extra is not None and "staged" in plan.extra
+    # A wider adapter (all linears, higher rank) wraps new layers and regrows the stacks.
+    rt.apply(rt.plan("all8", *adapters["all8"]))
+    rt.apply(plan)
+    for name, rows in (("qv4", ["qv4-again"] * 5), ("all8", ["all8"] * 5)):
+        assert (logits(model, IDS, rt, list(rows)) - attached_logits[name]).abs().max() <= TOL
+    mixed = logits(model, IDS, rt, ["qv4-again", "all8", None, "qv4", "all8"])
+    assert (mixed[0] - attached_logits["qv4"][0]).abs().max() <= TOL
+    assert (mixed[1] - attached_logits["all8"][1]).abs().max() <= TOL
+    assert torch.equal(mixed[2], logits(model, IDS)[2])
+
+
+def test_stage_does_nothing_when_growth_is_needed(adapters: dict[str, Any]) -> None:
+    model, rt = loaded_runtime(adapters, ["qv4"])
+    plan = rt.plan("all8", *adapters["all8"])  # needs new layers and a higher rank
+    rt.stage(plan)
+    assert plan.extra is not None and "staged" not in plan.extra
+    rt.apply(plan)
+    assert set(rt.resident()) == {"qv4", "all8"}
+
+
+def test_staged_plan_applies_after_close(adapters: dict[str, Any], attached_logits: dict[str, torch.Tensor]) -> None:
+    model, rt = loaded_runtime(adapters, ["qv4"])
+    plan = rt.plan("again", *adapters["qv4"])
+    rt.stage(plan)
+    rt.close()  # every layer unwrapped: the staged copy is gone with them
+    rt.apply(plan)
+    assert rt.resident() == ["again"]
+    assert (logits(model, IDS, rt, ["again"] * 5) - attached_logits["qv4"]).abs().max() <= TOL
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="MADV_DONTNEED and mincore are Linux calls")
+def test_unused_slot_pages_are_given_back_and_used_slots_kept() -> None:
+    import ctypes
+    import os
+
+    from adapterhub.plugins.lora.runtime import _release_pages_after
+
+    page = os.sysconf("SC_PAGE_SIZE")
+    stack = torch.full((8, 16, 1024), 3.0)  # 64 KiB per slot, every page touched
+    _release_pages_after(stack, 3)
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+
+    def resident_pages(addr: int, length: int) -> int:
+        first, n = addr - addr % page, (addr % page + length + page - 1) // page
+        vec = (ctypes.c_ubyte * n)()
+        assert libc.mincore(ctypes.c_void_p(first), ctypes.c_size_t(n * page), vec) == 0
+        return sum(v & 1 for v in vec)
+
+    per_slot = 16 * 1024 * 4
+    tail_start = -(-(stack.data_ptr() + 3 * per_slot) // page) * page
+    tail_len = (stack.data_ptr() + 8 * per_slot) // page * page - tail_start
+    assert resident_pages(tail_start, tail_len) == 0
+    assert torch.all(stack[:3] == 3.0)  # the used slots are untouched
+    assert torch.all(stack[4:7] == 0.0)  # whole released pages read as zeros (rewritten before use)
