@@ -159,6 +159,60 @@ def _plausible(prefix: bytes, file_size: int) -> bool:
     return 2 <= n <= MAX_HEADER_BYTES and 8 + n <= file_size and prefix[8:9] == b"{"
 
 
+def _checked_entry(name: str, entry: Any, source: str) -> TensorInfo:
+    """One header entry, checked step by step to name what is wrong (UnsafeFileError)."""
+    label = repr(name[:80])
+    if not name:
+        raise _fail(source, "empty tensor name")
+    if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+        raise _fail(source, f"tensor {label}: entry must be an object with exactly dtype, shape, data_offsets")
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise _fail(source, f"tensor {label}: dtype {str(dtype)[:20]!r} is not one of {', '.join(DTYPES)}")
+    if not isinstance(shape, list) or len(shape) > MAX_DIMS or not all(_is_int(d) and d >= 0 for d in shape):
+        raise _fail(source, f"tensor {label}: shape must be a list of at most {MAX_DIMS} non-negative integers")
+    # Even with a zero dimension (numel 0), every size must be representable: the
+    # library parses dims as u64 and torch needs the product of the others in int64.
+    if math.prod(max(d, 1) for d in shape) > MAX_INDEX:
+        raise _fail(source, f"tensor {label}: shape {shape[:MAX_DIMS]} is too large to represent")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) and o >= 0 for o in offsets):
+        raise _fail(source, f"tensor {label}: data_offsets must be two non-negative integers")
+    begin, end = offsets
+    if end < begin:
+        raise _fail(source, f"tensor {label}: data_offsets end {end} is before begin {begin}")
+    itemsize = DTYPES[dtype][1]
+    expected = math.prod(shape) * itemsize
+    if end - begin != expected:
+        raise _fail(source, f"tensor {label}: spans {end - begin} bytes but {dtype}{shape} needs {expected}")
+    return TensorInfo(name, dtype, tuple(shape), (begin, end))
+
+
+def _fast_entry(name: str, entry: Any) -> TensorInfo | None:
+    """The entry if it is well-formed, else None (then ``_checked_entry`` says why).
+
+    The same rules as ``_checked_entry`` with exact type tests and no per-check
+    generators: a 420-tensor header took ~1.9 ms through the step-by-step checks.
+    """
+    if not name or type(entry) is not dict or len(entry) != 3:
+        return None
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    spec = DTYPES.get(dtype) if type(dtype) is str else None
+    if spec is None or type(shape) is not list or len(shape) > MAX_DIMS or type(offsets) is not list or len(offsets) != 2:
+        return None
+    numel = bound = 1
+    for d in shape:
+        if type(d) is not int or d < 0:  # type(True) is bool, so booleans fail here too
+            return None
+        numel *= d
+        bound *= d or 1
+    begin, end = offsets
+    if type(begin) is not int or type(end) is not int or begin < 0 or bound > MAX_INDEX:
+        return None
+    if end - begin != numel * spec[1]:
+        return None
+    return TensorInfo(name, dtype, tuple(shape), (begin, end))
+
+
 def _parse_header(prefix: bytes, file_size: int, source: str) -> _Header:
     """Validate the length word and JSON header against the file's total size.
 
@@ -201,30 +255,7 @@ def _parse_header(prefix: bytes, file_size: int, source: str) -> _Header:
 
     tensors: dict[str, TensorInfo] = {}
     for name, entry in obj.items():
-        label = repr(name[:80])
-        if not name:
-            raise _fail(source, "empty tensor name")
-        if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
-            raise _fail(source, f"tensor {label}: entry must be an object with exactly dtype, shape, data_offsets")
-        dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-        if not isinstance(dtype, str) or dtype not in DTYPES:
-            raise _fail(source, f"tensor {label}: dtype {str(dtype)[:20]!r} is not one of {', '.join(DTYPES)}")
-        if not isinstance(shape, list) or len(shape) > MAX_DIMS or not all(_is_int(d) and d >= 0 for d in shape):
-            raise _fail(source, f"tensor {label}: shape must be a list of at most {MAX_DIMS} non-negative integers")
-        # Even with a zero dimension (numel 0), every size must be representable: the
-        # library parses dims as u64 and torch needs the product of the others in int64.
-        if math.prod(max(d, 1) for d in shape) > MAX_INDEX:
-            raise _fail(source, f"tensor {label}: shape {shape[:MAX_DIMS]} is too large to represent")
-        if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) and o >= 0 for o in offsets):
-            raise _fail(source, f"tensor {label}: data_offsets must be two non-negative integers")
-        begin, end = offsets
-        if end < begin:
-            raise _fail(source, f"tensor {label}: data_offsets end {end} is before begin {begin}")
-        itemsize = DTYPES[dtype][1]
-        expected = math.prod(shape) * itemsize
-        if end - begin != expected:
-            raise _fail(source, f"tensor {label}: spans {end - begin} bytes but {dtype}{shape} needs {expected}")
-        tensors[name] = TensorInfo(name, dtype, tuple(shape), (begin, end))
+        tensors[name] = _fast_entry(name, entry) or _checked_entry(name, entry, source)
 
     # The offsets must tile [0, data_len) exactly: sorted, contiguous, no overlap.
     data_len = file_size - 8 - n
@@ -493,12 +524,14 @@ def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
     of 420 (0.4 ms instead of ~4 ms for 20 MB). A non-finite sum, i.e. a bad value or a
     legitimate overflow of huge values, falls back to the exact per-tensor bit test.
     """
-    groups: dict[tuple[int, torch.dtype, str], list[torch.Tensor]] = {}
+    groups: dict[tuple[int, torch.dtype, torch.device], list[torch.Tensor]] = {}
     for t in tensors:
         if not t.is_floating_point() or t.numel() == 0:
             continue
         if t.is_contiguous():
-            groups.setdefault((t.untyped_storage().data_ptr(), t.dtype, str(t.device)), []).append(t)
+            # The storage's start address, without building a storage object per tensor.
+            start = t.data_ptr() - t.storage_offset() * t.element_size()
+            groups.setdefault((start, t.dtype, t.device), []).append(t)
         elif not _sum_or_exact_finite([t]):
             return False
     for group in groups.values():

@@ -310,3 +310,39 @@ def test_fifo_is_not_read(tmp_path: Path) -> None:
             load_safetensors(fifo)
     finally:
         os.close(fd)
+
+
+ENTRIES: list[object] = [
+    {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]},
+    {"dtype": "BF16", "shape": [], "data_offsets": [8, 10]},
+    {"dtype": "F32", "shape": [0, 5], "data_offsets": [4, 4]},
+    {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 20]},
+    {"dtype": "F32", "shape": [True, 3], "data_offsets": [0, 12]},
+    {"dtype": "F32", "shape": [2.0], "data_offsets": [0, 8]},
+    {"dtype": "F32", "shape": [-1], "data_offsets": [0, 0]},
+    {"dtype": "F32", "shape": [2], "data_offsets": [8, 0]},
+    {"dtype": "F32", "shape": [2], "data_offsets": [-8, 0]},
+    {"dtype": "F32", "shape": [2], "data_offsets": [0, 8, 9]},
+    {"dtype": "F32", "shape": [2], "data_offsets": [0, False]},
+    {"dtype": "f32", "shape": [2], "data_offsets": [0, 8]},
+    {"dtype": None, "shape": [2], "data_offsets": [0, 8]},
+    {"dtype": "F32", "shape": [2], "data_offsets": [0, 8], "extra": 1},
+    {"dtype": "F32", "shape": [2], "offsets": [0, 8]},
+    {"dtype": "F32", "shape": [1] * 17, "data_offsets": [0, 4]},
+    {"dtype": "U8", "shape": [2**40, 2**40, 0], "data_offsets": [0, 0]},
+    ["dtype", "shape", "data_offsets"],
+]
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_fast_header_path_agrees_with_the_checked_one(entry: object) -> None:
+    from adapterhub.safeio import _checked_entry, _fast_entry
+
+    fast = _fast_entry("t", entry)
+    try:
+        checked = _checked_entry("t", entry, "src")
+    except UnsafeFileError:
+        assert fast is None
+    else:
+        assert fast == checked
+    assert _fast_entry("", entry) is None
