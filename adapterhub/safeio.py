@@ -1,9 +1,11 @@
 """Strict safetensors I/O: the only way adapterhub deserialises weights.
 
-Every byte of a weights file is validated here *before* the ``safetensors`` library sees
-it, so hostile or damaged files fail with one :class:`~adapterhub.errors.UnsafeFileError`
+Every byte of a weights file's structure is validated here *before* any tensor is
+built, so hostile or damaged files fail with one :class:`~adapterhub.errors.UnsafeFileError`
 line that names the file and the reason (never a Rust panic, a half-loaded dict, or a
-multi-gigabyte allocation driven by a lying header). Nothing here ever calls
+multi-gigabyte allocation driven by a lying header). The tensors are then views into the
+one buffer the file was read into (see ``_deserialize``); the ``safetensors`` library
+writes files, and reads them only on big-endian hosts. Nothing here ever calls
 ``torch.load`` or unpickles anything.
 
 The safetensors layout is::
@@ -196,7 +198,9 @@ def _fast_entry(name: str, entry: Any) -> TensorInfo | None:
     if not name or type(entry) is not dict or len(entry) != 3:
         return None
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    spec = DTYPES.get(dtype) if type(dtype) is str else None
+    if type(dtype) is not str:
+        return None
+    spec = DTYPES.get(dtype)
     if spec is None or type(shape) is not list or len(shape) > MAX_DIMS or type(offsets) is not list or len(offsets) != 2:
         return None
     numel = bound = 1
@@ -530,7 +534,7 @@ def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
             continue
         if t.is_contiguous():
             # The storage's start address, without building a storage object per tensor.
-            start = t.data_ptr() - t.storage_offset() * t.element_size()
+            start = t.data_ptr() - int(t.storage_offset()) * t.element_size()
             groups.setdefault((start, t.dtype, t.device), []).append(t)
         elif not _sum_or_exact_finite([t]):
             return False
