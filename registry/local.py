@@ -107,18 +107,8 @@ def _read_small_keyed(path: Path, what: str, limit: int = 4 * 1024 * 1024) -> tu
 
 
 def _read_small(path: Path, what: str, limit: int = 4 * 1024 * 1024) -> bytes:
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(limit + 1)
-    except FileNotFoundError:
-        raise AdapterNotFoundError(f"{what} not found") from None
-    except IsADirectoryError:
-        raise IntegrityError(f"{path}: expected a file, found a directory") from None
-    except OSError as exc:
-        raise StoreError(f"could not read {path}: {exc.strerror or exc}") from None
-    if len(data) > limit:
-        raise IntegrityError(f"{path}: over the {limit} byte limit")
-    return data
+    """A small store file (manifest, tag, record), with one-line errors and a size cap."""
+    return _read_small_keyed(path, what, limit)[0]
 
 
 class LocalStore:
