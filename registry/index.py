@@ -14,6 +14,7 @@ transaction, so it serialises with concurrent index updates and cannot drop them
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -25,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from adapterhub.registry.atomic import TMP_MARK, temp_path
 from adapterhub.registry.names import version_key
 
-from adapterhub.errors import ConfigError
+from adapterhub.errors import ConfigError, StoreError
 
 if TYPE_CHECKING:  # the manifest model (pydantic) is only needed to write the index
     from adapterhub.registry.local import LocalStore
@@ -123,41 +125,92 @@ class Index:
         self.path = store.root / "index.sqlite"
         self.pending = store.root / "pending"
         self._conn: sqlite3.Connection | None = None
+        self._ident: tuple[int, int] | None = None  # (device, inode) of the file _conn has open
 
     # -- connection and health --------------------------------------------------------
+    # Many processes share one index file, and any of them may be killed at any moment.
+    # So the file only ever appears complete: it is created under a temporary name (in
+    # WAL mode, every table in place) and linked into place, and it is only opened, never
+    # created, by ``sqlite3.connect`` (``mode=rw``). Switching a shared file to WAL or
+    # running DDL on it concurrently fails with "database is locked" *without* waiting
+    # for the busy timeout, which is why neither happens on the shared file. Creating and
+    # discarding hold an exclusive ``flock`` on ``index.lock``, opening a shared one, so
+    # no process pairs a new file with the write-ahead log of a discarded one. Only a
+    # corrupt or foreign file is discarded; a busy or failing one is an error, because
+    # deleting a file other processes are using is what turns "busy" into corruption.
     def _connect(self) -> tuple[sqlite3.Connection, str | None]:
-        """A connection and the schema version it holds (None: empty or foreign file)."""
-        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        """A connection to the existing file and the schema version it holds (None: not built yet)."""
+        conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=rw", timeout=30.0, isolation_level=None, uri=True)
         try:
+            conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+            conn.execute("PRAGMA synchronous=NORMAL")
             row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-        except sqlite3.OperationalError:
-            row = None  # a new (or foreign) file: set it up below
-        if row is None:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_DDL)
-        conn.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            conn.close()
+            raise
         return conn, (row[0] if row is not None else None)
 
     def _connect_checked(self) -> tuple[sqlite3.Connection, bool]:
         """A connection to a usable index file, and whether it holds a built index."""
-        conn: sqlite3.Connection | None = None
+        for _ in range(5):
+            with self._lock(fcntl.LOCK_SH):
+                try:
+                    conn, schema = self._connect()
+                except sqlite3.DatabaseError as e:
+                    if not _unusable(e):
+                        raise StoreError(f"search index {self.path} cannot be opened: {e}") from e
+                else:
+                    self._ident = _ident(self.path)
+                    # Another schema version: rebuild() recreates the tables in place.
+                    return conn, schema == SCHEMA_VERSION
+            # Missing, corrupt or not ours: replace it with a fresh empty index.
+            with self._lock(fcntl.LOCK_EX):
+                self._recreate()
+        raise StoreError(f"search index {self.path} keeps disappearing while it is opened")
+
+    @contextmanager
+    def _lock(self, how: int) -> Iterator[None]:
+        fd = os.open(self.store.root / "index.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            conn, schema = self._connect()
-            if schema is not None and schema != SCHEMA_VERSION:
-                raise sqlite3.DatabaseError(f"index schema {schema}, this adapterhub writes {SCHEMA_VERSION}")
-            return conn, schema is not None
-        except sqlite3.DatabaseError:
-            # Corrupt, not a database, or an older schema: the index is only a cache.
-            if conn is not None:
-                conn.close()
-            self._discard()
+            fcntl.flock(fd, how)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def _recreate(self) -> None:
+        """Under the exclusive lock: replace a missing or unusable file with an empty index."""
+        try:
             conn, _ = self._connect()
-            return conn, False
+            conn.close()
+            return  # another process replaced it while this one waited for the lock
+        except sqlite3.DatabaseError as e:
+            if not _unusable(e):
+                raise StoreError(f"search index {self.path} cannot be opened: {e}") from e
+        self._discard()
+        for leftover in self.path.parent.glob(f".{self.path.name}{TMP_MARK}*"):
+            leftover.unlink(missing_ok=True)  # of a process killed while creating; we hold the lock
+        tmp = temp_path(self.path)
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")  # recorded in the file: every opener uses WAL
+            conn.executescript(f"BEGIN IMMEDIATE;{_DDL}COMMIT;")
+        finally:
+            conn.close()  # the last connection checkpoints: the file alone is the database
+        try:
+            os.link(tmp, self.path)
+        except FileExistsError:
+            pass
+        finally:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{tmp}{suffix}").unlink(missing_ok=True)
 
     def _open(self) -> sqlite3.Connection:
         if self._conn is not None:
-            return self._conn
+            if _ident(self.path) == self._ident:
+                return self._conn
+            # Replaced since (another process found it corrupt, or a user deleted it):
+            # writes to the old file would be lost, so move to the new one.
+            self.close()
         self._conn, built = self._connect_checked()
         if not built:
             self.rebuild()
@@ -288,9 +341,13 @@ class Index:
         conn = self._conn
         count = 0
         with _txn(conn):
-            conn.execute("DELETE FROM versions")
-            conn.execute("DELETE FROM metrics")
-            conn.execute("DELETE FROM tags")
+            # Start from fresh tables (DDL is transactional in SQLite): this also moves an
+            # index of an older schema to this one, in place, without deleting the file.
+            for table in ("meta", "versions", "tags", "metrics"):
+                conn.execute(f"DROP TABLE IF EXISTS {table}")
+            for statement in _DDL.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
             for name in self.store.list_names():
                 for version in self.store.list_versions(name):
                     try:
@@ -393,6 +450,30 @@ class Index:
             e["versions"].sort(key=version_key)
             e["latest"] = e["tags"].get("latest", e["versions"][-1])
         return [table[n] for n in sorted(table)]
+
+
+def _ident(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+# SQLITE_CORRUPT, SQLITE_CANTOPEN (missing: opened with mode=rw), SQLITE_NOTADB, and the
+# messages of the same errors for Python 3.10, whose exceptions carry no error code.
+_UNUSABLE_CODES = (11, 14, 26)
+_UNUSABLE_MESSAGES = ("no such table", "file is not a database", "database disk image is malformed", "unable to open database file")
+
+
+def _unusable(e: sqlite3.DatabaseError) -> bool:
+    """Whether ``e`` says the file is missing, corrupt or not an adapterhub index (so
+    replacing it loses nothing), rather than busy or failing (so replacing it would
+    pull it from under other processes). "no such table": a file without our tables,
+    empty (from a crash before creation was atomic) or foreign."""
+    if getattr(e, "sqlite_errorcode", None) in _UNUSABLE_CODES:
+        return True
+    return str(e).startswith(_UNUSABLE_MESSAGES)
 
 
 @contextmanager

@@ -8,7 +8,7 @@ On-disk layout under the store root::
     adapters/<ns>/<name>/records/<v>/*.json evaluation records added after publishing
     views/<ns>/<name>/<v>/                  materialised directories handed out by pull
     quarantine/                             blobs found corrupt (never served again)
-    pending/, index.sqlite                  the search index (a rebuildable cache)
+    pending/, index.sqlite, index.lock      the search index (a rebuildable cache)
 
 ``<ns>`` is ``_`` for names without a namespace. Pull hands back a *view*: a directory
 whose files are hard links to the verified blobs (copies where links are impossible)

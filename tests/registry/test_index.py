@@ -7,12 +7,13 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from adapterhub.registry.client import Registry
 from adapterhub.registry.index import _HOST, Condition, parse_where
 
-from adapterhub.errors import ConfigError
+from adapterhub.errors import ConfigError, StoreError
 from adapterhub.testing.stores import TEST_BASE
 
 MakeAdapter = Callable[..., Path]
@@ -151,3 +152,89 @@ def test_search_does_not_import_the_manifest_model(populated: Registry) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == [2, []]
+
+
+def _race_worker(roots: list[str], barrier: Any, out: Any) -> None:
+    """Open a brand-new index at the same moment as the other workers, once per root."""
+    from adapterhub.registry.index import Index
+    from adapterhub.registry.local import LocalStore
+
+    errors: list[str] = []
+    for root in roots:
+        barrier.wait()
+        index = Index(LocalStore(root))
+        try:
+            index.set_tags("team/x", {})
+            index.search(tag="latest")
+        except Exception as exc:  # noqa: BLE001 - every failure is what the test counts
+            errors.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            index.close()
+    out.put(errors)
+
+
+def test_processes_creating_the_index_at_once_neither_fail_nor_corrupt_it(tmp_path: Path) -> None:
+    """Eight processes opening a store with no index yet, 120 times over. Before the index
+    was created atomically, SQLite refused the concurrent switch to WAL with "database is
+    locked" (without waiting), the refused process deleted the file under the others,
+    and they failed with "disk I/O error" or "no such table" (about 1 round in 50)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # no fork of a process that has torch's threads
+    roots = [str(tmp_path / f"s{i}") for i in range(120)]
+    barrier, out = ctx.Barrier(8), ctx.Queue()
+    procs = [ctx.Process(target=_race_worker, args=(roots, barrier, out)) for _ in range(8)]
+    for p in procs:
+        p.start()
+    errors = [e for _ in procs for e in out.get(timeout=300)]
+    for p in procs:
+        p.join(60)
+    assert errors == []
+    assert all(p.exitcode == 0 for p in procs)
+    for root in roots:  # one complete index per store, and no temporary left behind
+        assert sorted(p.name for p in Path(root).iterdir() if "index" in p.name) == ["index.lock", "index.sqlite"]
+        assert Registry(root=root).search() == []
+
+
+def test_an_index_replaced_under_an_open_registry_gets_its_later_updates(populated: Registry, make_adapter: MakeAdapter) -> None:
+    """A process whose index file was replaced (found corrupt elsewhere, or deleted by a
+    user) must write to the new file, not to the unlinked one it still has open."""
+    populated.search()  # the connection is open
+    path = populated.local.root / "index.sqlite"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    other = Registry(root=populated.local.root)
+    assert len(other.search()) == 4  # recreated and rebuilt by another client
+    populated.push(make_adapter(seed=9), "team/late")
+    assert "team/late@0.1.0" in refs(other.search(name="late"))  # no rebuild between: the push reached the new file
+
+
+def test_a_busy_index_is_an_error_not_a_reason_to_delete_it(populated: Registry) -> None:
+    """Only a missing, corrupt or foreign index file is replaced: one that cannot be
+    opened for another reason is reported, and the file is left for its other users."""
+    import sqlite3
+
+    populated.index.close()
+    path = populated.local.root / "index.sqlite"
+    inode = path.stat().st_ino
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("PRAGMA locking_mode=EXCLUSIVE")
+    blocker.execute("BEGIN EXCLUSIVE")  # in WAL mode, exclusive locking mode shuts other connections out
+    try:
+        import adapterhub.registry.index as index_module
+
+        index = index_module.Index(populated.local)
+        real = sqlite3.connect
+
+        def impatient(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+            return real(*args, **{**kwargs, "timeout": 0.2})
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(index_module.sqlite3, "connect", impatient)
+            with pytest.raises(StoreError, match="cannot be opened: database is locked"):
+                index.search()
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert path.stat().st_ino == inode
+    assert len(populated.search()) == 4
