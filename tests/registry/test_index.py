@@ -154,43 +154,42 @@ def test_search_does_not_import_the_manifest_model(populated: Registry) -> None:
     assert json.loads(out.stdout) == [2, []]
 
 
-def _race_worker(roots: list[str], barrier: Any, out: Any) -> None:
-    """Open a brand-new index at the same moment as the other workers, once per root."""
-    from adapterhub.registry.index import Index
-    from adapterhub.registry.local import LocalStore
-
-    errors: list[str] = []
-    for root in roots:
-        barrier.wait()
-        index = Index(LocalStore(root))
-        try:
-            index.set_tags("team/x", {})
-            index.search(tag="latest")
-        except Exception as exc:  # noqa: BLE001 - every failure is what the test counts
-            errors.append(f"{type(exc).__name__}: {exc}")
-        finally:
-            index.close()
-    out.put(errors)
-
-
 def test_processes_creating_the_index_at_once_neither_fail_nor_corrupt_it(tmp_path: Path) -> None:
     """Eight processes opening a store with no index yet, 120 times over. Before the index
     was created atomically, SQLite refused the concurrent switch to WAL with "database is
     locked" (without waiting), the refused process deleted the file under the others,
     and they failed with "disk I/O error" or "no such table" (about 1 round in 50)."""
     import multiprocessing as mp
+    import queue
+    import runpy
+    import time
 
+    worker = Path(__file__).with_name("index_race_worker.py")
     ctx = mp.get_context("spawn")  # no fork of a process that has torch's threads
     roots = [str(tmp_path / f"s{i}") for i in range(120)]
     barrier, out = ctx.Barrier(8), ctx.Queue()
-    procs = [ctx.Process(target=_race_worker, args=(roots, barrier, out)) for _ in range(8)]
+    procs = [
+        ctx.Process(target=runpy.run_path, args=(str(worker), {"ARGS": (roots, barrier, out)}, "__index_race_worker__"))
+        for _ in range(8)
+    ]
     for p in procs:
         p.start()
-    errors = [e for _ in procs for e in out.get(timeout=300)]
-    for p in procs:
-        p.join(60)
-    assert errors == []
-    assert all(p.exitcode == 0 for p in procs)
+    results: list[list[str]] = []
+    deadline = time.monotonic() + 240
+    try:
+        while len(results) < len(procs):
+            try:
+                results.append(out.get(timeout=1.0))
+            except queue.Empty:
+                died = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+                assert not died, f"a worker died before reporting (exit codes {died})"
+                assert time.monotonic() < deadline, f"only {len(results)} of {len(procs)} workers reported in 240 s"
+    finally:
+        for p in procs:
+            p.join(30)
+            if p.is_alive():
+                p.kill()
+    assert [e for r in results for e in r] == []
     for root in roots:  # one complete index per store, and no temporary left behind
         assert sorted(p.name for p in Path(root).iterdir() if "index" in p.name) == ["index.lock", "index.sqlite"]
         assert Registry(root=root).search() == []
