@@ -39,7 +39,7 @@ def _store_state(root: Path) -> list[str]:
     for dirpath, _, files in os.walk(root):
         for f in files:
             p = Path(dirpath, f).relative_to(root)
-            if p.parts[0] in ("views", "pending") or p.name.startswith("index.sqlite"):
+            if p.parts[0] in ("views", "pending") or p.name.startswith(("index.sqlite", "index.lock")):
                 continue
             out.append(str(p))
     return sorted(out)

@@ -191,7 +191,9 @@ def test_processes_creating_the_index_at_once_neither_fail_nor_corrupt_it(tmp_pa
                 p.kill()
     assert [e for r in results for e in r] == []
     for root in roots:  # one complete index per store, and no temporary left behind
-        assert sorted(p.name for p in Path(root).iterdir() if "index" in p.name) == ["index.lock", "index.sqlite"]
+        # (-wal/-shm stay when the last connection could not get the lock to checkpoint)
+        names = {p.name for p in Path(root).iterdir() if "index" in p.name} - {"index.sqlite-wal", "index.sqlite-shm"}
+        assert names == {"index.lock", "index.sqlite"}
         assert Registry(root=root).search() == []
 
 

@@ -38,7 +38,7 @@ def _snapshot(*roots: Path) -> dict[str, bytes]:
             for f in files + [d for d in dirnames if Path(dirpath, d).is_symlink()]:
                 p = Path(dirpath, f)
                 rel = str(p.relative_to(root.parent))
-                if "views" in p.parts or "pending" in p.parts or p.name.startswith("index.sqlite"):
+                if "views" in p.parts or "pending" in p.parts or p.name.startswith(("index.sqlite", "index.lock")):
                     continue
                 out[rel] = os.readlink(p).encode() if p.is_symlink() else p.read_bytes()
     return out
