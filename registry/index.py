@@ -170,7 +170,15 @@ class Index:
 
     @contextmanager
     def _lock(self, how: int) -> Iterator[None]:
-        fd = os.open(self.store.root / "index.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        path = self.store.root / "index.lock"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except PermissionError:
+            try:  # a store this user may only read: flock works on a read-only descriptor
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                yield  # nobody can create the index here either, so there is nothing to serialise
+                return
         try:
             fcntl.flock(fd, how)
             yield

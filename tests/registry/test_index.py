@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -239,3 +240,23 @@ def test_a_busy_index_is_an_error_not_a_reason_to_delete_it(populated: Registry)
         blocker.close()
     assert path.stat().st_ino == inode
     assert len(populated.search()) == 4
+
+
+def test_search_works_where_the_lock_file_cannot_be_written(populated: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store the user may only read (root ignores file modes, so the refusal is
+    simulated): the lock is taken on a read-only descriptor, or skipped if none exists."""
+    import adapterhub.registry.index as index_module
+
+    want = refs(populated.search())
+    populated.index.close()
+    real_open = os.open
+
+    def refusing(path: Any, flags: int, *args: Any) -> int:
+        if str(path).endswith("index.lock") and flags & os.O_CREAT:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(index_module.os, "open", refusing)
+    assert refs(Registry(root=populated.local.root).search()) == want  # read-only descriptor
+    (populated.local.root / "index.lock").unlink()
+    assert refs(Registry(root=populated.local.root).search()) == want  # no lock file at all
