@@ -224,9 +224,9 @@ _hasher: tuple[int, ThreadPoolExecutor] | None = None
 _hasher_lock = threading.Lock()
 
 
-def _hash_in_background(data: memoryview) -> Future[str] | str:
+def _hash_in_background(data: memoryview, min_bytes: int | None = None) -> Future[str] | str:
     global _hasher
-    if len(data) < _ASYNC_HASH_BYTES:
+    if len(data) < (_ASYNC_HASH_BYTES if min_bytes is None else min_bytes):
         return sha256_bytes(data)
     with _hasher_lock:
         # Keyed by pid: a forked child inherits the executor object but not its threads.
@@ -316,7 +316,7 @@ class OpenedAdapter:
         return self
 
 
-def open_adapter(directory: str | os.PathLike[str], verify: bool = True) -> OpenedAdapter:
+def open_adapter(directory: str | os.PathLike[str], verify: bool = True, async_hash_bytes: int | None = None) -> OpenedAdapter:
     """Read and parse an adapter while its weights are hashed on a helper thread.
 
     The caller can validate and plan with the tensors meanwhile (work that changes
@@ -324,6 +324,10 @@ def open_adapter(directory: str | os.PathLike[str], verify: bool = True) -> Open
     a 20 MB adapter this hides the ~4 ms of parsing and planning behind the ~11 ms hash.
     If parsing fails, the digests are checked first: a corrupted file is reported as
     corrupted, not as whatever its damage looks like to the parser.
+
+    ``async_hash_bytes``: hash files at least this big on the helper thread (default
+    8 MiB). A caller with milliseconds of its own work to overlap, such as
+    ``AdapterHost.load``, passes less.
     """
     d = Path(directory)
     opened = OpenedAdapter(d, read_manifest(d))
@@ -337,7 +341,7 @@ def open_adapter(directory: str | os.PathLike[str], verify: bool = True) -> Open
                 continue
             data = _read_listed(d, entry, verify)
             if verify:
-                opened._pending.append((path, entry, _hash_in_background(data)))
+                opened._pending.append((path, entry, _hash_in_background(data, async_hash_bytes)))
             for name, t in load_safetensors_bytes(data, str(path)).items():
                 if name in opened.tensors:
                     raise ArtifactError(f"{path}: tensor {name!r} also appears in another listed file")

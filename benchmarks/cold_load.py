@@ -1,4 +1,4 @@
-"""Cold load of one all-linear r16 adapter from disk, over reading + hashing its bytes.
+"""Cold load of one LoRA adapter from disk, over reading + hashing its bytes.
 
 The one row of ``benchmarks/hotswap.py`` that depends on how many cores the process
 may use: ``AdapterHost.load`` hashes the weights on a helper thread while it parses,
@@ -34,17 +34,21 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--model", choices=["random", "smollm2"], default="random")
+    ap.add_argument("--adapter", choices=["all-r16", "qv-r8"], default="all-r16",
+                    help="LoRA r16 on every linear (19.6 MB) or r8 on q/v (1.86 MB)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     base = hotswap._base(args.model)
     with tempfile.TemporaryDirectory() as d:
-        row = hotswap.cold_load(base, Path(d), args.repeats)
-    row.update({"cores": cores, "model": args.model, "repeats": args.repeats, "statistic": "median",
+        row = hotswap.cold_load(base, Path(d), args.repeats, hotswap.ALL_R16 if args.adapter == "all-r16" else hotswap.QV_R8)
+    row.update({"cores": cores, "model": args.model, "adapter": args.adapter, "repeats": args.repeats, "statistic": "median",
                 "loadavg": os.getloadavg(), "measured": time.strftime("%Y-%m-%d %H:%M:%S")})
     out = hotswap.RESULTS / "cold_load.json"
     doc = json.loads(out.read_text()) if out.exists() else {}
-    doc[f"{args.model}-{cores}core"] = row
+    # all-r16 keeps its original keys ("random-2core"); other adapters are named in the key.
+    suffix = "" if args.adapter == "all-r16" else f"-{args.adapter}"
+    doc[f"{args.model}-{cores}core{suffix}"] = row
     out.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     print(json.dumps(row))
     return 0

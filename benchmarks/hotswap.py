@@ -45,6 +45,7 @@ from adapterhub.testing.models import byte_tokenizer  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ALL_R16 = {"r": 16, "alpha": 32, "target_modules": "all-linear"}
+QV_R8 = {"r": 8, "alpha": 16, "target_modules": ["q_proj", "v_proj"]}
 
 
 def _base(kind: str) -> LoadedBase:
@@ -70,16 +71,16 @@ def read_and_hash_ms(path: Path, repeats: int) -> float:
     return median_call_ms(run, repeats)
 
 
-def cold_load(base: LoadedBase, tmp: Path, repeats: int) -> dict[str, Any]:
+def cold_load(base: LoadedBase, tmp: Path, repeats: int, config: dict[str, Any] = ALL_R16) -> dict[str, Any]:
     """host.load from disk (read, verify sha256, fingerprint check, plan, apply) vs peft."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
-    adir = tmp / "all-r16"
-    make_adapter("lora", base.model, adir, base_name=base.name, config=ALL_R16, name="bench", version="1.0.0", seed=1, scale=0.02)
+    adir = tmp / "adapter"
+    make_adapter("lora", base.model, adir, base_name=base.name, config=config, name="bench", version="1.0.0", seed=1, scale=0.02)
     # peft's copy of the base is taken before the host installs its serving layers (their
     # router holds a lock and can't be deep-copied).
-    pcfg = PeftLoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear")
+    pcfg = PeftLoraConfig(r=config["r"], lora_alpha=config["alpha"], lora_dropout=0.0, target_modules=config["target_modules"])
     pmodel = get_peft_model(copy.deepcopy(base.model), pcfg, adapter_name="default")
     host = AdapterHost(base)
     host.fingerprint  # noqa: B018 - hash the base once, outside the timing
@@ -95,7 +96,7 @@ def cold_load(base: LoadedBase, tmp: Path, repeats: int) -> dict[str, Any]:
     floor_ms = read_and_hash_ms(weights, repeats)
 
     # peft: the same weights saved in its own format, loaded with load_adapter.
-    pdir = tmp / "peft-all-r16"
+    pdir = tmp / "peft-adapter"
     pmodel.save_pretrained(str(pdir))
     pc = [0]
 

@@ -211,6 +211,7 @@ class MultiLoraLinear(_SharedLinear):
     lora_A: torch.Tensor
     lora_B: torch.Tensor
     router: Router
+    extent: list[int]
 
     def __init__(self, base: nn.Linear, router: Router, capacity: int, r_max: int, zero_slots: int) -> None:
         super().__init__(base)
@@ -223,6 +224,11 @@ class MultiLoraLinear(_SharedLinear):
             self.lora_A[:zero_slots].zero_()
             self.lora_B[:zero_slots].zero_()
         self.mask = 0  # bit s: slot s holds a non-zero adapter for this layer
+        # extent[s]: ranks [extent[s], r_max) of slot s are known to be zero. Writes zero
+        # only what may be non-zero, so loading an adapter into a slot whose previous
+        # occupant did not touch this layer (or had no higher rank) costs no memset here.
+        # Never-written slots hold garbage (torch.empty): extent r_max, nothing known.
+        object.__setattr__(self, "extent", [0] * zero_slots + [r_max] * (capacity - zero_slots))
 
     def resize(self, capacity: int, r_max: int, used_slots: int) -> None:
         """Reallocate the stacks; slots below ``used_slots`` keep their data (zero-padded)."""
@@ -238,8 +244,11 @@ class MultiLoraLinear(_SharedLinear):
             if r_max > r_old:
                 new_a[:n, r_old:].zero_()
                 new_b[:n, :, r_old:].zero_()
+        # Kept slots keep their extent (ranks above r_old were just zeroed); the rest are new garbage.
+        extent = [min(e, rk) for e in self.extent[:n]] + [r_max] * (capacity - n)
         # Swap in only fully built tensors: a forward in another thread sees old or new.
         self.lora_A, self.lora_B = new_a, new_b
+        object.__setattr__(self, "extent", extent)
 
     @torch.no_grad()
     def write_slot(self, slot: int, a: torch.Tensor | None, b: torch.Tensor | None) -> None:
@@ -252,23 +261,36 @@ class MultiLoraLinear(_SharedLinear):
         dst[1].copy_(b)
         self.set_bit(slot)
 
-    def slot_views(self, slot: int, r: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def slot_views(self, slot: int, r: int, zeros: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The (r, in)/(out, r) views of ``slot`` to copy an adapter into.
 
-        Ranks above ``r`` are zeroed here (padding up to r_max keeps the slot exact), so
-        a caller copies into the views and then calls :meth:`set_bit`; the runtime does
-        the copies of every layer in one ``torch._foreach_copy_``.
+        Ranks above ``r`` that may hold data are zeroed (padding up to r_max keeps the
+        slot exact): here, or, when ``zeros`` is given, by the caller, who gets the views
+        to zero appended to it. A caller copies into the views (all of them before the
+        slot is used) and then calls :meth:`set_bit`; the runtime does the zeroing and
+        the copies of every layer in one ``torch._foreach_zero_`` and one ``_foreach_copy_``.
         """
-        if r < self.lora_A.shape[1]:
-            with torch.no_grad():
-                self.lora_A[slot, r:].zero_()
-                self.lora_B[slot, :, r:].zero_()
-        return self.lora_A[slot, :r], self.lora_B[slot, :, :r]
+        a, b = self.lora_A.select(0, slot), self.lora_B.select(0, slot)
+        known = self.extent[slot]
+        if known > r:
+            pad = [a.narrow(0, r, known - r), b.narrow(1, r, known - r)]
+            if zeros is None:
+                torch._foreach_zero_(pad)
+            else:
+                zeros.extend(pad)
+        self.extent[slot] = r
+        return a.narrow(0, 0, r), b.narrow(1, 0, r)
 
-    def zero_slot(self, slot: int) -> None:
-        with torch.no_grad():
-            self.lora_A[slot].zero_()
-            self.lora_B[slot].zero_()
+    def zero_slot(self, slot: int, zeros: list[torch.Tensor] | None = None) -> None:
+        """Make ``slot`` read as zero in this layer and clear its bit (``zeros``: as in :meth:`slot_views`)."""
+        known = self.extent[slot]
+        if known:
+            views = [self.lora_A.select(0, slot).narrow(0, 0, known), self.lora_B.select(0, slot).narrow(1, 0, known)]
+            if zeros is None:
+                torch._foreach_zero_(views)
+            else:
+                zeros.extend(views)
+            self.extent[slot] = 0
         self.clear_slot(slot)
 
     # The mask is a plain int set through object.__setattr__: nn.Module.__setattr__

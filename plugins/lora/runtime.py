@@ -77,10 +77,14 @@ class LoraRuntime:
         nbytes = 0
         for info in targets:
             weight = self._weights[info.path]
-            for key in (f"{info.path}.lora_A", f"{info.path}.lora_B"):
-                t = tensors[key].to(device=weight.device, dtype=weight.dtype).contiguous()
+            dtype, device = weight.dtype, weight.device
+            for key in (info.path + ".lora_A", info.path + ".lora_B"):
+                t = tensors[key]
+                # Loaded tensors usually match already: skip two dispatcher calls each.
+                if t.dtype != dtype or t.device != device or not t.is_contiguous():
+                    t = t.to(device=device, dtype=dtype).contiguous()
                 converted[key] = t
-                nbytes += t.numel() * t.element_size()
+                nbytes += t.nbytes
         return SwapPlan(
             adapter_id=adapter_id,
             method="lora",
@@ -153,19 +157,29 @@ class LoraRuntime:
         """Copy the plan's tensors into ``slot`` of every wrapped layer (zeros elsewhere)."""
         assert plan.extra is not None
         wanted = set(plan.extra["targets"])
+        tensors = plan.tensors
         dst: list[torch.Tensor] = []
         src: list[torch.Tensor] = []
+        zeros: list[torch.Tensor] = []  # only what may be non-zero (each layer's extent)
         for path, layer in self._layers.items():
             if path in wanted:
-                a, b = plan.tensors[f"{path}.lora_A"], plan.tensors[f"{path}.lora_B"]
-                dst.extend(layer.slot_views(slot, a.shape[0]))
-                src.extend((a, b))
+                a, b = tensors[path + ".lora_A"], tensors[path + ".lora_B"]
+                dst.extend(layer.slot_views(slot, a.shape[0], zeros))
+                src.append(a)
+                src.append(b)
             else:
-                layer.zero_slot(slot)
-        # One fused call for every layer's copy: per-layer copy_ calls cost more in
-        # dispatch than the ~20 MB memcpy of an all-linear r16 adapter.
-        with torch.no_grad():
-            torch._foreach_copy_(dst, src)
+                layer.zero_slot(slot, zeros)
+        # One fused call each for every layer's zeroing and copy: per-layer calls cost
+        # more in dispatch than the ~20 MB memcpy of an all-linear r16 adapter.
+        try:
+            with torch.no_grad():
+                if zeros:
+                    torch._foreach_zero_(zeros)
+                torch._foreach_copy_(dst, src)
+        except BaseException:
+            for layer in self._layers.values():
+                layer.extent[slot] = layer.lora_A.shape[1]  # the extents above were not made true
+            raise
 
     def _publish(self, plan: SwapPlan, slot: int) -> None:
         assert plan.extra is not None

@@ -7,7 +7,7 @@ so both refuse exactly the same adapters with the same one-line messages.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from adapterhub.plugins.lora.config import (
@@ -98,6 +98,18 @@ class BaseLayout:
     linears: tuple[LinearInfo, ...]
     architecture: str | None
     excluded: frozenset[str]
+    # (target_modules, layers) -> resolved targets: matching every pattern against every
+    # linear costs ~0.3 ms per load, and a host sees the same few configs again and again.
+    resolved: dict[tuple[object, object], list[LinearInfo]] = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    def targets(self, config: LoraConfig) -> list[LinearInfo]:
+        key = (config.target_modules, config.layers)
+        hit = self.resolved.get(key)
+        if hit is None:
+            hit = resolve_targets(config, self.linears, self.architecture, self.excluded)
+            if len(self.resolved) < 256:  # configs come from manifests: bound the cache
+                self.resolved[key] = hit
+        return list(hit)
 
     @classmethod
     def of(cls, model: torch.nn.Module) -> BaseLayout:
@@ -114,7 +126,7 @@ def validate_against(
     cfg = coerce_config(config)
     layout = layout or BaseLayout.of(model)
     try:
-        targets = resolve_targets(cfg, layout.linears, layout.architecture, layout.excluded)
+        targets = layout.targets(cfg)
     except ConfigError as exc:
         raise IncompatibleAdapterError(str(exc)) from None
     check_tensors(cfg, targets, tensors)
