@@ -198,16 +198,18 @@ class Index:
         for leftover in self.path.parent.glob(f".{self.path.name}{TMP_MARK}*"):
             leftover.unlink(missing_ok=True)  # of a process killed while creating; we hold the lock
         tmp = temp_path(self.path)
-        conn = sqlite3.connect(tmp, isolation_level=None)
         try:
-            conn.execute("PRAGMA journal_mode=WAL")  # recorded in the file: every opener uses WAL
-            conn.executescript(f"BEGIN IMMEDIATE;{_DDL}COMMIT;")
-        finally:
-            conn.close()  # the last connection checkpoints: the file alone is the database
-        try:
+            conn = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")  # recorded in the file: every opener uses WAL
+                conn.executescript(f"BEGIN IMMEDIATE;{_DDL}COMMIT;")
+            finally:
+                conn.close()  # the last connection checkpoints: the file alone is the database
             os.link(tmp, self.path)
         except FileExistsError:
             pass
+        except (sqlite3.Error, OSError) as e:  # e.g. a store directory this user may not write
+            raise StoreError(f"cannot create search index {self.path}: {e}") from None
         finally:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{tmp}{suffix}").unlink(missing_ok=True)

@@ -260,3 +260,17 @@ def test_search_works_where_the_lock_file_cannot_be_written(populated: Registry,
     assert refs(Registry(root=populated.local.root).search()) == want  # read-only descriptor
     (populated.local.root / "index.lock").unlink()
     assert refs(Registry(root=populated.local.root).search()) == want  # no lock file at all
+
+
+def test_an_index_that_cannot_be_created_is_one_line_error(populated: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import adapterhub.registry.index as index_module
+
+    populated.index.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{populated.local.root / 'index.sqlite'}{suffix}").unlink(missing_ok=True)
+    # Where the temporary file cannot be made (as in a directory this user may not write).
+    monkeypatch.setattr(index_module, "temp_path", lambda final: tmp_path / "no-such-dir" / final.name)
+    with pytest.raises(StoreError, match=r"^cannot create search index .*index\.sqlite: unable to open database file$"):
+        Registry(root=populated.local.root).search()
+    monkeypatch.undo()
+    assert len(Registry(root=populated.local.root).search()) == 4  # nothing half-made is left in the way
