@@ -195,8 +195,7 @@ class AdapterHost:
             if self.device != "cpu":
                 host_tensors = {k: v.pin_memory() for k, v in tensors.items()}
                 tensors = host_tensors
-            # On CPU the tensors are where they belong: no per-tensor .to() call (~1 us each).
-            moved = tensors if torch.device(self.device).type == "cpu" else {k: v.to(self.device, non_blocking=True) for k, v in tensors.items()}
+            moved = self._to_device(tensors)
             plan = runtime.plan(uid, config, moved)  # every check; nothing changes yet
             if isinstance(runtime, StagingRuntime):
                 runtime.stage(plan)  # the copy into a slot no request can see, during the hash
@@ -218,6 +217,12 @@ class AdapterHost:
         entry.swap_ms = (time.perf_counter() - t0) * 1000.0
         return entry
 
+    def _to_device(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        # On CPU the tensors are where they belong: no per-tensor .to() call (~1 us each).
+        if torch.device(self.device).type == "cpu":
+            return tensors
+        return {k: v.to(self.device, non_blocking=True) for k, v in tensors.items()}
+
     def _make_resident(self, entry: PoolEntry, keep: set[str]) -> None:
         if entry.resident:
             self._pool.touch(entry)
@@ -231,8 +236,7 @@ class AdapterHost:
             if tensors is None:
                 _, tensors = read_adapter(entry.directory)
             config = entry.method.config_cls.model_validate(entry.manifest.method_config)
-            # On CPU the tensors are where they belong: no per-tensor .to() call (~1 us each).
-            moved = tensors if torch.device(self.device).type == "cpu" else {k: v.to(self.device, non_blocking=True) for k, v in tensors.items()}
+            moved = self._to_device(tensors)
             plan = self._runtimes[entry.method.name].plan(entry.uid, config, moved)
         self._runtimes[entry.method.name].apply(plan)
         self._pool.mark_resident(entry, True)
