@@ -10,6 +10,8 @@ and removes the marker. A marker left behind by a dead process (same host and th
 gone, or older than :data:`STALE_S`) means the index may have missed a change, so the
 next search rebuilds it. A rebuild scans the manifests inside one SQLite write
 transaction, so it serialises with concurrent index updates and cannot drop them.
+The only lock (``index.lock``) guards creating and replacing the file itself; see
+"connection and health" below.
 """
 
 from __future__ import annotations

@@ -198,6 +198,14 @@ class Router(threading.local):
     route: Route | None = None
 
 
+def _zero(views: list[torch.Tensor], into: list[torch.Tensor] | None) -> None:
+    """Zero ``views`` now, or leave them to the caller's one fused zeroing (``into``)."""
+    if into is None:
+        torch._foreach_zero_(views)
+    else:
+        into.extend(views)
+
+
 class MultiLoraLinear(_SharedLinear):
     """A linear serving many resident adapters from stacked slot tensors.
 
@@ -273,11 +281,7 @@ class MultiLoraLinear(_SharedLinear):
         a, b = self.lora_A.select(0, slot), self.lora_B.select(0, slot)
         known = self.extent[slot]
         if known > r:
-            pad = [a.narrow(0, r, known - r), b.narrow(1, r, known - r)]
-            if zeros is None:
-                torch._foreach_zero_(pad)
-            else:
-                zeros.extend(pad)
+            _zero([a.narrow(0, r, known - r), b.narrow(1, r, known - r)], zeros)
         self.extent[slot] = r
         return a.narrow(0, 0, r), b.narrow(1, 0, r)
 
@@ -285,11 +289,7 @@ class MultiLoraLinear(_SharedLinear):
         """Make ``slot`` read as zero in this layer and clear its bit (``zeros``: as in :meth:`slot_views`)."""
         known = self.extent[slot]
         if known:
-            views = [self.lora_A.select(0, slot).narrow(0, 0, known), self.lora_B.select(0, slot).narrow(1, 0, known)]
-            if zeros is None:
-                torch._foreach_zero_(views)
-            else:
-                zeros.extend(views)
+            _zero([self.lora_A.select(0, slot).narrow(0, 0, known), self.lora_B.select(0, slot).narrow(1, 0, known)], zeros)
             self.extent[slot] = 0
         self.clear_slot(slot)
 
@@ -300,7 +300,7 @@ class MultiLoraLinear(_SharedLinear):
         object.__setattr__(self, "mask", self.mask | (1 << slot))
 
     def clear_slot(self, slot: int) -> None:
-        """Forget a slot (its data is rewritten in full before the slot is reused)."""
+        """Forget a slot. Its data stays; the next write zeroes what its extent says may be non-zero."""
         object.__setattr__(self, "mask", self.mask & ~(1 << slot))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
