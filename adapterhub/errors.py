@@ -99,3 +99,17 @@ class TrainingError(AdapterhubError, RuntimeError):
 
 class EvaluationError(AdapterhubError, RuntimeError):
     """An evaluator or metric could not run (e.g. metric not available offline)."""
+
+
+# --- serving ---------------------------------------------------------------------------
+class QueueFullError(AdapterhubError, RuntimeError):
+    """The engine's admission queue is full; the request was refused, not queued."""
+
+
+class ContextLengthError(AdapterhubError, ValueError):
+    """A prompt (plus ``max_tokens``) does not fit the base's context window."""
+
+
+class EngineClosedError(AdapterhubError, RuntimeError):
+    """The serving engine has been closed; it takes no more requests."""
+

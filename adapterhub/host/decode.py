@@ -41,7 +41,7 @@ def _positions(mask: torch.Tensor, length: int) -> torch.Tensor:
     return (mask.long().cumsum(-1) - 1).clamp(min=0)[:, -length:]
 
 
-def _enter_routes(stack: ExitStack, routes: Sequence[Route], kwargs: dict[str, Any]) -> dict[str, Any]:
+def enter_routes(stack: ExitStack, routes: Sequence[Route], kwargs: dict[str, Any]) -> dict[str, Any]:
     for runtime, rows in routes:
         if any(r is not None for r in rows):
             kwargs = stack.enter_context(runtime.route(rows, kwargs))
@@ -62,7 +62,7 @@ def _model_kwargs(kwargs: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]
 def prefill_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, routes: Sequence[Route]) -> torch.Tensor:
     """Full logits (B, T, V) of one routed forward over the (left-padded) prompts."""
     with ExitStack() as stack:
-        kwargs = _enter_routes(stack, routes, {"input_ids": input_ids, "attention_mask": attention_mask})
+        kwargs = enter_routes(stack, routes, {"input_ids": input_ids, "attention_mask": attention_mask})
         _, call = _model_kwargs(kwargs)
         out = model(**call, use_cache=False)
         return out.logits.float()
@@ -84,7 +84,7 @@ def greedy_generate(
     eos = torch.tensor(sorted(set(eos_token_ids)) or [-1], device=device)
     generated: list[torch.Tensor] = []
     with ExitStack() as stack:
-        kwargs = _enter_routes(stack, routes, {"input_ids": input_ids, "attention_mask": attention_mask})
+        kwargs = enter_routes(stack, routes, {"input_ids": input_ids, "attention_mask": attention_mask})
         mask, call = _model_kwargs(kwargs)
         positions = call["position_ids"]
         # Only the last position's logits are needed to pick the next token.

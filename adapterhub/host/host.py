@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from adapterhub.fingerprint import fingerprint as compute_fingerprint
 from adapterhub.host.decode import Route, greedy_generate, prefill_logits
 from adapterhub.host.pool import AdapterPool, PoolEntry
 from adapterhub.manifest import BaseFingerprint
-from adapterhub.prompting import format_prompt
+from adapterhub.prompting import format_messages, format_prompt
 from adapterhub.protocols.basemodel import LoadedBase
 from adapterhub.protocols.method import Method, MethodRuntime, StagingRuntime, SwapPlan
 
@@ -43,6 +43,15 @@ BASE = "<base>"
 # adapter, which more than pays for waking the thread (the registry, with nothing to
 # overlap, keeps the 8 MiB default).
 _LOAD_ASYNC_HASH_BYTES = 256 << 10
+
+
+@dataclass
+class PreparedLoad:
+    """An adapter read, verified and planned by :meth:`AdapterHost.prepare`, not yet visible."""
+
+    entry: PoolEntry
+    runtime: MethodRuntime
+    started: float
 
 
 @dataclass
@@ -75,6 +84,15 @@ def format_for(tokenizer: Any, prompt: str, entry: PoolEntry | None, raw: bool) 
     if entry is not None and entry.manifest.provenance.hyperparameters.get("template") == "chat-short":
         system = ""
     return format_prompt(tokenizer, prompt, system=system)
+
+
+def format_messages_for(tokenizer: Any, messages: Sequence[Mapping[str, str]], entry: PoolEntry | None) -> str:
+    """Render chat messages with the base's chat template and the adapter's training
+    template; one user message renders exactly as :func:`format_for` renders a prompt."""
+    system = None
+    if entry is not None and entry.manifest.provenance.hyperparameters.get("template") == "chat-short":
+        system = ""
+    return format_messages(tokenizer, messages, system=system)
 
 
 class AdapterHost:
@@ -160,6 +178,16 @@ class AdapterHost:
         Loading a name that is already loaded replaces it: new requests get the new
         version; requests in flight finish on the old one.
         """
+        return self.commit(self.prepare(source, name=name, check_base=check_base))
+
+    def prepare(self, source: str | Path, *, name: str | None = None, check_base: bool = True) -> PreparedLoad:
+        """Every step of :meth:`load` that needs no forward lock: read, verify, plan, stage.
+
+        Serving engines call this on a loader thread so that reading and hashing an
+        adapter never stops other rows from decoding; :meth:`commit` then publishes it
+        between two forward steps. A prepared load that is never committed must be
+        given back with :meth:`discard`.
+        """
         t0 = time.perf_counter()
         directory, ref = self._resolve_dir(source)
         # Read, parse and plan while the weights are hashed on a helper thread; nothing
@@ -205,17 +233,32 @@ class AdapterHost:
                 host_tensors=host_tensors, source=str(source), directory=str(directory),
                 nbytes=plan.nbytes, uid=uid,
             )
-            with self._forward_lock:
-                self._make_resident(entry, keep=set())
-                dropped = self._pool.add(entry)
-                self._drop(dropped)
         except BaseException:
             if plan is not None and isinstance(runtime, StagingRuntime):
                 runtime.unstage(plan)  # no-op once applied
             opened.verified()  # a corrupted file is reported as corrupted, not as the check it failed
             raise
-        entry.swap_ms = (time.perf_counter() - t0) * 1000.0
+        return PreparedLoad(entry=entry, runtime=runtime, started=t0)
+
+    def commit(self, prepared: PreparedLoad) -> PoolEntry:
+        """Publish a prepared load (takes the forward lock for the copy into the runtime)."""
+        entry = prepared.entry
+        try:
+            with self._forward_lock:
+                self._make_resident(entry, keep=set())
+                dropped = self._pool.add(entry)
+                self._drop(dropped)
+        except BaseException:
+            self.discard(prepared)
+            raise
+        entry.swap_ms = (time.perf_counter() - prepared.started) * 1000.0
         return entry
+
+    def discard(self, prepared: PreparedLoad) -> None:
+        """Give back what :meth:`prepare` staged for a load that will not be committed."""
+        plan = prepared.entry.plan
+        if plan is not None and isinstance(prepared.runtime, StagingRuntime):
+            prepared.runtime.unstage(plan)  # no-op once applied
 
     def _to_device(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         # On CPU the tensors are where they belong: no per-tensor .to() call (~1 us each).
@@ -266,6 +309,58 @@ class AdapterHost:
             }
             for e in self._pool.entries()
         ]
+
+    # --- serving-engine support ---------------------------------------------------------------
+    # The engine (adapterhub.serving) drives forwards itself, step by step; these are the
+    # host services it needs. Layers look down only: the host never imports the engine.
+    @property
+    def forward_lock(self) -> threading.RLock:
+        """Held around every forward: routing mutates per-module selection state."""
+        return self._forward_lock
+
+    def loaded(self) -> list[str]:
+        """Names of the adapters currently loaded (resident or evicted to the host tier)."""
+        return self._pool.names()
+
+    def acquire(self, names: Sequence[str | None]) -> list[PoolEntry | None]:
+        """Pin the current version of each named adapter (None/``BASE``: bare base)."""
+        return self._pool.acquire(self._names(len(names), list(names)))
+
+    def release(self, entries: Sequence[PoolEntry | None]) -> None:
+        """Unpin entries from :meth:`acquire`; retired versions leave once unused."""
+        dropped = self._pool.release(list(entries))
+        if dropped:
+            with self._forward_lock:
+                self._drop(dropped)
+
+    def ensure_resident(self, entries: Sequence[PoolEntry | None]) -> None:
+        """Make pinned entries resident (re-planned from the host tier if evicted)."""
+        with self._forward_lock:
+            needed = {e.uid for e in entries if e is not None}
+            for e in entries:
+                if e is not None:
+                    self._make_resident(e, keep=needed)
+
+    def routes(self, entries: Sequence[PoolEntry | None]) -> list[Route]:
+        """One ``(runtime, per-row adapter ids)`` route per method with rows in ``entries``."""
+        return self._routes(entries)
+
+    def render(self, prompt: str | Sequence[Mapping[str, str]], entry: PoolEntry | None, raw: bool = False) -> str:
+        """The text a row is served: a prompt or chat messages, as its adapter was trained."""
+        if isinstance(prompt, str):
+            return format_for(self.tokenizer, prompt, entry, raw)
+        return format_messages_for(self.tokenizer, prompt, entry)
+
+    @property
+    def context_window(self) -> int:
+        """Positions the base can attend over (``max_position_embeddings``)."""
+        cfg = getattr(self.model, "config", None)
+        n = getattr(cfg, "max_position_embeddings", None)
+        return int(n) if isinstance(n, int) and n > 0 else 2048
+
+    def eos_ids(self) -> list[int]:
+        """Every token id that ends a completion (tokenizer, generation config, ``<|im_end|>``)."""
+        return self._eos_ids()
 
     # --- requests ------------------------------------------------------------------------------
     def _names(self, n: int, adapters: str | Sequence[str | None] | None) -> list[str | None]:

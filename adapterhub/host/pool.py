@@ -51,7 +51,11 @@ class PoolEntry:
 
     @property
     def label(self) -> str:
-        return f"{self.name}@{self.version}" if self.version else self.name
+        # An engine keys registry loads by ``name@version`` already (two versions of one
+        # name can then be resident at once); don't repeat the version.
+        if not self.version or self.name.endswith("@" + self.version):
+            return self.name
+        return f"{self.name}@{self.version}"
 
 
 class AdapterPool:

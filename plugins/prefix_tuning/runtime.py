@@ -15,6 +15,10 @@ masked slots get exactly zero attention weight, so the padded slots change nothi
 RoPE reads ``position_ids``. After the prefill, decoding is generic: pass back the
 returned cache, append a ``1`` column to the mask and use ``position_ids = last + 1``
 (see :func:`adapterhub.plugins.prefix_tuning.decode.greedy_decode`).
+
+``route`` on a forward whose cache already holds tokens (a decode step, or the second
+chunk of a chunked prefill in the serving engine) passes the kwargs through: the rows'
+prefixes entered the cache with their first forward and stay there.
 """
 
 from __future__ import annotations
@@ -145,7 +149,11 @@ class PrefixRuntime:
             cache = kwargs.pop(other, None)
         kwargs.pop(other, None)
         if cache_length(cache) != 0:
-            raise ConfigError("prefix-tuning route is for the prefill forward; got a non-empty cache")
+            # A forward that continues rows (a decode step, or a later prefill chunk):
+            # each row's prefix went into the cache with its first forward and lives there
+            # with the row's history, so there is nothing to add (method protocol: route).
+            kwargs[self._cache_key] = cache
+            return kwargs
         mask = kwargs.get("attention_mask")
         if mask is not None and mask.dim() != 2:
             raise ConfigError("prefix-tuning route supports 2-d attention masks only")
