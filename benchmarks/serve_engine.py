@@ -12,8 +12,9 @@ mix; only the adapter each request names changes:
 * ``8``: eight adapters, uniformly;
 * ``64``: 64 adapters with Zipf(1.0) popularity, all loaded beforehand;
 * ``64_cold``: the same Zipf draw over 64 adapters pushed to a local registry (a temporary
-  ``ADAPTERHUB_HOME``) and named by reference (``team/a7``): the engine pulls and loads
-  each on first use, in the background, while it keeps decoding the others.
+  ``ADAPTERHUB_HOME``) and named by reference (``team/a7``, or ``team/a7@1.0.0`` with
+  ``--cold-pinned``): the engine pulls and loads each on first use, in the background,
+  while it keeps decoding the others.
 
 Peers, same run, same mix, eight-adapter workload:
 
@@ -124,11 +125,13 @@ def draw_mix(tokenizer: Any, docs: Sequence[str], n: int, prompt_range: tuple[in
     return specs
 
 
-def assign(workload: str, n: int, seed: int) -> list[str | None]:
+def assign(workload: str, n: int, seed: int, *, pinned: bool = False) -> list[str | None]:
     """Which adapter (pool name ``a<k>``, registry ref, or None) each request names.
 
     The 64-adapter warm and cold workloads use the same Zipf draw, so they differ only in
-    whether the adapters start loaded.
+    whether the adapters start loaded. ``pinned`` names cold adapters by exact version
+    (``team/a7@1.0.0``) instead of by name (``team/a7``, re-resolved every
+    ``resolve_ttl_s``).
     """
     rng = random.Random(f"{seed}-{workload.removesuffix('_cold')}")
     if workload == "base":
@@ -143,7 +146,7 @@ def assign(workload: str, n: int, seed: int) -> list[str | None]:
     if workload == "64":
         return [f"a{k}" for k in picks]
     if workload == "64_cold":
-        return [f"{NAMESPACE}/a{k}" for k in picks]
+        return [f"{NAMESPACE}/a{k}{'@1.0.0' if pinned else ''}" for k in picks]
     raise ValueError(f"unknown workload {workload!r}")
 
 
@@ -383,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peft-requests", type=int, default=32, help="requests the naive peft server runs (a rate is measured)")
     ap.add_argument("--static-requests", type=int, default=None, help="requests the static-batch peer runs (default: all)")
     ap.add_argument("--workloads", type=_workloads, default=WORKLOADS, metavar=",".join(WORKLOADS))
+    ap.add_argument("--cold-pinned", action="store_true", help="64_cold names team/a7@1.0.0 instead of team/a7 (no tag re-resolution)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None, help="result JSON (default: benchmarks/results/serve_engine-<model>-<adapter>-t<threads>.json; not written for --model tiny)")
     ap.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
@@ -446,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
                 reg = Registry(None, progress=False)
                 for k in range(N_ADAPTERS):
                     reg.push(dirs[k], f"{NAMESPACE}/a{k}", version="1.0.0")
-                results["64_cold"] = run_engine(host, config, args.clients, specs, assign("64_cold", n, args.seed), args.requests_per_client)
+                results["64_cold"] = run_engine(host, config, args.clients, specs, assign("64_cold", n, args.seed, pinned=args.cold_pinned), args.requests_per_client)
             print(f"[serve_engine] 64_cold: {results['64_cold']['tokens_per_s']:.1f} tok/s", file=sys.stderr)
 
     doc = _document(args, results, specs, config, time.perf_counter() - t_start, load_before)
@@ -504,7 +508,7 @@ def _document(args: argparse.Namespace, results: dict[str, dict[str, Any]], spec
         "mix": {
             "requests": len(specs), "seed": args.seed, "prompt_tokens_range": list(args.prompt_tokens),
             "max_tokens_range": list(args.max_tokens), "prompt_tokens_total": sum(s.prompt_tokens for s in specs),
-            "max_tokens_total": sum(s.max_tokens for s in specs), "zipf_s": ZIPF_S,
+            "max_tokens_total": sum(s.max_tokens for s in specs), "zipf_s": ZIPF_S, "cold_refs": "name@version" if args.cold_pinned else "name",
             "peft_requests": min(args.peft_requests, len(specs)), "static_requests": min(args.static_requests or len(specs), len(specs)),
         },
         "engine_config": config.model_dump(),
