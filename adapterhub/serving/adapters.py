@@ -100,10 +100,14 @@ class AdapterManager:
             key = f"{parsed.name}@{parsed.version}"
             if key in names:
                 return key
-        else:
+        elif self.resolve_ttl_s > 0:
             with self._lock:
                 hit = self._resolved.get(ref)
-            if hit is not None and time.monotonic() - hit[1] < self.resolve_ttl_s and hit[0] in names:
+            if hit is not None and hit[0] in names:
+                if time.monotonic() - hit[1] >= self.resolve_ttl_s:
+                    self._refresh(ref)
+                # Stale-while-revalidate: a loaded resolution serves at once while a
+                # stale one is re-resolved in the background (the next request sees it).
                 return hit[0]
         with self._lock:
             ticket = self._by_ref.get(ref)
@@ -112,6 +116,15 @@ class AdapterManager:
                 self._by_ref[ref] = ticket
                 self._pool.submit(self._work, ticket)
             return ticket
+
+    def _refresh(self, ref: str) -> None:
+        """Re-resolve (and load, if it moved) ``ref`` in the background, single-flight."""
+        with self._lock:
+            if ref in self._by_ref:
+                return
+            ticket = Ticket(ref)
+            self._by_ref[ref] = ticket
+            self._pool.submit(self._work, ticket)
 
     def touch(self, key: str) -> None:
         with self._lock:

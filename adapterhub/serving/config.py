@@ -18,8 +18,13 @@ class EngineConfig(BaseModel):
 
     max_queue: int = Field(default=256, ge=1, description="requests admitted but not yet decoding (--max-queue)")
     max_running: int = Field(default=32, ge=1, description="rows decoding at once, all adapters together (--max-running)")
-    max_prefill_tokens: int = Field(
-        default=128, ge=1, description="prompt tokens prefilled per engine step; longer prompts are chunked (--max-prefill-tokens)"
+    max_prefill_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "prompt tokens prefilled per engine step while rows are decoding; longer prompts are chunked "
+            "(--max-prefill-tokens; default 64 on CPU, 512 on an accelerator)"
+        ),
     )
     max_model_len: int | None = Field(
         default=None, ge=2, description="prompt + max_tokens limit; default and ceiling: the base's context window (--max-model-len)"
@@ -32,5 +37,10 @@ class EngineConfig(BaseModel):
     )
     loader_threads: int = Field(default=2, ge=1, le=16, description="threads pulling and verifying adapters")
     resolve_ttl_s: float = Field(
-        default=1.0, ge=0.0, description="how long a resolved tag/latest is reused before the registry is asked again"
+        default=1.0,
+        ge=0.0,
+        description=(
+            "a resolved tag/latest older than this is re-resolved in the background while the loaded "
+            "version keeps serving; 0: resolve before every request"
+        ),
     )

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from adapterhub.host.host import AdapterHost
     from adapterhub.host.pool import PoolEntry
 
-BASE_NAMES = ("", "<base>", "base")
+BASE_NAMES = ("", "<base>")
 _ids = itertools.count(1)
 
 
@@ -69,6 +69,7 @@ class _Row:
     acquired: bool = False
     admitted: bool = False  # left the admission queue (prefilling or decoding)
     prompt_ids: list[int] = field(default_factory=list)
+    rendered_for: str | None = None  # uid of the adapter version whose template rendered the prompt
     reserved: int = 0  # prompt + max_tokens (KV admission accounting)
     # prefill
     done_prefill: int = 0
@@ -111,6 +112,10 @@ class Engine:
         self.host = host
         self.config = config or EngineConfig()
         window = host.context_window
+        cpu = host.device == "cpu" or str(host.device).startswith("cpu")
+        # A step's prefill chunk should cost about what a decode step costs: on 2 CPU
+        # cores a 64-token chunk of SmolLM2-135M does; an accelerator takes far more.
+        self.max_prefill_tokens = self.config.max_prefill_tokens or (64 if cpu else 512)
         self.max_model_len = min(self.config.max_model_len or window, window)
         self.adapters = AdapterManager(
             host,
@@ -191,7 +196,7 @@ class Engine:
         handle = RequestHandle(rid, request)
         handle._on_cancel = self._wake
         row = _Row(handle=handle, request=request, submitted=time.perf_counter())
-        ref = request.adapter
+        ref = request.adapter if request.adapter is not None else self.host.default_adapter
         if ref is not None and ref not in BASE_NAMES and ref != self.host.base.name:
             found = self.adapters.lookup(ref)
             if isinstance(found, Ticket):
@@ -199,8 +204,12 @@ class Engine:
             else:
                 row.key = found
         if row.ticket is None:
-            entry = self.host.entry(row.key) if row.key is not None else None
-            self._tokenize(row, entry)  # raises ContextLengthError before anything is queued
+            try:
+                entry = self.host.entry(row.key) if row.key is not None else None
+            except AdapterUnloadedError:
+                pass  # unloaded since lookup: the engine thread looks it up again (_pin)
+            else:
+                self._tokenize(row, entry)  # raises ContextLengthError before anything is queued
         with self._cv:
             if self._closing or self._dead is not None:
                 raise EngineClosedError(f"the engine is closed{f' ({self._dead})' if self._dead else ''}")
@@ -252,6 +261,7 @@ class Engine:
             raise ContextLengthError(f"prompt + max_tokens = {total} exceeds --max-kv-tokens {self.config.max_kv_tokens}")
         row.prompt_ids = list(ids)
         row.reserved = total
+        row.rendered_for = None if entry is None else entry.uid
 
     def _group_for(self, entry: PoolEntry | None) -> _Group:
         key = "" if entry is None or entry.method.capabilities.mixed_batch else entry.uid
@@ -316,7 +326,10 @@ class Engine:
                 row.entry = self.host.acquire([row.key])[0]
                 row.acquired = True
                 self.adapters.touch(row.key)
-            if not row.prompt_ids:
+            pinned = None if row.entry is None else row.entry.uid
+            if not row.prompt_ids or row.rendered_for != pinned:
+                # Not rendered yet, or rendered for a version replaced since submit: the
+                # template must be the one of the version that serves the request.
                 self._tokenize(row, row.entry)
         except AdapterUnloadedError:
             if row.request.adapter is not None and row.key is not None and not row.acquired:
@@ -393,7 +406,9 @@ class Engine:
                 except Exception as exc:  # noqa: BLE001 - fail this group's rows, keep serving
                     for row in list(g.rows):
                         self._fail(row, exc)
-        budget = self.config.max_prefill_tokens
+        # The chunk bound protects decoding rows; with none decoding there is nothing to
+        # stall, so admitted prompts are prefilled faster (still bounded per step).
+        budget = self.max_prefill_tokens if self._n_running else 8 * self.max_prefill_tokens
         for row in list(self._prefilling):
             if budget <= 0:
                 break
