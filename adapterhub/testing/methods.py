@@ -47,6 +47,12 @@ weights on every call* (e.g. ``tiny_llama(seed=0)[0]``). The checks, in order:
   exact outputs, routing the removed one raises, the base is bit-identical at the end.
 * ``mixed_batch`` (``mixed_batch``): one batch with rows on two adapters and a row on
   none equals each row run alone (``route_atol``).
+* ``route_decode`` (``hot_swap``): what the serving engine relies on. ``route`` is
+  entered on *every* forward of a row: its first one (empty cache) and each that
+  continues it (a decode step, a later prefill chunk) with the cache, the mask the
+  first route yielded plus one column per new token, and positions continuing from the
+  last one it used. The continued forward's logits must equal one forward over the
+  whole sequence (``route_atol``).
 """
 
 from __future__ import annotations
@@ -515,6 +521,45 @@ def check_mixed_batch(case: MethodCase) -> None:
         _assert_equal(case, c, mixed[i], alone, case.route_atol, f"row {i} ({row}) in a mixed batch vs. alone")
 
 
+def _cache_kwarg(model: torch.nn.Module) -> str:
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def check_route_decode(case: MethodCase) -> None:
+    c = "route_decode"
+    model, rt = _runtime(case, c)
+    state, _ = _trained(case)
+    _apply(case, c, rt, "conf-a", state)
+    inputs = _inputs(case, model)
+    ids, batch = inputs["input_ids"], case.batch
+    rows: list[str | None] = ["conf-a"] * batch
+    whole = _routed(model, rt, rows, inputs)
+    split = max(1, ids.shape[1] - 3)
+    first = {"input_ids": ids[:, :split], "attention_mask": inputs["attention_mask"][:, :split]}
+    with torch.no_grad():
+        with rt.route(rows, dict(first)) as kwargs:
+            out = model(**kwargs, use_cache=True)
+            mask = kwargs["attention_mask"]
+            pos = kwargs.get("position_ids")
+        cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+        if cache is None:
+            raise _fail(case, c, "the first forward returned no cache")
+        last = pos[:, -1:] if pos is not None else (mask.long().cumsum(-1) - 1)[:, -1:]
+        logits = [out.logits[:, -1:].float().cpu()]
+        for t in range(split, ids.shape[1]):  # one token per forward, as a decode step
+            mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)
+            last = last + 1
+            step = {"input_ids": ids[:, t : t + 1], "attention_mask": mask, "position_ids": last, _cache_kwarg(model): cache}
+            with rt.route(rows, step) as kwargs:
+                out = model(**kwargs, use_cache=True)
+            cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+            logits.append(out.logits[:, -1:].float().cpu())
+    continued = torch.cat(logits, dim=1)
+    _assert_equal(case, c, continued, whole[:, split - 1 :], case.route_atol, "logits of forwards continuing a cached row vs. one forward")
+
+
 CHECKS: dict[str, Callable[[MethodCase], None]] = {
     "protocol": check_protocol,
     "attach_trainable": check_attach_trainable,
@@ -527,6 +572,7 @@ CHECKS: dict[str, Callable[[MethodCase], None]] = {
     "runtime_failed_plan": check_runtime_failed_plan,
     "runtime_remove": check_runtime_remove,
     "mixed_batch": check_mixed_batch,
+    "route_decode": check_route_decode,
 }
 
 
@@ -569,7 +615,7 @@ def applies(case: MethodCase, check: str) -> bool:
     """Whether ``check`` applies to the case's method (runtime checks need hot_swap,
     the mixed-batch check also needs mixed_batch)."""
     caps = case.method.capabilities
-    if check in ("runtime", "runtime_failed_plan", "runtime_remove"):
+    if check in ("runtime", "runtime_failed_plan", "runtime_remove", "route_decode"):
         return bool(caps.hot_swap)
     if check == "mixed_batch":
         return bool(caps.hot_swap and caps.mixed_batch)
@@ -616,6 +662,7 @@ __all__ = [
     "check_protocol",
     "check_runtime",
     "check_runtime_failed_plan",
+    "check_route_decode",
     "check_runtime_remove",
     "check_save_load_round_trip",
     "check_training_changes_outputs",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
@@ -168,3 +169,32 @@ def test_suite_catches_broken_methods(broken: type[_Wrapped], check: str, needle
     inner = get_catalog().method("layer-selective")
     with pytest.raises(ConformanceError, match=f"layer-selective\\] {check}: {needle}"):
         check_method(broken(inner), inner.config_cls(), _factory, only=[check])  # type: ignore[arg-type]
+
+
+class _ForgetfulRuntime:
+    """A runtime that selects its adapter only on a row's first forward (empty cache):
+    decode steps silently run on the bare base, the bug ``route_decode`` exists for."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.plan, self.apply, self.remove, self.resident = inner.plan, inner.apply, inner.remove, inner.resident
+
+    @contextlib.contextmanager
+    def route(self, rows: Any, inputs: dict[str, Any]) -> Any:
+        cache = inputs.get("cache", inputs.get("past_key_values"))
+        if cache is not None and cache.get_seq_length() > 0:
+            yield inputs
+            return
+        with self.inner.route(rows, inputs) as kwargs:
+            yield kwargs
+
+
+class _Forgetful(_Wrapped):
+    def runtime(self, model: torch.nn.Module) -> Any:
+        return _ForgetfulRuntime(self.inner.runtime(model))
+
+
+def test_suite_catches_a_route_that_forgets_decode_steps() -> None:
+    inner = get_catalog().method("lora")
+    with pytest.raises(ConformanceError, match=r"lora\] route_decode: logits of forwards continuing a cached row"):
+        check_method(_Forgetful(inner), inner.config_cls(), _factory, only=["route_decode"])  # type: ignore[arg-type]
