@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from adapterhub.registry.client import Registry
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,7 +27,6 @@ from adapterhub.errors import (
 )
 from adapterhub.host import AdapterHost
 from adapterhub.protocols.basemodel import LoadedBase
-from adapterhub.registry.client import Registry
 from adapterhub.serving import Engine, EngineConfig, make_request
 from adapterhub.testing.adapters import make_adapter
 from adapterhub.testing.models import tiny_llama
@@ -136,7 +136,7 @@ def test_seeded_sampling_is_independent_of_the_batch(host: AdapterHost) -> None:
     with Engine(host) as eng:
         alone = eng.submit(req).result(timeout=60).token_ids
     with Engine(host, EngineConfig(max_prefill_tokens=6)) as eng:
-        crowd = [eng.submit(make_request(p, a, temperature=0.8, seed=i, max_tokens=8)) for i, (p, a) in enumerate(zip(PROMPTS, ["sel", None, "prefix", "lora2", "lora"]))]
+        crowd = [eng.submit(make_request(p, a, temperature=0.8, seed=i, max_tokens=8)) for i, (p, a) in enumerate(zip(PROMPTS, ["sel", None, "prefix", "lora2", "lora"], strict=True))]
         mixed = eng.submit(req)
         crowd += [eng.submit(make_request(p, "prefix", max_tokens=5)) for p in PROMPTS]
         assert mixed.result(timeout=60).token_ids == alone
