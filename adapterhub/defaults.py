@@ -18,7 +18,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "adapterhub.cli.core_commands",
     "adapterhub.trainer.cli",
     "adapterhub.evaluation.cli",
-    "adapterhub.host.cli",
+    "adapterhub.serving.cli",
     "adapterhub.demo",
 )
 

@@ -1,6 +1,6 @@
 """Hot-swap runtime: one frozen base model, a pool of adapters, per-row adapters.
 
-Exports are resolved lazily so that importing ``adapterhub.host.cli`` (a plugin module
+Exports are resolved lazily so that importing ``adapterhub.serving.cli`` (a plugin module
 loaded by every CLI invocation) does not import torch.
 """
 

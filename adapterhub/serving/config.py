@@ -16,24 +16,24 @@ class EngineConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    max_queue: int = Field(default=256, ge=1, description="requests admitted but not yet decoding (--max-queue)")
-    max_running: int = Field(default=32, ge=1, description="rows decoding at once, all adapters together (--max-running)")
+    max_queue: int = Field(default=256, ge=1, description="requests admitted but not yet decoding")
+    max_running: int = Field(default=32, ge=1, description="rows decoding at once, all adapters together")
     max_prefill_tokens: int | None = Field(
         default=None,
         ge=1,
         description=(
-            "prompt tokens prefilled per engine step while rows are decoding; longer prompts are chunked "
-            "(--max-prefill-tokens; default 64 on CPU, 512 on an accelerator)"
+            "prompt tokens prefilled per engine step while rows are decoding; longer prompts are chunked; "
+            "None: 64 on CPU, 512 on an accelerator"
         ),
     )
     max_model_len: int | None = Field(
-        default=None, ge=2, description="prompt + max_tokens limit; default and ceiling: the base's context window (--max-model-len)"
+        default=None, ge=2, description="prompt + max_tokens limit (at most the base's context window)"
     )
     max_kv_tokens: int = Field(
-        default=131072, ge=1, description="sum over running rows of prompt + max_tokens that may be reserved (--max-kv-tokens)"
+        default=131072, ge=1, description="sum over running rows of prompt + max_tokens that may be reserved"
     )
     max_loaded_adapters: int = Field(
-        default=256, ge=1, description="adapters the engine keeps loaded from the registry; LRU beyond (--max-loaded-adapters)"
+        default=256, ge=1, description="adapters the engine keeps loaded from the registry; LRU beyond"
     )
     loader_threads: int = Field(default=2, ge=1, le=16, description="threads pulling and verifying adapters")
     resolve_ttl_s: float = Field(

@@ -217,7 +217,7 @@ def test_chat_raw_sends_single_prompts(run, submitted: list[Request]) -> None:  
 
 
 def test_chat_help_lists_every_command(run) -> None:  # type: ignore[no-untyped-def]
-    from adapterhub.host.cli import CHAT_COMMANDS
+    from adapterhub.serving.cli import CHAT_COMMANDS
 
     out = _chat(run, [":help", ":frobnicate", "hello"])
     listed = [line.split()[0] for line in out if line.startswith(":")]

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from adapterhub.errors import ConfigError, DataError
 from adapterhub.hookspecs import hookimpl
+from adapterhub.serving.options import engine_config
 
 if TYPE_CHECKING:
     from adapterhub.host.host import AdapterHost
@@ -33,8 +34,9 @@ _BASE_WORDS = ("", "base", "<base>")
 
 def _host(args: argparse.Namespace) -> AdapterHost:
     from adapterhub.host import AdapterHost  # lazily: torch is slow to import
+    from adapterhub.serving.options import adapter_budget_bytes
 
-    return AdapterHost(args.base, device=args.device, registry_url=args.registry)
+    return AdapterHost(args.base, device=args.device, registry_url=args.registry, device_budget_bytes=adapter_budget_bytes(args))
 
 
 def _add_common(parser: argparse.ArgumentParser, max_new_tokens: int) -> None:
@@ -49,6 +51,9 @@ def _add_common(parser: argparse.ArgumentParser, max_new_tokens: int) -> None:
     parser.add_argument("--top-k", type=int, default=0, help="sample from the K most likely tokens (0: no cut)")
     parser.add_argument("--seed", type=int, default=None, help="sampler seed of every request: same seed, same output")
     parser.add_argument("--stop", action="append", default=[], metavar="TEXT", help="end the completion before TEXT (repeatable)")
+    from adapterhub.serving.options import add_engine_options
+
+    add_engine_options(parser)
 
 
 def _sampling(args: argparse.Namespace) -> dict[str, Any]:
@@ -136,6 +141,7 @@ class GenerateCommand:
             raise DataError("--stream takes exactly one PROMPT (not --batch or --json)")
         # Validate the input before paying for loading the base model.
         sampling = _sampling(args)
+        config = engine_config(args)
         batch = _read_batch(args.batch) if args.batch else None
         host = _host(args)
         if batch is not None:
@@ -153,7 +159,7 @@ class GenerateCommand:
         from adapterhub.serving import Engine, make_request
 
         requests = [make_request(p, a, raw=args.raw, **sampling) for p, a in zip(prompts, rows, strict=True)]
-        with Engine(host) as engine:
+        with Engine(host, config) as engine:
             handles = [engine.submit(r) for r in requests]  # all decode together
             if args.stream:
                 sys.stdout.write(f"[{_label(host, rows[0])}] {prompts[0]}\n  → ")
@@ -298,6 +304,7 @@ class ChatCommand:
 
     def run(self, args: argparse.Namespace) -> int:
         sampling = _sampling(args)
+        config = engine_config(args)
         host = _host(args)
         first: str | None = None
         for ref in args.adapter:
@@ -308,7 +315,7 @@ class ChatCommand:
 
         from adapterhub.serving import Engine
 
-        with Engine(host) as engine:
+        with Engine(host, config) as engine:
             chat_loop(engine, sys.stdin, sys.stdout, adapter=first, sampling=sampling, raw=args.raw)
         return 0
 
