@@ -24,6 +24,17 @@ A method is designed for two lives:
     existing base parameters (saving the originals once) and restores them on exit.
     ``mixed_batch=False``: the host groups rows into sub-batches per adapter.
 
+  **Route lifetime (changed for the serving engine).** ``route`` is entered around
+  *every* forward of a row, not once per generation: the row's first forward (its
+  cache is empty) and each forward that continues it (a decode step, a later prefill
+  chunk), which brings the cache, the mask the first route yielded plus one column per
+  new token, and positions continuing from the last one used. State that lives in the
+  cache (prefix tuning's virtual tokens) is added on the first forward only: on a
+  continuing forward an additive runtime passes the inputs through. Per-row selection
+  state (LoRA's slot index, IA³'s vectors) is set on every forward, since the rows of a
+  continuous batch change between steps. The conformance check ``route_decode``
+  (``adapterhub.testing.methods``) holds every runtime to this.
+
   ``plan`` performs every check (keys, shapes, dtypes, ranks, config) and raises
   :class:`~adapterhub.errors.IncompatibleAdapterError` without touching anything;
   ``apply`` only copies into tensors prepared by ``plan``, so a swap that fails
