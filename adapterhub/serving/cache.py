@@ -108,8 +108,10 @@ class SlotCache:
             self._repack(self.rows, 0, new_tokens)
 
     # --- rows ----------------------------------------------------------------------------
-    def add_row(self, prefill_cache: object, mask: torch.Tensor) -> int:
-        """Copy a single-row prefill cache (and its 1-D key mask) in; returns its row index."""
+    def add_row(self, prefill_cache: object, mask: torch.Tensor, index: int = 0) -> int:
+        """Copy row ``index`` of a prefill cache (and its 1-D key mask) in; returns the
+        new row's index here. Masked columns (left padding, unused prefix slots) come
+        along and stay masked."""
         keys, values = _kv_of(prefill_cache)
         length = int(keys[0].shape[2])
         if mask.shape[-1] != length:
@@ -122,8 +124,8 @@ class SlotCache:
         i = self.rows
         lo = self.end - length
         for layer in range(self.num_layers):
-            self.keys[layer][i, :, lo : self.end] = keys[layer][0].to(self.dtype)
-            self.values[layer][i, :, lo : self.end] = values[layer][0].to(self.dtype)
+            self.keys[layer][i, :, lo : self.end] = keys[layer][index].to(self.dtype)
+            self.values[layer][i, :, lo : self.end] = values[layer][index].to(self.dtype)
         self.valid[i].zero_()
         self.valid[i, lo : self.end] = mask.reshape(-1).to(torch.bool)
         self.first.append(lo)

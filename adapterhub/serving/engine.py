@@ -147,7 +147,9 @@ class Engine:
         self._closing = False
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        self.counters: dict[str, int] = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "steps": 0, "refused": 0}
+        self.counters: dict[str, int] = {
+            "requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "steps": 0, "prefill_forwards": 0, "refused": 0,
+        }
         self.finished: dict[str, int] = {}
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -264,7 +266,7 @@ class Engine:
         row.rendered_for = None if entry is None else entry.uid
 
     def _group_for(self, entry: PoolEntry | None) -> _Group:
-        key = "" if entry is None or entry.method.capabilities.mixed_batch else entry.uid
+        key = self._group_key(entry)
         g = self._groups.get(key)
         if g is None:
             layers, heads, dim = self._geometry
@@ -300,16 +302,19 @@ class Engine:
                     self._cv.wait(timeout=1.0)
                 if self._closing:
                     break
-                new = list(self._inbox)
-                self._inbox.clear()
-            self._intake(new)
-            self.adapters.commit_ready()
-            self._settle_waiting()
-            self.adapters.trim()
-            self._reap_cancelled()
-            self._admit()
-            if self._prefilling or self._n_running:
-                with self.host.forward_lock:
+            # Scheduling happens under the forward lock too, so requests that arrived
+            # while another thread held it join this very step.
+            with self.host.forward_lock:
+                with self._cv:
+                    new = list(self._inbox)
+                    self._inbox.clear()
+                self._intake(new)
+                self.adapters.commit_ready()
+                self._settle_waiting()
+                self.adapters.trim()
+                self._reap_cancelled()
+                self._admit()
+                if self._prefilling or self._n_running:
                     self._step()
 
     def _intake(self, rows: list[_Row]) -> None:
@@ -406,19 +411,45 @@ class Engine:
                 except Exception as exc:  # noqa: BLE001 - fail this group's rows, keep serving
                     for row in list(g.rows):
                         self._fail(row, exc)
-        # The chunk bound protects decoding rows; with none decoding there is nothing to
-        # stall, so admitted prompts are prefilled faster (still bounded per step).
-        budget = self.max_prefill_tokens if self._n_running else 8 * self.max_prefill_tokens
-        for row in list(self._prefilling):
-            if budget <= 0:
-                break
-            n = min(budget, len(row.prompt_ids) - row.done_prefill)
-            budget -= n
+        # The chunk bound protects decoding rows, and so does running one prefill forward
+        # per step while rows decode: every forward reads all the weights again (on a
+        # CPU, ~100 ms of a 64-token chunk's ~220 ms), so several small forwards would
+        # stall the batch longer than one. Short fresh prompts therefore share one
+        # left-padded forward. With no row decoding there is nothing to stall: prompts
+        # are prefilled faster (still bounded per step).
+        decoding = self._n_running > 0
+        budget = self.max_prefill_tokens if decoding else 8 * self.max_prefill_tokens
+        while self._prefilling and budget > 0:
+            rows, n = self._next_prefill(budget)
+            budget -= n * len(rows)
             try:
-                self._prefill(row, n)
-            except Exception as exc:  # noqa: BLE001
-                self._prefilling.remove(row)
-                self._fail(row, exc)
+                self._prefill(rows, n)
+            except Exception as exc:  # noqa: BLE001 - fail these requests, keep serving
+                for row in rows:
+                    if row in self._prefilling:
+                        self._prefilling.remove(row)
+                    self._fail(row, exc)
+            if decoding:
+                break
+
+    def _group_key(self, entry: PoolEntry | None) -> str:
+        return "" if entry is None or entry.method.capabilities.mixed_batch else entry.uid
+
+    def _next_prefill(self, budget: int) -> tuple[list[_Row], int]:
+        """The rows of the next prefill forward and its length: a chunk of the head
+        request, or several whole fresh prompts (same group) padded to the longest."""
+        head = self._prefilling[0]
+        left = len(head.prompt_ids) - head.done_prefill
+        if head.done_prefill or left >= budget:
+            return [head], min(left, budget)
+        rows, width, key = [head], left, self._group_key(head.entry)
+        for row in self._prefilling[1:]:
+            wider = max(width, len(row.prompt_ids))
+            if row.done_prefill or self._group_key(row.entry) != key or wider * (len(rows) + 1) > budget:
+                break
+            rows.append(row)
+            width = wider
+        return rows, width
 
     def _forward(self, entries: Sequence[PoolEntry | None], kwargs: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
         with ExitStack() as stack:
@@ -430,39 +461,61 @@ class Engine:
             call["cache"] = cache
             return out.logits[:, -1].float().cpu(), call
 
-    def _prefill(self, row: _Row, n: int) -> None:
-        self.host.ensure_resident([row.entry])
-        lo = row.done_prefill
-        ids = torch.tensor([row.prompt_ids[lo : lo + n]], device=self._device)
-        if lo == 0:
-            pos = torch.arange(n, device=self._device).unsqueeze(0)
-            kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": torch.ones(1, n, dtype=torch.long, device=self._device), "position_ids": pos}
-        else:
-            assert row.pmask is not None
-            pos = torch.arange(row.position, row.position + n, device=self._device).unsqueeze(0)
-            mask = torch.cat([row.pmask, row.pmask.new_ones(1, n)], dim=1)
-            kwargs = {"input_ids": ids, "attention_mask": mask, "position_ids": pos, "cache": row.pcache}
-        logits, call = self._forward([row.entry], kwargs)
-        # A route may have widened the mask (prefix slots) and moved positions: the row
-        # continues from what its first forward actually used.
-        row.pcache, row.pmask = call["cache"], call["attention_mask"]
-        row.position = int(call["position_ids"][0, -1]) + 1
-        row.done_prefill += n
-        self.counters["prompt_tokens"] += n
-        if row.done_prefill < len(row.prompt_ids):
-            return
-        self._prefilling.remove(row)
-        token = pick(logits, [row.request.sampling], [row.generator])[0]  # type: ignore[list-item]
-        if self._emit(row, token, logits[0]):
-            return
-        g = self._group_for(row.entry)
-        assert row.pmask is not None
-        g.cache.add_row(row.pcache, row.pmask[0])
-        row.pcache, row.pmask = None, None
-        row.group = g
-        g.rows.append(row)
-        self._n_running += 1
-        row.last_token = token
+    def _prefill(self, rows: list[_Row], n: int) -> None:
+        """One prefill forward: ``n`` more tokens of ``rows[0]``, or whole fresh prompts."""
+        entries = [r.entry for r in rows]
+        self.host.ensure_resident(entries)
+        dev = self._device
+        head = rows[0]
+        lo = head.done_prefill
+        if lo:  # a later chunk of one request: continue its cache
+            assert head.pmask is not None
+            ids = torch.tensor([head.prompt_ids[lo : lo + n]], device=dev)
+            pos = torch.arange(head.position, head.position + n, device=dev).unsqueeze(0)
+            mask = torch.cat([head.pmask, head.pmask.new_ones(1, n)], dim=1)
+            kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "position_ids": pos, "cache": head.pcache}
+        else:  # first forward of each row, left-padded to a common width
+            pad = self._pad_id()
+            ids = torch.full((len(rows), n), pad, dtype=torch.long, device=dev)
+            mask = torch.zeros(len(rows), n, dtype=torch.long, device=dev)
+            for i, r in enumerate(rows):
+                take = r.prompt_ids[:n]
+                ids[i, n - len(take) :] = torch.tensor(take, device=dev)
+                mask[i, n - len(take) :] = 1
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            kwargs = {"input_ids": ids, "attention_mask": mask, "position_ids": pos}
+        logits, call = self._forward(entries, kwargs)
+        self.counters["prefill_forwards"] += 1
+        cache, full_mask, positions = call["cache"], call["attention_mask"], call["position_ids"]
+        for i, row in enumerate(rows):
+            # A route may have widened the mask (prefix slots) and moved positions: the
+            # row continues from what its first forward actually used.
+            # (Only a request prefilled alone is ever left half-done: fresh prompts share
+            # a forward only when every one of them fits whole.)
+            row.pcache, row.pmask = cache, full_mask[i : i + 1]
+            row.position = int(positions[i, -1]) + 1
+            took = min(n, len(row.prompt_ids) - row.done_prefill)
+            row.done_prefill += took
+            self.counters["prompt_tokens"] += took
+            if row.done_prefill < len(row.prompt_ids):
+                continue
+            self._prefilling.remove(row)
+            token = pick(logits[i : i + 1], [row.request.sampling], [row.generator])[0]  # type: ignore[list-item]
+            if self._emit(row, token, logits[i]):
+                continue
+            g = self._group_for(row.entry)
+            g.cache.add_row(cache, full_mask[i], index=i)
+            row.pcache, row.pmask = None, None
+            row.group = g
+            g.rows.append(row)
+            self._n_running += 1
+            row.last_token = token
+
+    def _pad_id(self) -> int:
+        tok = self.host.tokenizer
+        if tok.pad_token_id is not None:
+            return int(tok.pad_token_id)
+        return min(self._eos) if self._eos else 0
 
     def _decode(self, g: _Group) -> None:
         rows = g.rows
