@@ -7,7 +7,9 @@
 #      measured in the same run;
 #   2. the trainer on CUDA (bf16 autocast): LoRA and prefix tuning on a small JSONL set,
 #      the same LoRA run under `torchrun --nproc_per_node=1` (NCCL), then `adapterhub
-#      generate` with the adapter on CUDA.
+#      generate` with the adapter on CUDA;
+#   3. benchmarks/serve_engine.py on CUDA (continuous batching across adapters beside
+#      static batches), on SmolLM2's shape with random weights.
 # Everything it writes lands in $OUT (default: ./device-out). Under 5 minutes on one H100.
 #
 # Prepare .whl here (see benchmarks/README-gpu in BENCHMARKS.md):
@@ -66,5 +68,12 @@ EOF
 } > "$OUT/trainer.log" 2>&1 || status=1
 tail -40 "$OUT/trainer.log"
 cd - >/dev/null
+
+echo "== 3. serving engine (benchmarks/serve_engine.py, SmolLM2 shape with random weights, bf16)"
+# The packaged SmolLM2 weights do not travel to the lent machine: the random model has the
+# same shape, so the step costs are the real ones (outputs are noise; tokens/s counts them).
+timeout 420 "$PY" benchmarks/serve_engine.py --model random --device "$DEVICE" --clients 16 --requests-per-client 4 \
+  --workloads base,1,8,64,64_cold,static --out "$OUT/serve_engine-random-qv-r8-$DEVICE.json" --json > "$OUT/serve_engine.log" 2>&1 || status=1
+tail -20 "$OUT/serve_engine.log"
 echo "device_run: exit $status"
 exit $status

@@ -68,7 +68,7 @@ ADAPTERS: dict[str, dict[str, Any]] = {
     "qv-r8": {"r": 8, "alpha": 16, "target_modules": ["q_proj", "v_proj"]},
     "all-r16": {"r": 16, "alpha": 32, "target_modules": "all-linear"},
 }
-MODELS = {"smollm2": "smollm2-135m-instruct", "tiny": "tiny-random-llama"}
+MODELS = {"smollm2": "smollm2-135m-instruct", "tiny": "tiny-random-llama", "random": "random-smollm2-shape"}
 ENGINE_WORKLOADS = ("base", "1", "8", "64", "64_cold")
 WORKLOADS = (*ENGINE_WORKLOADS, "peft_naive", "static")
 N_ADAPTERS = 64
@@ -288,7 +288,7 @@ def run_peft(pm: Any, host: AdapterHost, clients: int, specs: Sequence[Spec], ad
 
     def serve(i: int) -> Record:
         s = specs[i]
-        ids = torch.tensor([host.tokenizer(s.prompt, add_special_tokens=False)["input_ids"]])
+        ids = torch.tensor([host.tokenizer(s.prompt, add_special_tokens=False)["input_ids"]], device=host.device)
         gen = GenerationConfig(max_new_tokens=s.max_tokens, do_sample=False, eos_token_id=eos, pad_token_id=pad)
         rec = Record(submitted=time.perf_counter())
         with lock, torch.no_grad():
@@ -373,10 +373,27 @@ def _warm_up(host: AdapterHost, config: EngineConfig, clients: int, specs: Seque
         engine.generate(reqs)
 
 
+def _load(model: str) -> Any:
+    """The base: a packaged model, or SmolLM2's shape with random weights and a byte
+    tokenizer (``random``: for a GPU machine that cannot carry the packaged weights)."""
+    if model == "random":
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from lora_runtime import build_base
+
+        from adapterhub.protocols.basemodel import LoadedBase
+        from adapterhub.testing.models import byte_tokenizer
+
+        return LoadedBase(name=MODELS[model], model=build_base(), tokenizer=byte_tokenizer())
+    from adapterhub.basemodels import load_base
+
+    return load_base(MODELS[model])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--model", choices=sorted(MODELS), default="smollm2")
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda for a lent GPU (bf16 there)")
     ap.add_argument("--clients", type=int, default=16, help="closed-loop client threads (and the engine's max_running)")
     ap.add_argument("--adapter", choices=sorted(ADAPTERS), default="qv-r8", help="LoRA r8 α16 on q/v, or r16 α32 on every linear")
     ap.add_argument("--requests-per-client", type=int, default=8)
@@ -397,9 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     load_before = os.getloadavg()
-    from adapterhub.basemodels import load_base
-
-    base = load_base(MODELS[args.model])
+    base = _load(args.model)
     run = set(args.workloads)
     n = args.clients * args.requests_per_client
     text_source, docs = corpus()
@@ -422,7 +437,12 @@ def main(argv: list[str] | None = None) -> int:
         # peft's copy of the base is taken before the host installs its serving layers
         # (their router holds a lock and can't be deep-copied).
         pm = build_peft(copy.deepcopy(base.model), dirs[:8], tmp) if "peft_naive" in run else None
-        host = AdapterHost(base, device="cpu")
+        if pm is not None:
+            pm.to(args.device)
+        if args.device != "cpu":
+            # The host serves a LoadedBase as given: put it on the device (bf16) first.
+            base.model.to(device=args.device, dtype=torch.bfloat16)
+        host = AdapterHost(base, device=args.device)
         host.fingerprint  # noqa: B018 - hash the base once, before any timing
         warm = [k for k in range(need) if not (k >= 8 and "64" not in run)]
         for k in warm:
@@ -455,7 +475,8 @@ def main(argv: list[str] | None = None) -> int:
 
     doc = _document(args, results, specs, config, time.perf_counter() - t_start, load_before)
     doc["mix"]["text"] = text_source
-    out = args.out or (RESULTS / f"serve_engine-{args.model}-{args.adapter}-t{args.threads}.json" if args.model != "tiny" else None)
+    where = f"t{args.threads}" if args.device == "cpu" else args.device.replace(":", "")
+    out = args.out or (RESULTS / f"serve_engine-{args.model}-{args.adapter}-{where}.json" if args.model != "tiny" else None)
     md = _markdown(doc)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -482,7 +503,7 @@ def _document(args: argparse.Namespace, results: dict[str, dict[str, Any]], spec
         "peft_naive_tokens_per_s": rate("peft_naive"), "static_tokens_per_s": rate("static"),
         "ttft_p50_ms": eight.get("ttft_p50_ms"), "ttft_p99_ms": eight.get("ttft_p99_ms"),
         "itl_p50_ms": eight.get("itl_p50_ms"), "itl_p99_ms": eight.get("itl_p99_ms"),
-        "clients": args.clients, "threads": args.threads, "adapter": args.adapter, "model": args.model,
+        "clients": args.clients, "threads": args.threads, "adapter": args.adapter, "model": args.model, "device": args.device,
         "requests_per_client": args.requests_per_client,
         "ratios": {
             "one_over_base": _ratio(rate("1"), rate("base")),
@@ -503,7 +524,7 @@ def _document(args: argparse.Namespace, results: dict[str, dict[str, Any]], spec
         "machine": {
             "cpu_count": os.cpu_count(), "torch_threads": args.threads, "loadavg_before": load_before,
             "loadavg_after": os.getloadavg(), "platform": platform.platform(), "torch": torch.__version__,
-            "device": "cpu", "dtype": "float32",
+            "device": args.device, "dtype": "float32" if args.device == "cpu" else "bfloat16",
         },
         "mix": {
             "requests": len(specs), "seed": args.seed, "prompt_tokens_range": list(args.prompt_tokens),
