@@ -19,6 +19,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "adapterhub.trainer.cli",
     "adapterhub.evaluation.cli",
     "adapterhub.serving.cli",
+    "adapterhub.serving.http.cli",
     "adapterhub.demo",
 )
 

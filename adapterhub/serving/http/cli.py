@@ -1,0 +1,116 @@
+"""``adapterhub serve``: the engine behind an OpenAI-compatible HTTP API (uvicorn).
+
+SIGTERM (or Ctrl-C) stops admitting (new completions get 503, ``/health`` turns 503),
+lets running requests finish for up to ``--grace`` seconds, then exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from adapterhub.hookspecs import hookimpl
+from adapterhub.serving.options import adapter_budget_bytes, add_engine_options, engine_config
+
+if TYPE_CHECKING:
+    from adapterhub.protocols.command import Command
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class ServeCommand:
+    name = "serve"
+    help = "serve the base and its adapters over an OpenAI-compatible HTTP API (model = adapter ref)"
+
+    def configure(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--base", default="smollm2-135m-instruct", help="base model alias, directory or HF id")
+        parser.add_argument("--registry", default=None, metavar="URL", help="registry that adapter refs are pulled from (default: local)")
+        parser.add_argument("--adapter", action="append", default=[], metavar="REF",
+                            help="adapter to load before serving (repeatable); others load on first request")
+        parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+        parser.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+        parser.add_argument("--api-keys", default=None, metavar="FILE", help="YAML keys file (docs/serving.md); without it anyone who can connect may call")
+        parser.add_argument("--grace", type=float, default=30.0, metavar="S", help="seconds running requests may take to finish on SIGTERM (default 30)")
+        parser.add_argument("--device", default=None)
+        add_engine_options(parser)
+
+    def run(self, args: argparse.Namespace) -> int:
+        from adapterhub.errors import ConfigError
+        from adapterhub.serving.http.keys import KeyRing
+
+        # Everything a typo can break is checked before the base model loads.
+        config = engine_config(args)
+        if not 0 < args.port < 65536:
+            raise ConfigError("invalid --port: must be 1..65535")
+        if args.grace < 0:
+            raise ConfigError("invalid --grace: must be >= 0")
+        keys = KeyRing.from_file(args.api_keys) if args.api_keys else None
+        if keys is None and not is_loopback(args.host):
+            print(f"warning: serving on {args.host} without --api-keys: anyone who can reach it may use "
+                  "every adapter and load/unload adapters", file=sys.stderr)
+
+        import uvicorn
+
+        from adapterhub.host import AdapterHost
+        from adapterhub.serving import Engine
+        from adapterhub.serving.http.app import create_app
+
+        host = AdapterHost(args.base, device=args.device, registry_url=args.registry,
+                           device_budget_bytes=adapter_budget_bytes(args))
+        engine = Engine(host, config, registry_url=args.registry)
+        try:
+            _preload(engine, args.adapter)
+            app = create_app(engine, base_alias=args.base, keys=keys, registry_url=args.registry)
+            state = app.state.server
+
+            class _Server(uvicorn.Server):
+                def handle_exit(self, sig: int, frame: Any) -> None:
+                    state.draining = True  # new completions: 503 while running ones finish
+                    super().handle_exit(sig, frame)
+                    if sig == signal.SIGTERM:
+                        # uvicorn re-raises captured signals once drained (the process would
+                        # die by SIGTERM); a drained shutdown exits 0 instead.
+                        self._captured_signals = [s for s in self._captured_signals if s != sig]
+
+            server = _Server(uvicorn.Config(
+                app, host=args.host, port=args.port, log_level="info",
+                timeout_graceful_shutdown=int(args.grace) or None,
+            ))
+            print(f"serving {args.base} on http://{args.host}:{args.port}/v1 "
+                  f"({'keys: ' + str(len(keys)) if keys else 'no keys'})", file=sys.stderr)
+            server.run()
+        finally:
+            engine.close()
+        return 0
+
+
+def _preload(engine: Any, refs: list[str]) -> None:
+    from adapterhub.serving.adapters import Ticket
+
+    for ref in refs:
+        if Path(ref).exists():
+            engine.host.load(ref)
+            continue
+        found = engine.adapters.lookup(ref)
+        if isinstance(found, Ticket):
+            found.wait()
+            if found.error is not None:
+                raise found.error
+        print(f"loaded {ref}", file=sys.stderr)
+
+
+@hookimpl
+def adapterhub_register_commands(register: Callable[[Command], None]) -> None:
+    register(ServeCommand())

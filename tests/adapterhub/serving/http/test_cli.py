@@ -1,0 +1,97 @@
+"""``adapterhub serve`` as a real process: bad options fail before the base loads; SIGTERM drains."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from adapterhub.cli.main import main
+from adapterhub.serving.http.cli import is_loopback
+
+ENTRY = "import sys; from adapterhub.cli.main import main; sys.exit(main(sys.argv[1:]))"
+
+
+def test_is_loopback() -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3") and not is_loopback("example.org")
+
+
+def test_a_malformed_keys_file_fails_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "keys.yaml"
+    f.write_text("keys:\n  - name: a\n    key: sk-secret-value\n    adapters: 3\n")
+    assert main(["serve", "--base", "tiny-random-llama", "--api-keys", str(f)]) != 0
+    err = capsys.readouterr().err
+    assert "keys.0.adapters" in err and "sk-secret-value" not in err
+    assert main(["serve", "--max-queue", "0"]) != 0
+    assert "--max-queue" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_lets_running_requests_finish_then_exits_0(tmp_path: Path) -> None:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "ADAPTERHUB_HOME": str(tmp_path / "home")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", ENTRY, "serve", "--base", "tiny-random-llama", "--port", str(port), "--grace", "60"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "server did not become healthy"
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        lines: list[str] = []
+        first = threading.Event()
+
+        def consume() -> None:
+            body = {"model": "tiny-random-llama", "prompt": "Hello", "max_tokens": 400, "stream": True}
+            with httpx.stream("POST", url + "/v1/completions", json=body, timeout=120) as r:
+                for ln in r.iter_lines():
+                    if ln:
+                        lines.append(ln)
+                        first.set()
+                        time.sleep(0.002)  # a slow reader: the request outlives the signal
+
+        t = threading.Thread(target=consume)
+        t.start()
+        assert first.wait(60)
+        proc.send_signal(signal.SIGTERM)
+        t.join(120)
+        code = proc.wait(120)
+        err = proc.stderr.read() if proc.stderr else ""
+        assert code == 0, err
+        assert "Waiting for connections to close" in err  # the stream was still running
+        assert lines[-1] == "data: [DONE]"
+        final = json.loads(lines[-2][6:])
+        assert final["choices"][0]["finish_reason"] in ("length", "stop")
+        assert final["usage"]["completion_tokens"] >= 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+        if proc.stdout:
+            proc.stdout.close()
+        if proc.stderr:
+            proc.stderr.close()
