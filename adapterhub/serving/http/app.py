@@ -13,6 +13,7 @@ stream before its first chunk (after that, an ``error`` event ends the stream).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -455,6 +456,7 @@ async def _complete(state: ServerState, request: HttpRequest, kind: str) -> Resp
     call = _Call(state, kind, model, principal, handle, bool(params.get("logprobs")), started)
     if stream:
         return await _stream(call, include_usage)
+    watcher = asyncio.create_task(_cancel_on_disconnect(request, handle))
     try:
         async for d in handle:
             call.observe(d)
@@ -467,8 +469,23 @@ async def _complete(state: ServerState, request: HttpRequest, kind: str) -> Resp
         err = api_error(exc, model)
         call.count(err.status, None)
         return err.response()
+    finally:
+        watcher.cancel()
+    if c.finish_reason == "cancelled" and handle.cancelled:  # the client went away
+        call.count(499, c)
+        return Response(status_code=499)
     call.count(200, c)
     return JSONResponse(call.body(c))
+
+
+async def _cancel_on_disconnect(request: HttpRequest, handle: RequestHandle) -> None:
+    """Cancel ``handle`` when the client of a non-stream request disconnects (the body is
+    read already, so the next ASGI message is the disconnect)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            handle.cancel()
+            return
 
 
 async def _stream(call: _Call, include_usage: bool) -> Response:

@@ -48,7 +48,7 @@ def test_sigterm_lets_running_requests_finish_then_exits_0(tmp_path: Path) -> No
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "ADAPTERHUB_HOME": str(tmp_path / "home")}
     proc = subprocess.Popen(
-        [sys.executable, "-c", ENTRY, "serve", "--base", "tiny-random-llama", "--port", str(port), "--grace", "60"],
+        [sys.executable, "-c", ENTRY, "serve", "--base", "tiny-random-llama", "--port", str(port), "--grace", "120"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -62,31 +62,35 @@ def test_sigterm_lets_running_requests_finish_then_exits_0(tmp_path: Path) -> No
             except httpx.TransportError:
                 pass
             time.sleep(0.2)
-        lines: list[str] = []
-        first = threading.Event()
+        streams: list[list[str]] = [[] for _ in range(2)]
+        started = [threading.Event() for _ in streams]
 
-        def consume() -> None:
-            body = {"model": "tiny-random-llama", "prompt": "Hello", "max_tokens": 400, "stream": True}
+        def consume(i: int) -> None:
+            body = {"model": "tiny-random-llama", "prompt": f"Hello {i}", "max_tokens": 200, "stream": True}
             with httpx.stream("POST", url + "/v1/completions", json=body, timeout=120) as r:
                 for ln in r.iter_lines():
                     if ln:
-                        lines.append(ln)
-                        first.set()
-                        time.sleep(0.002)  # a slow reader: the request outlives the signal
+                        streams[i].append(ln)
+                        started[i].set()
 
-        t = threading.Thread(target=consume)
-        t.start()
-        assert first.wait(60)
+        threads = [threading.Thread(target=consume, args=(i,)) for i in range(len(streams))]
+        for t in threads:
+            t.start()
+        assert all(e.wait(60) for e in started)
         proc.send_signal(signal.SIGTERM)
-        t.join(120)
-        code = proc.wait(120)
+        for t in threads:
+            t.join(200)
+        code = proc.wait(200)
         err = proc.stderr.read() if proc.stderr else ""
         assert code == 0, err
-        assert "Waiting for connections to close" in err  # the stream was still running
-        assert lines[-1] == "data: [DONE]"
-        final = json.loads(lines[-2][6:])
-        assert final["choices"][0]["finish_reason"] in ("length", "stop")
-        assert final["usage"]["completion_tokens"] >= 1
+        assert "Waiting for connections to close" in err  # streams were still running
+        for lines in streams:  # every running request finished normally
+            assert lines[-1] == "data: [DONE]"
+            final = json.loads(lines[-2][6:])
+            assert final["choices"][0]["finish_reason"] in ("length", "stop")
+            assert final["usage"]["completion_tokens"] >= 1
+        with pytest.raises(httpx.TransportError):  # nothing listens any more
+            httpx.get(url + "/health", timeout=5)
     finally:
         if proc.poll() is None:
             proc.kill()
