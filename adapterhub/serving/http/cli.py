@@ -44,6 +44,8 @@ class ServeCommand:
         parser.add_argument("--api-keys", default=None, metavar="FILE", help="YAML keys file (docs/serving.md); without it anyone who can connect may call")
         parser.add_argument("--grace", type=float, default=30.0, metavar="S", help="seconds running requests may take to finish on SIGTERM (default 30)")
         parser.add_argument("--device", default=None)
+        parser.add_argument("--threads", type=int, default=None, metavar="N",
+                            help="torch CPU threads (default: torch's; 1 avoids spin-waiting on a busy machine)")
         add_engine_options(parser)
 
     def run(self, args: argparse.Namespace) -> int:
@@ -56,12 +58,18 @@ class ServeCommand:
             raise ConfigError("invalid --port: must be 1..65535")
         if args.grace < 0:
             raise ConfigError("invalid --grace: must be >= 0")
+        if args.threads is not None and args.threads < 1:
+            raise ConfigError("invalid --threads: must be >= 1")
         keys = KeyRing.from_file(args.api_keys) if args.api_keys else None
         if keys is None and not is_loopback(args.host):
             print(f"warning: serving on {args.host} without --api-keys: anyone who can reach it may use "
                   "every adapter and load/unload adapters", file=sys.stderr)
 
+        import torch
         import uvicorn
+
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
 
         from adapterhub.host import AdapterHost
         from adapterhub.serving import Engine

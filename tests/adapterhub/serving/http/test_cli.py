@@ -48,7 +48,8 @@ def test_sigterm_lets_running_requests_finish_then_exits_0(tmp_path: Path) -> No
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "ADAPTERHUB_HOME": str(tmp_path / "home")}
     proc = subprocess.Popen(
-        [sys.executable, "-c", ENTRY, "serve", "--base", "tiny-random-llama", "--port", str(port), "--grace", "120"],
+        [sys.executable, "-c", ENTRY, "serve", "--base", "tiny-random-llama", "--port", str(port), "--grace", "120",
+         "--threads", "1"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
