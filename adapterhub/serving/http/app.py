@@ -281,6 +281,7 @@ class _Call:
     created: int = field(default_factory=lambda: int(time.time()))
     last_token_at: float | None = None
     first_token_at: float | None = None
+    gaps: list[tuple[float, int]] = field(default_factory=list)  # (seconds per token, tokens)
 
     @property
     def object_id(self) -> str:
@@ -290,26 +291,31 @@ class _Call:
         return (c.adapter if c is not None else None) or self.state.base_alias
 
     def observe(self, d: Delta) -> None:
+        """Note when tokens arrive (observed into the histograms once the adapter that
+        served the request is known, so every metric of a request has the same label)."""
         if not d.token_ids:
             return
         now = time.perf_counter()
-        m, adapter = self.state.metrics, self.model if self.handle.request.adapter else self.state.base_alias
         if self.first_token_at is None:
             self.first_token_at = now
-            m.ttft.labels(adapter).observe(now - self.started)
         elif self.last_token_at is not None:
-            gap = (now - self.last_token_at) / len(d.token_ids)
-            for _ in d.token_ids:
-                m.itl.labels(adapter).observe(gap)
+            self.gaps.append(((now - self.last_token_at) / len(d.token_ids), len(d.token_ids)))
         self.last_token_at = now
 
     def count(self, status: int, c: Completion | None) -> None:
         m, adapter = self.state.metrics, self.label(c) if status < 400 or c is not None else "-"
         m.requests.labels(self.kind, str(status), adapter, self.principal.name).inc()
-        if c is not None:
-            m.prompt_tokens.labels(adapter).inc(c.prompt_tokens)
-            m.completion_tokens.labels(adapter).inc(c.completion_tokens)
-            m.latency.labels(adapter).observe(time.perf_counter() - self.started)
+        if c is None:
+            return
+        m.prompt_tokens.labels(adapter).inc(c.prompt_tokens)
+        m.completion_tokens.labels(adapter).inc(c.completion_tokens)
+        m.latency.labels(adapter).observe(time.perf_counter() - self.started)
+        if self.first_token_at is not None:
+            m.ttft.labels(adapter).observe(self.first_token_at - self.started)
+        itl = m.itl.labels(adapter)
+        for gap, n in self.gaps:
+            for _ in range(n):
+                itl.observe(gap)
 
     def body(self, c: Completion) -> dict[str, Any]:
         if self.kind == "chat":
@@ -439,7 +445,7 @@ async def _complete(state: ServerState, request: HttpRequest, kind: str) -> Resp
         adapter = _adapter_for(state, principal, body.get("model"))
         params = _sampling(body, kind)
         prompt: Any = _messages(body) if kind == "chat" else _prompt(body)
-        stream = bool(body.get("stream", False))
+        stream = _get(body, "stream", (bool,), False)
         opts = body.get("stream_options")
         include_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
         try:

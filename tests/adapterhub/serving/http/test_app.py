@@ -278,11 +278,11 @@ def test_queue_full_is_429_with_retry_after(engine: Engine) -> None:
     small = Engine(engine.host, EngineConfig(max_queue=1, max_running=1))
     try:
         with serve(create_app(small, base_alias=BASE)) as u:
-            running = small.submit(make_request(PROMPT, None, raw=True, max_tokens=400))
-            queued = small.submit(make_request(PROMPT, None, raw=True, max_tokens=400))
-            r = _post(u, "/v1/completions", {"model": BASE, "prompt": PROMPT, "max_tokens": 2})
-            running.cancel()
-            queued.cancel()
+            # Holding the forward lock stops the engine's steps: the queued request stays queued.
+            with engine.host.forward_lock:
+                queued = small.submit(make_request(PROMPT, None, raw=True, max_tokens=4))
+                r = _post(u, "/v1/completions", {"model": BASE, "prompt": PROMPT, "max_tokens": 2})
+            queued.result(timeout=60)
             assert r.status_code == 429, r.text
             assert r.headers["retry-after"] == "1" and r.json()["error"]["type"] == "rate_limit_error"
     finally:

@@ -67,7 +67,7 @@ def test_sigterm_lets_running_requests_finish_then_exits_0(tmp_path: Path) -> No
         started = [threading.Event() for _ in streams]
 
         def consume(i: int) -> None:
-            body = {"model": "tiny-random-llama", "prompt": f"Hello {i}", "max_tokens": 200, "stream": True}
+            body = {"model": "tiny-random-llama", "prompt": f"Hello {i}", "max_tokens": 480, "stream": True}
             with httpx.stream("POST", url + "/v1/completions", json=body, timeout=120) as r:
                 for ln in r.iter_lines():
                     if ln:
