@@ -41,7 +41,7 @@ class ServeCommand:
                             help="adapter to load before serving (repeatable); others load on first request")
         parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
         parser.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
-        parser.add_argument("--api-keys", default=None, metavar="FILE", help="YAML keys file (docs/serving.md); without it anyone who can connect may call")
+        parser.add_argument("--api-keys", default=None, metavar="FILE", help="YAML keys file (docs/serving-http.md); without it anyone who can connect may call")
         parser.add_argument("--grace", type=float, default=30.0, metavar="S", help="seconds running requests may take to finish on SIGTERM (default 30)")
         parser.add_argument("--device", default=None)
         parser.add_argument("--threads", type=int, default=None, metavar="N",
