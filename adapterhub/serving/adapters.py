@@ -126,6 +126,13 @@ class AdapterManager:
             self._by_ref[ref] = ticket
             self._pool.submit(self._work, ticket)
 
+    def forget(self, key: str) -> None:
+        """An operator unloaded ``key``: drop it from the LRU and the tag resolutions."""
+        with self._lock:
+            self._owned.pop(key, None)
+            for ref in [r for r, (k, _) in self._resolved.items() if k == key]:
+                del self._resolved[ref]
+
     def touch(self, key: str) -> None:
         with self._lock:
             if key in self._owned:

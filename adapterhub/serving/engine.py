@@ -197,7 +197,7 @@ class Engine:
         rid = request.request_id or f"req-{next(_ids)}"
         handle = RequestHandle(rid, request)
         handle._on_cancel = self._wake
-        row = _Row(handle=handle, request=request, submitted=time.perf_counter())
+        row = _Row(handle=handle, request=request, submitted=handle.submitted)
         ref = request.adapter if request.adapter is not None else self.host.default_adapter
         if ref is not None and ref not in BASE_NAMES and ref != self.host.base.name:
             found = self.adapters.lookup(ref)
@@ -230,6 +230,34 @@ class Engine:
         """Submit every request, then wait for all (errors are raised in order)."""
         handles = [self.submit(r) for r in requests]
         return [h.result() for h in handles]
+
+    @property
+    def healthy(self) -> bool:
+        """True while the engine takes requests (not closed, its thread not dead)."""
+        thread_ok = self._thread is None or self._thread.is_alive()
+        return not self._closing and self._dead is None and thread_ok
+
+    def load(self, ref: str, timeout: float | None = None) -> str:
+        """Make ``ref`` (pool name or registry reference) loaded; returns its pool key.
+
+        Uses the same single-flight loads as requests do; raises the load's error
+        (``AdapterNotFoundError``, ``IntegrityError``...) or ``TimeoutError``.
+        """
+        self.start()
+        found = self.adapters.lookup(ref)
+        if not isinstance(found, Ticket):
+            return found
+        if not found.wait(timeout):
+            raise TimeoutError(f"loading {ref!r} took longer than {timeout} s")
+        if found.error is not None:
+            raise found.error
+        assert found.key is not None
+        return found.key
+
+    def unload(self, name: str) -> None:
+        """Unload a pool entry; requests already running on it finish first."""
+        self.host.unload(name)
+        self.adapters.forget(name)
 
     def stats(self) -> dict[str, Any]:
         """Queue depth, running rows, adapter loads and counters (for metrics and tests)."""
@@ -331,6 +359,7 @@ class Engine:
                 row.entry = self.host.acquire([row.key])[0]
                 row.acquired = True
                 self.adapters.touch(row.key)
+                row.handle.adapter = None if row.entry is None else row.entry.label
             pinned = None if row.entry is None else row.entry.uid
             if not row.prompt_ids or row.rendered_for != pinned:
                 # Not rendered yet, or rendered for a version replaced since submit: the

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 
 from adapterhub.serving.request import Completion, Delta, Request
@@ -29,6 +30,10 @@ class RequestHandle:
         self._cancel = threading.Event()
         self._wakers: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
         self._on_cancel: Callable[[], None] | None = None  # wakes a sleeping engine
+        self.adapter: str | None = None
+        """``name@version`` serving this request, set once its adapter is pinned (before
+        the first delta); None for the bare base or while a cold adapter loads."""
+        self.submitted = time.perf_counter()
 
     # --- engine side -------------------------------------------------------------------
     def _push(self, delta: Delta) -> None:
@@ -96,6 +101,13 @@ class RequestHandle:
                 return
 
     async def __aiter__(self) -> AsyncIterator[Delta]:
+        async for batch in self.batches():
+            for delta in batch:
+                yield delta
+
+    async def batches(self) -> AsyncIterator[list[Delta]]:
+        """Every delta produced since the last wake-up, as one list: a consumer that
+        falls behind (an HTTP writer under load) catches up in one send, not N."""
         loop = asyncio.get_running_loop()
         event = asyncio.Event()
         waker = (loop, event)
@@ -109,8 +121,8 @@ class RequestHandle:
                     fresh = self._deltas[i:]
                     done = self._done
                 i += len(fresh)
-                for d in fresh:
-                    yield d
+                if fresh:
+                    yield fresh
                 if done and not fresh:
                     with self._cond:
                         if i >= len(self._deltas):

@@ -8,6 +8,7 @@ and Python callers build them directly.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -137,6 +138,9 @@ class Delta:
     token_ids: list[int]
     logprobs: list[TokenLogprob] = field(default_factory=list)
     finish_reason: FinishReason | None = None
+    t: float = field(default_factory=time.perf_counter)
+    """When the engine produced it (``time.perf_counter``): TTFT and inter-token gaps
+    measured here exclude the consumer's own delays."""
 
 
 @dataclass

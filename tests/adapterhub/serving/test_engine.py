@@ -388,3 +388,36 @@ def test_short_fresh_prompts_share_one_prefill_forward(host: AdapterHost, refere
         assert eng.stats()["prefill_forwards"] == 2
     finally:
         eng.close()
+
+
+def test_engine_load_unload_and_health(registry: Registry) -> None:
+    host = _fresh_host()
+    eng = Engine(host)
+    try:
+        assert eng.load("team/a") == "team/a@1.0.0" == eng.load("team/a@1.0.0")
+        assert eng.stats()["adapter_loads"] == 1 and eng.healthy
+        with pytest.raises(AdapterNotFoundError):
+            eng.load("team/nope")
+        h = eng.submit(make_request(PROMPTS[0], "team/a", max_tokens=3))
+        first = next(iter(h))
+        assert h.adapter == "team/a@1.0.0" and first.t >= h.submitted
+        h.result(timeout=60)
+        eng.unload("team/a@1.0.0")
+        assert host.loaded() == []
+    finally:
+        eng.close()
+    assert not eng.healthy
+
+
+def test_async_batches_catch_up_in_one_piece(host: AdapterHost) -> None:
+    with Engine(host) as eng:
+        h = eng.submit(make_request(PROMPTS[0], "lora", max_tokens=8))
+        h.result(timeout=60)  # everything is produced before the consumer starts
+
+        async def consume() -> list[list[int]]:
+            return [[t for d in batch for t in d.token_ids] async for batch in h.batches()]
+
+        batches = asyncio.run(consume())
+        assert len(batches) == 1 and len(batches[0]) == 8
+        times = [d.t for d in h]
+        assert times == sorted(times)
