@@ -36,6 +36,13 @@ def _host(args: argparse.Namespace) -> AdapterHost:
     from adapterhub.host import AdapterHost  # lazily: torch is slow to import
     from adapterhub.serving.options import adapter_budget_bytes
 
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError("invalid --threads: must be >= 1")
+        import torch
+
+        torch.set_num_threads(args.threads)
+
     return AdapterHost(args.base, device=args.device, registry_url=args.registry, device_budget_bytes=adapter_budget_bytes(args))
 
 
@@ -44,6 +51,8 @@ def _add_common(parser: argparse.ArgumentParser, max_new_tokens: int) -> None:
     parser.add_argument("--registry", default=None, metavar="URL", help="registry that adapter refs are pulled from (default: local)")
     parser.add_argument("--raw", action="store_true", help="do not apply the chat template")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="torch CPU threads (default: torch's choice; 1 is steadier on a busy machine)")
     parser.add_argument("--max-new-tokens", "--max-tokens", dest="max_new_tokens", type=int, default=max_new_tokens,
                         help=f"tokens to generate at most (default {max_new_tokens})")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy; higher samples more freely")
