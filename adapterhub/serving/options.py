@@ -1,35 +1,40 @@
 """The engine's limits as command-line flags, shared by every command that serves.
 
-Each :class:`EngineConfig` field is a flag with the same name (``--max-queue``...),
-help text and default taken from the field itself, so the CLI can never drift from the
-library. ``--max-adapter-memory`` is the host's device budget for resident adapters.
+Each :class:`~adapterhub.serving.config.EngineConfig` field is a flag of the same name
+(``--max-queue``...). The flags are declared from the plain table below, not from the
+pydantic model, because every CLI invocation builds every command's parser and a
+command such as ``adapterhub score`` must start without importing pydantic; a test
+holds the table to the model's fields and defaults. ``--max-adapter-memory`` is the
+host's device budget for resident adapters.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING
 
 from adapterhub.errors import ConfigError
-from adapterhub.serving.config import EngineConfig
 
-_SKIP = {"loader_threads"}  # an internal knob, not a limit an operator tunes
+if TYPE_CHECKING:
+    from adapterhub.serving.config import EngineConfig
+
+# field: (type, default as shown, help)
+FLAGS: dict[str, tuple[type, str, str]] = {
+    "max_queue": (int, "256", "requests admitted but not yet decoding; a full queue refuses at once"),
+    "max_running": (int, "32", "rows decoding at once, all adapters together"),
+    "max_prefill_tokens": (int, "64 on CPU, 512 on an accelerator", "prompt tokens prefilled per engine step while rows are decoding; longer prompts are chunked"),
+    "max_model_len": (int, "the base's context window", "prompt + max_tokens limit (at most the base's context window)"),
+    "max_kv_tokens": (int, "131072", "sum over running rows of prompt + max_tokens that may be reserved"),
+    "max_loaded_adapters": (int, "256", "adapters the engine keeps loaded from the registry; LRU beyond"),
+    "resolve_ttl_s": (float, "1.0", "seconds a resolved tag/latest serves before it is re-resolved in the background; 0: before every request"),
+}
 
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("serving limits (see docs/serving.md)")
-    for name, field in EngineConfig.model_fields.items():
-        if name in _SKIP:
-            continue
-        kind: Any = float if field.annotation is float else int
-        default = "base's window" if name == "max_model_len" else field.default
-        text = str(field.description)
-        if name == "max_prefill_tokens":
-            default = "64 on CPU, 512 on an accelerator"
-            text = text.split("; None:")[0]
+    for name, (kind, default, text) in FLAGS.items():
         group.add_argument(
-            "--" + name.replace("_", "-"), type=kind, default=None, metavar="N",
-            help=f"{text} [default: {default}]",
+            "--" + name.replace("_", "-"), type=kind, default=None, metavar="N", help=f"{text} [default: {default}]"
         )
     group.add_argument(
         "--max-adapter-memory", type=float, default=None, metavar="MB",
@@ -38,13 +43,12 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
 
 
 def engine_config(args: argparse.Namespace) -> EngineConfig:
-    """The :class:`EngineConfig` the flags ask for (unset flags keep the defaults)."""
-    values = {
-        name: getattr(args, name) for name in EngineConfig.model_fields
-        if name not in _SKIP and getattr(args, name, None) is not None
-    }
+    """The ``EngineConfig`` the flags ask for (unset flags keep the library defaults)."""
     from pydantic import ValidationError
 
+    from adapterhub.serving.config import EngineConfig
+
+    values = {name: getattr(args, name) for name in FLAGS if getattr(args, name, None) is not None}
     try:
         return EngineConfig(**values)
     except ValidationError as exc:

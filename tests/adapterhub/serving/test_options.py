@@ -9,13 +9,28 @@ import pytest
 from adapterhub.cli.main import main
 from adapterhub.errors import ConfigError
 from adapterhub.serving.config import EngineConfig
-from adapterhub.serving.options import adapter_budget_bytes, add_engine_options, engine_config
+from adapterhub.serving.options import (
+    FLAGS,
+    adapter_budget_bytes,
+    add_engine_options,
+    engine_config,
+)
 
 
 def _parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     add_engine_options(parser)
     return parser.parse_args(list(argv))
+
+
+def test_the_flag_table_matches_the_config() -> None:
+    # The table exists so that parsers build without pydantic; it must not drift.
+    fields = {n: f for n, f in EngineConfig.model_fields.items() if n != "loader_threads"}
+    assert set(FLAGS) == set(fields)
+    for name, (kind, shown, _) in FLAGS.items():
+        default = fields[name].default
+        if default is not None:
+            assert kind(shown) == default, name
 
 
 def test_unset_flags_keep_the_library_defaults() -> None:

@@ -171,8 +171,11 @@ def test_route_input_errors(method: PrefixTuningMethod, model: Any, h: Any) -> N
         pass
     full = DynamicCache()
     full.update(torch.zeros(4, 2, 1, 16), torch.zeros(4, 2, 1, 16), 0)
-    with pytest.raises(ConfigError, match="prefill"), runtime.route(ROWS, {"input_ids": ids, "cache": full}):
-        pass
+    # A forward that continues rows (the cache already holds their prefixes) passes
+    # through unchanged: the serving engine enters the route on every decode step.
+    given = {"input_ids": ids, "attention_mask": mask, "cache": full}
+    with runtime.route(ROWS, dict(given)) as kwargs:
+        assert kwargs["cache"] is full and kwargs["attention_mask"] is mask and "position_ids" not in kwargs
     with pytest.raises(ConfigError, match="input_ids"), runtime.route(ROWS, {"attention_mask": mask}):
         pass
 
