@@ -4,7 +4,9 @@ Evaluate the packaged base model zero-shot, train a LoRA adapter on ``sentiment-
 a prefix-tuning adapter on ``summarize-aclsum``, evaluate both and their forgetting on
 the other task packs, push both to a local registry with metrics and reports in their
 manifests, serve a mixed batch (a review and an abstract, each with its own adapter) from
-one ``AdapterHost``, and write a report directory (Markdown + PNG charts).
+one ``AdapterHost``, ask the same adapters and the bare base again over the
+OpenAI-compatible HTTP API (in-process server, official ``openai`` client, one answer
+streamed), and write a report directory (Markdown + PNG charts).
 """
 
 from __future__ import annotations

@@ -54,6 +54,14 @@ def print_summary(summary: dict[str, Any]) -> None:
     print("\nmixed batch on one AdapterHost:")
     for ans in summary["serving"]["answers"]:
         print(f"  [{ans['adapter']}] {ans['prompt'][:60]!r}… → {ans['completion'].strip()[:80]!r}")
+    http = summary.get("http") or {}
+    if http.get("answers"):
+        print("\nthe same over HTTP (OpenAI API, openai client):")
+        for ans in http["answers"]:
+            how = ", streamed" if ans["streamed"] else ""
+            print(f"  [{ans['model']}{how}] {ans['prompt'][:60]!r}… → {ans['completion'].strip()[:80]!r}")
+    elif http.get("skipped"):
+        print(f"\nover HTTP: skipped ({http['skipped']})")
 
 
 def _bars(path: Path, labels: list[str], series: dict[str, list[float]], title: str, ylabel: str) -> None:

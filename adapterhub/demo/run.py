@@ -70,7 +70,7 @@ def _say(msg: str) -> None:
 
 
 def _stage(n: int, title: str) -> None:
-    _say(f"\n== [{n}/6] {title}")
+    _say(f"\n== [{n}/7] {title}")
 
 
 def run_demo(settings: DemoSettings, out: Path, *, fresh: bool = False, as_json: bool = False) -> dict[str, Any]:
@@ -129,15 +129,26 @@ def run_demo(settings: DemoSettings, out: Path, *, fresh: bool = False, as_json:
                      "adapted": adapted, "forgetting": report})
 
     _stage(5, "one AdapterHost, both adapters, one mixed batch")
-    serving = _serve(base, registry, rows)
+    from adapterhub.host import AdapterHost
 
-    _stage(6, "summary and report")
+    host = AdapterHost(base)
+    serving = _serve(host, registry, rows)
+
+    _stage(6, "the same adapters over HTTP (OpenAI API, the official openai client)")
+    from adapterhub.demo.http_stage import http_stage
+
+    questions: list[tuple[str, str | None]] = [(p, a) for p, a in _mixed_prompts(rows)]
+    questions.append((questions[0][0], None))  # the bare base, streamed
+    http = http_stage(host, questions)
+
+    _stage(7, "summary and report")
     summary = {
         "base": settings.base,
         "base_load_s": round(base_load_s, 2),
         "total_s": round(time.perf_counter() - t_start, 1),
         "adapters": [_row_summary(r) for r in rows],
         "serving": serving,
+        "http": http,
     }
     report_dir = write_report(out / "report", summary, rows)
     if as_json:
@@ -187,10 +198,7 @@ def _forgetting(base: Any, adir: Path, settings: DemoSettings) -> Any:
     return run
 
 
-def _serve(base: Any, registry: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    from adapterhub.host import AdapterHost
-
-    host = AdapterHost(base)
+def _serve(host: Any, registry: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
     loads = {}
     for r in rows:
         entry = host.load(registry.pull(r["ref"]), name=r["job"].name)

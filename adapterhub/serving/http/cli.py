@@ -105,18 +105,14 @@ class ServeCommand:
 
 
 def _preload(engine: Any, refs: list[str]) -> None:
-    from adapterhub.serving.adapters import Ticket
-
+    """Load each ``--adapter`` (a directory, or a ref pulled through the engine's
+    single-flight loads, which start the engine) before the port opens."""
     for ref in refs:
         if Path(ref).exists():
             engine.host.load(ref)
             continue
-        found = engine.adapters.lookup(ref)
-        if isinstance(found, Ticket):
-            found.wait()
-            if found.error is not None:
-                raise found.error
-        print(f"loaded {ref}", file=sys.stderr)
+        key = engine.load(ref)
+        print(f"loaded {ref} as {key}", file=sys.stderr)
 
 
 @hookimpl

@@ -3,7 +3,8 @@
 HTTP-side counters and histograms are updated by the routes; the engine's own figures
 (queue depth, running rows, adapter loads...) are read from ``Engine.stats()`` at each
 scrape by a custom collector, so they are never stale and cost nothing between scrapes.
-TTFT and inter-token latency are measured here from delta arrival times.
+TTFT, inter-token gaps and request latency use the engine's own times (``Delta.t``
+from ``RequestHandle.submitted``), so they exclude this server's delays in sending.
 
 Label sets are bounded: ``adapter`` is a resolved ``name@version`` (or the base alias, or
 ``-`` when the request never reached an adapter), ``key`` a key *name* from the keys file.
@@ -66,7 +67,7 @@ class Metrics:
             "adapterhub_completion_tokens", "completion tokens generated", ["adapter"], registry=r
         )
         self.ttft = Histogram(
-            "adapterhub_time_to_first_token_seconds", "request arrival to first token", ["adapter"],
+            "adapterhub_time_to_first_token_seconds", "engine submit to first token", ["adapter"],
             buckets=_LATENCY_BUCKETS, registry=r,
         )
         self.itl = Histogram(
@@ -74,7 +75,7 @@ class Metrics:
             buckets=_ITL_BUCKETS, registry=r,
         )
         self.latency = Histogram(
-            "adapterhub_request_seconds", "request arrival to last token", ["adapter"],
+            "adapterhub_request_seconds", "engine submit to last token", ["adapter"],
             buckets=_LATENCY_BUCKETS, registry=r,
         )
         r.register(_EngineCollector(stats))

@@ -27,6 +27,11 @@ def test_quick_demo_runs_end_to_end_and_reuses(tmp_path: Path, capsys: pytest.Ca
     # Both adapters answered one mixed batch, each row labelled with its adapter.
     answers = summary["serving"]["answers"]
     assert sorted(x["adapter"].split("@")[0] for x in answers) == ["demo/aclsum-prefix", "demo/sentiment-lora"]
+    # Then over HTTP, through the openai client: each adapter and the bare base, the last streamed.
+    http = summary["http"]["answers"]
+    assert [x["model"].split("@")[0] for x in http] == ["demo/sentiment-lora", "demo/aclsum-prefix", "base"]
+    assert all("@" in x["model"] for x in http[:2]) and [x["streamed"] for x in http] == [False, False, True]
+    assert all(isinstance(x["completion"], str) for x in http)
     # Manifests carry metrics + forgetting; the registry holds both versions.
     for d in (out / "adapters").iterdir():
         m = read_manifest(d)

@@ -151,6 +151,7 @@ def test_streaming_equals_non_streaming_and_ends_with_usage(client: openai.OpenA
     last = chunks[-1]
     assert last.choices[0].finish_reason == "length" and last.usage is not None and last.usage.completion_tokens == 8
     assert last.model == "lora@1.0.0"
+    assert {c.model for c in chunks} == {"lora@1.0.0"}  # every chunk names the pinned adapter
     chunks2 = list(client.completions.create(model="lora2", prompt=PROMPT, max_tokens=8, temperature=0, stream=True,
                                              stream_options={"include_usage": True}))
     assert "".join(c.choices[0].text for c in chunks2 if c.choices) == refs[("completions", "lora2")]
@@ -412,6 +413,14 @@ def test_a_draining_server_refuses_new_requests_with_503(engine: Engine) -> None
         assert r.status_code == 503 and r.json()["error"]["code"] == "shutting_down"
 
 
+def test_health_is_503_once_the_engine_stops() -> None:
+    with Engine(AdapterHost(_base())) as eng, serve(create_app(eng, base_alias=BASE)) as u:
+        assert httpx.get(u + "/health").status_code == 200
+        eng.close()
+        h = httpx.get(u + "/health")
+        assert h.status_code == 503 and h.json()["status"] == "unhealthy"
+
+
 @pytest.mark.parametrize(("text", "field"), [
     ("keys: []\n", "keys"),
     ("keys:\n  - name: a\n", "keys.0"),
@@ -444,6 +453,8 @@ def test_registry_adapters_over_http(adapter_dirs: dict[str, Path], refs: dict, 
         c = openai.OpenAI(base_url=u + "/v1", api_key="x", max_retries=0, timeout=60)
         r = c.completions.create(model="team/a", prompt=PROMPT, max_tokens=8, temperature=0)
         assert r.model == "team/a@1.0.0" and r.choices[0].text == refs[("completions", "lora")]
+        streamed = list(c.completions.create(model="team/a", prompt=PROMPT, max_tokens=4, temperature=0, stream=True))
+        assert {ch.model for ch in streamed} == {"team/a@1.0.0"}
         with pytest.raises(openai.UnprocessableEntityError) as e:
             c.completions.create(model="team/b", prompt=PROMPT, max_tokens=2)
         assert "team/b" in e.value.message

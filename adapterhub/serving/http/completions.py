@@ -1,0 +1,181 @@
+"""``POST /v1/completions`` and ``POST /v1/chat/completions``: one engine request each.
+
+A non-stream call waits for the completion; a stream answers server-sent events, one
+write per engine wake-up holding every chunk produced since the last one
+(:meth:`RequestHandle.batches`), so a writer that falls behind catches up in one send.
+An adapter that is not loaded yet is loaded by the engine in the background; its errors
+arrive on the handle and get their own status for a non-stream call, and for a stream
+before its first chunk (after that, an ``error`` event ends the stream). A client that
+disconnects cancels its request: the row leaves the batch at the next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import TYPE_CHECKING, Any, cast
+
+from starlette.requests import Request as HttpRequest
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from adapterhub.errors import AdapterhubError
+from adapterhub.serving.http.errors import ApiError, api_error, shutting_down
+from adapterhub.serving.http.formatting import DONE, Call, sse, usage
+from adapterhub.serving.http.keys import ANONYMOUS
+from adapterhub.serving.http.parsing import get_field, messages_of, prompt_of, read_json, sampling
+from adapterhub.serving.request import Completion, Delta, make_request
+
+if TYPE_CHECKING:
+    from adapterhub.serving.handle import RequestHandle
+    from adapterhub.serving.http.state import ServerState
+
+
+async def complete(state: ServerState, request: HttpRequest, kind: str) -> Response:
+    """Answer one completion call of ``kind`` ("completions" or "chat")."""
+    principal = ANONYMOUS
+    model = "-"
+    try:
+        if state.draining:
+            raise shutting_down()
+        principal = state.principal(request)
+        body = await read_json(request)
+        asked = body.get("model")
+        model = asked if isinstance(asked, str) else "-"
+        adapter = state.adapter_for(principal, asked)
+        params = sampling(body, kind)
+        prompt: Any = messages_of(body) if kind == "chat" else prompt_of(body)
+        stream = get_field(body, "stream", (bool,), False)
+        opts = body.get("stream_options")
+        include_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
+        try:
+            req = make_request(prompt, adapter, raw=kind == "completions", **params)
+            handle = state.engine.submit(req)
+        except (AdapterhubError, ValueError) as exc:
+            err = api_error(exc, model)
+            if err.code == "context_length_exceeded" and kind == "completions":
+                err.param = "prompt"
+            raise err from None
+    except ApiError as e:
+        state.metrics.requests.labels(kind, str(e.status), "-", principal.name).inc()
+        return e.response()
+    call = Call(state, kind, model, principal, handle, bool(params.get("logprobs")))
+    if stream:
+        return await _stream(call, include_usage)
+    return await _whole(call, request)
+
+
+async def _whole(call: Call, request: HttpRequest) -> Response:
+    handle = call.handle
+    watcher = asyncio.create_task(_cancel_on_disconnect(request, handle))
+    try:
+        async for batch in handle.batches():
+            for d in batch:
+                call.observe(d)
+        c = handle.result(timeout=0)
+    except BaseException as exc:
+        if not handle.done:
+            handle.cancel()
+        if not isinstance(exc, Exception):
+            raise
+        err = api_error(exc, call.model)
+        call.count(err.status, None)
+        return err.response()
+    finally:
+        watcher.cancel()
+    if c.finish_reason == "cancelled" and handle.cancelled:  # the client went away
+        call.count(499, c)
+        return Response(status_code=499)
+    call.count(200, c)
+    return JSONResponse(call.body(c))
+
+
+async def _cancel_on_disconnect(request: HttpRequest, handle: RequestHandle) -> None:
+    """Cancel ``handle`` when the client of a non-stream request disconnects (the body is
+    read already, so the next ASGI message is the disconnect)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            handle.cancel()
+            return
+
+
+async def _stream(call: Call, include_usage: bool) -> Response:
+    handle = call.handle
+    it = cast("AsyncGenerator[list[Delta], None]", handle.batches())
+    # Wait for the first deltas (the adapter is loaded and the prompt prefilled by then),
+    # so that a failing load still gets its own status instead of a 200 stream.
+    try:
+        first: list[Delta] | None = await it.__anext__()
+    except StopAsyncIteration:
+        first = None
+    except BaseException as exc:
+        if not handle.done:
+            handle.cancel()
+        await it.aclose()
+        if not isinstance(exc, Exception):
+            raise
+        err = api_error(exc, call.model)
+        call.count(err.status, None)
+        return err.response()
+
+    async def events() -> AsyncIterator[bytes]:
+        writer = _ChunkWriter(call, include_usage)
+        status = 200
+        try:
+            batch = first
+            while batch is not None:
+                out = writer.frames(batch)
+                if writer.completion is not None:  # the last chunk: [DONE] goes in the same write
+                    yield out + DONE
+                    return
+                if out:
+                    yield out
+                try:
+                    batch = await it.__anext__()
+                except StopAsyncIteration:
+                    batch = None
+            yield DONE
+        except Exception as exc:  # an error after the first chunk: an error event ends the stream
+            err = api_error(exc, call.model)
+            status = err.status
+            yield sse(err.body()) + DONE
+        finally:
+            # Reached on a client disconnect too (the task is cancelled): free the row.
+            if not handle.done:
+                handle.cancel()
+                status = 499
+            await it.aclose()
+            call.count(status, writer.completion)
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+class _ChunkWriter:
+    """Deltas into SSE frames, keeping the chunk count and text offset of one stream."""
+
+    def __init__(self, call: Call, include_usage: bool) -> None:
+        self.call, self.include_usage = call, include_usage
+        self.n = self.offset = 0
+        self.completion: Completion | None = None
+
+    def frames(self, batch: list[Delta]) -> bytes:
+        call, out = self.call, []
+        for d in batch:
+            call.observe(d)
+            if d.finish_reason is not None:
+                self.completion = call.handle.result(timeout=5)
+            chunk = call.chunk(d, self.n == 0, self.offset)
+            self.offset += len(d.text)
+            if self.completion is not None:
+                chunk["model"] = call.label(self.completion)
+                use = usage(self.completion.prompt_tokens, self.completion.completion_tokens)
+                if not self.include_usage:
+                    chunk["usage"] = use
+                out.append(sse(chunk))
+                if self.include_usage:
+                    out.append(sse({**chunk, "choices": [], "usage": use}))
+            elif d.text or d.logprobs or self.n == 0:
+                out.append(sse(chunk))
+            self.n += 1
+        return b"".join(out)
