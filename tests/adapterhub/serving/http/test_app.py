@@ -55,7 +55,9 @@ def serve(app: Any) -> Iterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2))
+    # log_config=None: an in-process server must not reconfigure the caller's logging
+    # (uvicorn's dictConfig closes every existing handler, pytest's capture among them).
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", log_config=None, lifespan="off", timeout_graceful_shutdown=2))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
