@@ -320,14 +320,21 @@ def test_request_finishes_on_its_version_while_latest_moves(registry: Registry, 
         assert sorted(host.loaded()) == ["team/a@1.0.0", "team/a@2.0.0"]
 
 
-def test_loaded_adapters_are_bounded_and_in_use_ones_stay(registry: Registry, references: dict) -> None:
+def test_loaded_adapters_are_bounded_and_in_use_ones_stay(registry: Registry, references: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     host = _fresh_host()
+    real_decode = Engine._decode
+
+    def slow_decode(self: Engine, group: object) -> None:  # 200 steps take >= 4 s: the
+        time.sleep(0.02)  # other load surely ends first, even on a loaded machine
+        real_decode(self, group)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Engine, "_decode", slow_decode)
     with Engine(host, EngineConfig(max_loaded_adapters=1, max_running=4)) as eng:
         busy = eng.submit(make_request(PROMPTS[0], "team/a", max_tokens=200))
         next(iter(busy))
         other = eng.submit(make_request(PROMPTS[0], "team/b", max_tokens=3)).result(timeout=60)
         assert other.adapter == "team/b@1.0.0"
-        assert "team/a@1.0.0" in host.loaded()  # in use: never evicted
+        assert not busy.done and "team/a@1.0.0" in host.loaded()  # in use: never evicted
         busy.cancel()
         busy.result(timeout=60)
         eng.submit(make_request(PROMPTS[0], "team/p", max_tokens=3)).result(timeout=60)
