@@ -4,12 +4,8 @@ with the bare base (the last one streamed)."""
 
 from __future__ import annotations
 
-import socket
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 BASE_ALIAS = "base"
@@ -32,32 +28,6 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-@contextmanager
-def _serving(app: Any) -> Iterator[str]:
-    """Run ``app`` with uvicorn on a free loopback port; yields the ``/v1`` URL; always stops."""
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    # log_config=None: an in-process server must not reconfigure the caller's logging
-    # (uvicorn's dictConfig closes every existing handler, pytest's capture among them).
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", log_config=None, lifespan="off", timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the demo's HTTP server did not start")
-            time.sleep(0.01)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
-
-
 def http_stage(host: Any, questions: list[tuple[str, str | None]]) -> dict[str, Any]:
     """Serve ``host`` (its pool holds the adapters ``questions`` name: ``(prompt, adapter
     name)``, None for the bare base) and ask each question over HTTP; the last one is
@@ -71,10 +41,12 @@ def http_stage(host: Any, questions: list[tuple[str, str | None]]) -> dict[str, 
 
     from adapterhub.serving import Engine
     from adapterhub.serving.http.app import create_app
+    from adapterhub.serving.http.inprocess import serve_in_process
 
     answers = []
     t0 = time.perf_counter()
-    with Engine(host) as engine, _serving(create_app(engine, base_alias=BASE_ALIAS)) as url:
+    with Engine(host) as engine, serve_in_process(create_app(engine, base_alias=BASE_ALIAS)) as root:
+        url = root + "/v1"
         _say(f"  serving on {url} (OpenAI-compatible; model = adapter name or {BASE_ALIAS!r})")
         client = openai.OpenAI(base_url=url, api_key="demo", max_retries=0, timeout=300)
         for i, (prompt, name) in enumerate(questions):

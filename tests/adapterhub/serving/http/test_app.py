@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
-import uvicorn
 from adapterhub.registry.client import Registry
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -29,6 +26,7 @@ from adapterhub.host import AdapterHost
 from adapterhub.protocols.basemodel import LoadedBase
 from adapterhub.serving import Engine, EngineConfig, make_request
 from adapterhub.serving.http.app import create_app
+from adapterhub.serving.http.inprocess import serve_in_process
 from adapterhub.serving.http.keys import KeyRing
 from adapterhub.testing.adapters import make_adapter
 from adapterhub.testing.models import tiny_llama
@@ -48,28 +46,7 @@ def _base() -> LoadedBase:
     return LoadedBase(name=BASE, model=model, tokenizer=tok, path=None)
 
 
-@contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Run ``app`` with uvicorn on a free loopback port; yields the base URL; always stops."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    # log_config=None: an in-process server must not reconfigure the caller's logging
-    # (uvicorn's dictConfig closes every existing handler, pytest's capture among them).
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", log_config=None, lifespan="off", timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
+serve = serve_in_process
 
 
 @pytest.fixture(scope="module")
