@@ -171,14 +171,34 @@ def _describe_method(name: str, m: Any, cat: Catalog) -> dict[str, Any]:
         schema: Any = m.config_cls.model_json_schema()
     except Exception as exc:  # a plugin's broken config model must not break the listing
         schema = {"error": f"{type(exc).__name__}: {exc}"}
+    from adapterhub.protocols.method import training_defaults_of
+
+    try:
+        found = training_defaults_of(m)
+        defaults: dict[str, Any] | None = found.as_dict() if found is not None else None
+    except Exception as exc:  # a plugin's bad defaults show up here, not as a broken listing
+        defaults = {"error": str(exc)}
     return {
         "name": name,
         "kind": m.kind,
         "description": getattr(m, "description", ""),
         "capabilities": {"hot_swap": bool(caps.hot_swap), "mixed_batch": bool(caps.mixed_batch), "merge": bool(getattr(caps, "merge", False))},
         "config_schema": schema,
+        "training_defaults": defaults,
+        "default_lr": _default_lr(defaults),
         "plugin": cat.owner("methods", name),
     }
+
+
+def _default_lr(defaults: dict[str, Any] | None) -> str:
+    """The ``DEFAULT_LR`` column: the method's own, or what the trainer falls back to."""
+    if defaults is None:
+        from adapterhub.trainer.config import TrainConfig
+
+        return f"{TrainConfig.lr:g} (trainer)"
+    if "error" in defaults:
+        return "invalid"
+    return f"{defaults['lr']:g}"
 
 
 def _describe_evaluator(name: str, e: Any, cat: Catalog) -> dict[str, Any]:
@@ -210,8 +230,8 @@ def _describe_store(scheme: str, factory: Any, cat: Catalog) -> dict[str, Any]:
 
 def list_commands() -> list[_ListCommand]:
     return [
-        _ListCommand("methods", "list PEFT methods (kind, capabilities, config schema with --json)", "methods", _describe_method,
-                     ("name", "kind", "capabilities.hot_swap", "capabilities.mixed_batch", "capabilities.merge", "plugin", "description")),
+        _ListCommand("methods", "list PEFT methods (kind, capabilities, default lr; config schema and training defaults with --json)", "methods", _describe_method,
+                     ("name", "kind", "capabilities.hot_swap", "capabilities.mixed_batch", "capabilities.merge", "default_lr", "plugin", "description")),
         _ListCommand("evaluators", "list evaluators", "evaluators", _describe_evaluator, ("name", "needs_model", "plugin", "description")),
         _ListCommand("tasks", "list task packs", "tasks", _describe_task, ("name", "evaluators", "max_new_tokens", "plugin", "description")),
         _ListCommand("models", "list base-model aliases and whether they are available offline", "base_models", _describe_model,

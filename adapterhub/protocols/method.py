@@ -52,17 +52,28 @@ exporter and third parties agree):
   reparameterization MLP, which is folded away before saving.
 * Layer-selective: the selected base parameters under their own names
   (``model.layers.3.input_layernorm.weight``), full tensors, same dtype as the base.
+
+**Training defaults (optional).** A method may declare ``training_defaults``, a
+:class:`TrainingDefaults` (or a mapping with the same keys), with the settings it trains
+well with: a LoRA update, a prefix and a full fine-tune want learning rates orders of
+magnitude apart. ``adapterhub methods`` shows them, and the trainer uses them for every
+setting the caller did not give (``--lr`` given explicitly always wins). The attribute is
+deliberately *not* a member of the :class:`Method` Protocol: a third-party method written
+before it existed keeps working and trains with the trainer's own defaults.
+:func:`training_defaults_of` reads it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
+from adapterhub.errors import ConfigError
 from adapterhub.protocols.capabilities import Capabilities, MethodKind
 
 if TYPE_CHECKING:  # torch is imported lazily so plugin discovery and light commands stay fast
@@ -73,6 +84,47 @@ class MethodConfig(BaseModel):
     """Base class of every method config: frozen, and unknown keys are refused."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+@dataclass(frozen=True)
+class TrainingDefaults:
+    """A method's recommended training settings (``Method.training_defaults``; module docs).
+
+    ``lr`` is the peak learning rate (AdamW, after warmup) for the method's default
+    config; ``note`` says where the number comes from (shown by ``adapterhub methods``).
+    """
+
+    lr: float
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or self.lr <= 0:
+            raise ValueError(f"training default lr must be a positive number, got {self.lr!r}")
+
+    def as_dict(self) -> dict[str, object]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def training_defaults_of(method: object) -> TrainingDefaults | None:
+    """The method's :class:`TrainingDefaults`, or None when it declares none.
+
+    A mapping (``{"lr": 1e-3}``) is accepted too; anything else, or a bad value, is a
+    one-line :class:`~adapterhub.errors.ConfigError` naming the method.
+    """
+    raw = getattr(method, "training_defaults", None)
+    if raw is None or isinstance(raw, TrainingDefaults):
+        return raw
+    name = getattr(method, "name", type(method).__name__)
+    if isinstance(raw, Mapping):
+        known = {f.name for f in fields(TrainingDefaults)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ConfigError(f"method {name!r}: unknown training default {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        try:
+            return TrainingDefaults(**raw)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"method {name!r}: bad training_defaults: {exc}") from None
+    raise ConfigError(f"method {name!r}: training_defaults must be a TrainingDefaults or a mapping, got {type(raw).__name__}")
 
 
 @runtime_checkable

@@ -10,6 +10,12 @@ the method's options and is checked against its config model. Under
 data-parallel and rank 0 writes the adapter. Ctrl-C saves a checkpoint; rerun the same
 command with ``--resume`` to continue. ``--forgetting`` runs the evaluation package's
 forgetting report on the fresh adapter and stores it in its manifest.
+
+``--mix chitchat=0.1,faq-instruct=0.1`` draws that fraction of every batch from other
+task packs (``--mix-data FILE[=FRAC]`` from a JSONL file) against forgetting; the
+mixture is recorded in the manifest (``docs/training-mixtures.md``). Without ``--lr`` the
+method's declared default learning rate is used (``adapterhub methods``). The summary
+(text or ``--json``) gives the trainable share of the base, peak memory and tokens/s.
 """
 
 from __future__ import annotations
@@ -53,13 +59,18 @@ class TrainCommand:
         src = parser.add_mutually_exclusive_group(required=True)
         src.add_argument("--task", help="registered task pack to train on (its train split)")
         src.add_argument("--data", help="JSONL file of prompt/completion or Alpaca instruction/input/output rows")
+        parser.add_argument("--mix", metavar="TASK=FRAC[,TASK=FRAC...]",
+                            help="task mixture: this fraction of every batch from each named task pack's train split (against forgetting)")
+        parser.add_argument("--mix-data", action="append", default=[], metavar="FILE[=FRAC]",
+                            help="mixture rows from a JSONL file (prompt/completion or Alpaca), default fraction 0.1 (repeatable)")
         parser.add_argument("--eval-data", help="JSONL held-out set (default: the task's validation split, or a holdout of --data)")
         parser.add_argument("--out", required=True, help="output adapter directory")
         parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="method option (repeatable)")
         parser.add_argument("--steps", type=int, default=defaults.steps)
         parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="examples per micro-batch")
         parser.add_argument("--grad-accum", type=int, default=defaults.grad_accum, help="micro-batches per optimizer step")
-        parser.add_argument("--lr", type=float, default=defaults.lr)
+        parser.add_argument("--lr", type=float, default=None,
+                            help=f"peak learning rate (default: the method's own, see `adapterhub methods`; {defaults.lr:g} for a method without one)")
         parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
         parser.add_argument("--warmup", type=_warmup, default=defaults.warmup, help="warmup steps, or a fraction of --steps if below 1")
         parser.add_argument("--schedule", choices=("cosine", "linear", "constant"), default=defaults.schedule)
@@ -93,11 +104,11 @@ class TrainCommand:
         options = options_from_args(args)
         # Check --set against the method's config before loading a 135M-parameter model.
         from adapterhub.catalog import get_catalog
-        from adapterhub.trainer.config import coerce_method_config
+        from adapterhub.trainer.config import coerce_method_config, resolve_lr
 
         method = get_catalog().method(args.method)
         method_config = coerce_method_config(method, method_options)
-        TrainConfig.from_options(options)
+        cfg = TrainConfig.from_options(resolve_lr(method, options)[0])
         from adapterhub.trainer.data import load_data
         from adapterhub.trainer.distributed import from_environment
 
@@ -105,6 +116,10 @@ class TrainCommand:
         # Malformed rows are reported before the (slow) base model load, by rank 0 only.
         data = load_data(args.task or Path(args.data), limit=args.limit, skip_bad_rows=args.skip_bad_rows,
                          stream=None if ctx.is_main else io.StringIO())
+        if cfg.mix or cfg.mix_data:  # unknown tasks and missing files fail before the model load too
+            from adapterhub.trainer.mixture import load_sources
+
+            load_sources(cfg.mix, cfg.mix_data, primary=data)
 
         from adapterhub.basemodels import load_base
         from adapterhub.trainer.loop import train
@@ -145,7 +160,7 @@ def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "resume": args.resume, "skip_bad_rows": args.skip_bad_rows, "limit": args.limit,
         "gradient_checkpointing": args.gradient_checkpointing, "max_seconds": args.max_seconds,
         "progress": not args.no_progress, "overwrite": args.overwrite, "keep_checkpoints": args.keep_checkpoints,
-        "name": args.name, "description": args.description,
+        "name": args.name, "description": args.description, "mix": args.mix, "mix_data": args.mix_data,
     }
 
 
@@ -177,16 +192,40 @@ def report(summary: dict[str, Any], base: Any, *, as_json: bool) -> None:
 
         print_json(summary)
         return
-    total = sum(p.numel() for p in base.model.parameters())
+    total = summary.get("base_params") or sum(p.numel() for p in base.model.parameters())
     share = 100.0 * summary["trainable_params"] / total if total else 0.0
     print(f"adapter      {summary['adapter_dir']}")
-    print(f"method       {summary['method']}  ({summary['trainable_params']:,} trainable parameters, {share:.3f}% of {total:,})")
+    print(f"method       {summary['method']}  ({summary['trainable_params']:,} trainable parameters, {share:.3f}% of the base's {total:,})")
+    print(f"lr           {summary['lr']:g}  ({summary['lr_source']})")
     print(f"steps        {summary['steps']}{'  (stopped early)' if summary['stopped_early'] else ''}")
     print(f"loss         {summary['initial_loss']:.4f} -> {summary['final_loss']:.4f}")
-    print(f"time         {summary['seconds']:.1f} s  ({summary['tokens_per_second']:.0f} tokens/s)")
+    print(f"time         {summary['seconds']:.1f} s  ({summary['tokens_per_s']:.0f} tokens/s)")
+    print(f"peak memory  {format_bytes(summary['peak_memory_bytes'])}  ({_MEMORY_KINDS.get(summary['peak_memory_kind'], summary['peak_memory_kind'])})")
+    for m in summary.get("mix") or []:
+        print(f"mixture      {m['source']}: {m['rows_drawn']} rows ({100 * m['row_share']:.1f}% of rows, "
+              f"{100 * m['completion_token_share']:.1f}% of completion tokens)")
     if summary["eval_losses"]:
         best = min(v for _, v in summary["eval_losses"])
         print(f"eval loss    best {best:.4f} over {len(summary['eval_losses'])} evaluations")
+
+
+_MEMORY_KINDS = {
+    "cuda_max_memory_allocated": "CUDA max_memory_allocated",
+    "rss_peak_run": "peak RSS during training",
+    "rss_peak_process": "peak RSS of the process",
+    "unavailable": "not measurable here",
+}
+
+
+def format_bytes(n: int | None) -> str:
+    if n is None:
+        return "–"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.2f} {unit}"
+        value /= 1024
+    return f"{value:.2f} GiB"
 
 
 @hookimpl

@@ -26,6 +26,8 @@ class TrainConfig:
     """Examples per micro-batch; one optimizer step sees ``batch_size * grad_accum``."""
     grad_accum: int = 1
     lr: float = 2e-4
+    """The trainer's fallback; ``train`` uses the method's ``training_defaults.lr`` instead
+    when the caller gives no ``lr`` (see :func:`resolve_lr`)."""
     weight_decay: float = 0.0
     warmup: float = 0.05
     """Warmup length: a fraction of ``steps`` when below 1, else a number of steps."""
@@ -54,6 +56,11 @@ class TrainConfig:
     keep_checkpoints: bool = False
     name: str | None = None
     description: str = ""
+    mix: tuple[tuple[str, float], ...] = ()
+    """Task mixture: ``((task, fraction), ...)`` of every batch from other task packs
+    (:mod:`adapterhub.trainer.mixture`; ``"a=0.1,b=0.1"`` or a dict are accepted too)."""
+    mix_data: tuple[tuple[str, float], ...] = ()
+    """Mixture rows from JSONL files: ``((path, fraction), ...)`` (or ``"f.jsonl=0.1"``)."""
 
     @property
     def step_size(self) -> int:
@@ -94,12 +101,43 @@ class TrainConfig:
         unknown = sorted(set(options) - known)
         if unknown:
             raise ConfigError(f"unknown training option {unknown[0]!r} (known: {', '.join(sorted(known))})")
-        return cls(**dict(options)).validate()
+        values = dict(options)
+        if "mix" in values or "mix_data" in values:
+            from adapterhub.trainer.mixture import check_total, parse_mix, parse_mix_data
+
+            values["mix"] = parse_mix(values.get("mix"))
+            values["mix_data"] = parse_mix_data(values.get("mix_data"))
+            check_total(values["mix"], values["mix_data"])
+        return cls(**values).validate()
 
     def hyperparameters(self) -> dict[str, Any]:
         """What the manifest records (run-shape options; not UI flags like progress)."""
         skip = {"progress", "overwrite", "keep_checkpoints", "resume", "name", "description"}
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        # Lists, not tuples: a resumed run compares these with their JSON round trip.
+        out["mix"] = [[n, f] for n, f in self.mix]
+        out["mix_data"] = [[n, f] for n, f in self.mix_data]
+        return out
+
+
+def resolve_lr(method: Method, options: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """``options`` with ``lr`` filled in, and where it came from.
+
+    An ``lr`` the caller gave (not None) always wins (``"given"``); else the method's
+    declared ``training_defaults.lr`` (``"method default"``); else, for a method that
+    declares none, :class:`TrainConfig`'s own default (``"trainer default"``).
+    """
+    from adapterhub.protocols.method import training_defaults_of
+
+    out = dict(options)
+    if out.get("lr") is not None:
+        return out, "given"
+    defaults = training_defaults_of(method)
+    if defaults is not None:
+        out["lr"] = float(defaults.lr)
+        return out, "method default"
+    out["lr"] = TrainConfig.lr
+    return out, "trainer default"
 
 
 def parse_set_value(raw: str) -> Any:

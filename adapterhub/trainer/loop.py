@@ -45,7 +45,7 @@ from adapterhub.protocols.basemodel import LoadedBase
 from adapterhub.protocols.method import Method, MethodConfig, TrainableAdapter
 from adapterhub.protocols.task import Example
 from adapterhub.trainer import checkpoint as ckpt
-from adapterhub.trainer.config import TrainConfig, coerce_method_config
+from adapterhub.trainer.config import TrainConfig, coerce_method_config, resolve_lr
 from adapterhub.trainer.data import (
     BatchSchedule,
     TokenizedExample,
@@ -55,6 +55,9 @@ from adapterhub.trainer.data import (
     tokenize_examples,
 )
 from adapterhub.trainer.distributed import DistContext, from_environment, shard
+from adapterhub.trainer.memory import PeakMemory
+from adapterhub.trainer.mixture import MixSchedule, load_sources
+from adapterhub.trainer.mixture import provenance as mix_provenance
 from adapterhub.trainer.provenance import adapter_name, build_manifest_fields, curve_ends
 from adapterhub.trainer.steps import CompletionLoss, completion_tokens, eval_loss, lr_factor
 
@@ -94,6 +97,21 @@ class TrainResult:
     manifest: Manifest | None = None
     adapter: TrainableAdapter | None = None
     """Still attached to the base when ``keep_attached=True``, else None."""
+    base_params: int = 0
+    """Parameters of the base model before the adapter was attached."""
+    lr: float = 0.0
+    lr_source: str = "given"
+    """``given``, ``method default`` or ``trainer default`` (:func:`~adapterhub.trainer.config.resolve_lr`)."""
+    peak_memory_bytes: int | None = None
+    peak_memory_kind: str = "unavailable"
+    """``cuda_max_memory_allocated``, ``rss_peak_run``, ``rss_peak_process`` (:mod:`~adapterhub.trainer.memory`)."""
+    mix: list[dict[str, Any]] = field(default_factory=list)
+    """The mixture as recorded in the manifest (empty without one)."""
+
+    @property
+    def trainable_share(self) -> float:
+        """Trainable parameters as a share of the base's (1.0 for full fine-tuning)."""
+        return self.trainable_params / self.base_params if self.base_params else 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -105,6 +123,14 @@ class TrainResult:
             "final_loss": self.final_loss,
             "seconds": round(self.seconds, 3),
             "tokens_per_second": round(self.tokens_per_second, 1),
+            "tokens_per_s": round(self.tokens_per_second, 1),
+            "base_params": self.base_params,
+            "trainable_share": self.trainable_share,
+            "peak_memory_bytes": self.peak_memory_bytes,
+            "peak_memory_kind": self.peak_memory_kind,
+            "lr": self.lr,
+            "lr_source": self.lr_source,
+            "mix": self.mix,
             "eval_losses": [[s, v] for s, v in self.eval_losses],
             "stopped_early": self.stopped_early,
         }
@@ -203,12 +229,13 @@ def train(
     ``validation`` split is the eval set when evaluation is on). ``options`` are
     :class:`TrainConfig` fields (``steps``, ``batch_size``, ``lr``, ...).
     """
-    cfg = TrainConfig.from_options(options)
+    m = resolve_method(method)
+    resolved, lr_source = resolve_lr(m, options)
+    cfg = TrainConfig.from_options(resolved)
     ctx = dist or from_environment(device=str(next(base.model.parameters()).device))
     out = Path(out_dir)
     if (out / MANIFEST_NAME).exists() and not (cfg.overwrite or cfg.resume):
         raise ConfigError(f"{out} already holds an adapter; choose another --out or pass --overwrite")
-    m = resolve_method(method)
     method_config = coerce_method_config(m, config)
     model, tokenizer = base.model, base.tokenizer
     quiet = not ctx.is_main
@@ -234,6 +261,14 @@ def train(
         if eval_examples:
             eval_set = tokenize_examples(eval_examples, tokenizer, max_length=cfg.max_length, template=cfg.template,
                                          skip_bad_rows=True, stream=io.StringIO() if quiet else None, what="eval data")
+    mix_sources = load_sources(cfg.mix, cfg.mix_data, primary=train_data) if (cfg.mix or cfg.mix_data) else []
+    mix_tokenized = [
+        # Over-long rows of a mixture source are skipped with a notice, not fatal: the
+        # source is a pool to draw from, and its rows were not chosen for this max_length.
+        tokenize_examples(src.data.examples, tokenizer, max_length=cfg.max_length, template=cfg.template,
+                          skip_bad_rows=True, stream=io.StringIO() if quiet else None, what=f"mixture source {src.label}")
+        for src in mix_sources
+    ]
     pad_id = _pad_id(tokenizer)
 
     # ---- model, adapter, optimizer ----------------------------------------------------
@@ -241,6 +276,7 @@ def train(
     from adapterhub.fingerprint import fingerprint
 
     base_fp = fingerprint(model, base.name)  # before attach: the frozen base's identity
+    base_params = sum(p.numel() for p in model.parameters())
     adapter = m.attach(model, method_config)
     try:
         params = _unique(adapter.trainable_parameters())
@@ -250,14 +286,24 @@ def train(
         ctx.broadcast_parameters(params)
         model.train()
         with _gradient_checkpointing(model, cfg.gradient_checkpointing):
-            run = _Run(cfg, ctx, model, params, out, tokenized, eval_set, pad_id, callbacks, quiet)
+            run = _Run(cfg, ctx, model, params, out, tokenized, eval_set, pad_id, callbacks, quiet,
+                       mix=[(t, s.fraction) for t, s in zip(mix_tokenized, mix_sources, strict=True)])
             run_key = {
                 "method": m.name, "method_config": method_config.model_dump(mode="json"),
                 "data_sha256": train_data.sha256, "base": base_fp.weights_sha256, "world_size": ctx.world_size,
+                **({"mix_sha256": [s.data.sha256 for s in mix_sources]} if mix_sources else {}),
                 **{k: v for k, v in cfg.hyperparameters().items() if k not in ("steps", "max_seconds", "eval_every", "checkpoint_every", "early_stopping_patience")},
             }
+            memory = PeakMemory(ctx.device)
+            memory.start()
             run.execute(run_key)
+            peak_bytes, peak_kind = memory.read()
         seconds = run.elapsed
+        mix_record: list[dict[str, Any]] = []
+        if mix_sources and isinstance(run.schedule, MixSchedule):
+            completion = [len(e) - e.prompt_len for e in run.examples]
+            mix_record = mix_provenance(mix_sources, run.schedule.drawn(run.step), run.step, cfg.step_size,
+                                        run.schedule.token_shares(completion, run.step), [len(t) for t in mix_tokenized])
         curve = run.loss_curve
         initial, final = curve_ends(curve)
         manifest: Manifest | None = None
@@ -268,7 +314,10 @@ def train(
                 name=cfg.name or adapter_name(out, train_data.task, m.name), method=m, method_config=method_config,
                 base_fp=base_fp, n_trainable=n_trainable, data=train_data, num_examples=len(tokenized) ,
                 cfg=cfg, steps=run.step, seconds=seconds, curve=curve, eval_losses=run.eval_losses,
-                stopped_early=run.stopped_early, world_size=ctx.world_size,
+                stopped_early=run.stopped_early, world_size=ctx.world_size, lr_source=lr_source, mix=mix_record,
+                summary={"trainable_share": n_trainable / base_params if base_params else 0.0,
+                         "tokens_per_s": run.tokens / seconds if seconds > 0 else 0.0,
+                         **({"peak_memory_bytes": float(peak_bytes)} if peak_bytes is not None else {})},
             )
             manifest = write_adapter(out, fields_, adapter.adapter_state(), overwrite=cfg.overwrite or cfg.resume)
             if not cfg.keep_checkpoints:
@@ -279,7 +328,8 @@ def train(
             initial_loss=initial, final_loss=final, seconds=seconds, loss_curve=curve,
             eval_losses=run.eval_losses, stopped_early=run.stopped_early,
             tokens_per_second=run.tokens / seconds if seconds > 0 else 0.0, manifest=manifest,
-            adapter=adapter if keep_attached else None,
+            adapter=adapter if keep_attached else None, base_params=base_params, lr=cfg.lr, lr_source=lr_source,
+            peak_memory_bytes=peak_bytes, peak_memory_kind=peak_kind, mix=mix_record,
         )
     finally:
         if not keep_attached:
@@ -304,6 +354,7 @@ class _Run:
         self, cfg: TrainConfig, ctx: DistContext, model: Any, params: list[torch.nn.Parameter], out: Path,
         tokenized: list[TokenizedExample], eval_set: list[TokenizedExample], pad_id: int,
         callbacks: Sequence[Callable[[StepInfo], bool | None]], quiet: bool,
+        mix: Sequence[tuple[list[TokenizedExample], float]] = (),
     ) -> None:
         self.cfg, self.ctx, self.model, self.params, self.out = cfg, ctx, model, params, out
         self.eval_set, self.pad_id, self.callbacks, self.quiet = eval_set, pad_id, callbacks, quiet
@@ -311,7 +362,18 @@ class _Run:
         random.Random(f"shard:{cfg.seed}").shuffle(order)
         mine = shard(order, ctx)
         self.examples = [tokenized[i] for i in mine]
-        self.schedule = BatchSchedule([len(e) for e in self.examples], cfg.step_size, cfg.seed, bucket=cfg.bucket_by_length)
+        self.schedule: BatchSchedule | MixSchedule
+        if mix:
+            pools = []
+            for j, (rows, _) in enumerate(mix):
+                src_order = list(range(len(rows)))
+                random.Random(f"shard:{cfg.seed}:mix{j}").shuffle(src_order)
+                pools.append([rows[i] for i in shard(src_order, ctx)])
+            self.schedule = MixSchedule([len(e) for e in self.examples], [[len(e) for e in p] for p in pools],
+                                        [f for _, f in mix], cfg.step_size, cfg.seed, bucket=cfg.bucket_by_length)
+            self.examples += [e for p in pools for e in p]
+        else:
+            self.schedule = BatchSchedule([len(e) for e in self.examples], cfg.step_size, cfg.seed, bucket=cfg.bucket_by_length)
         self.loss_fn = CompletionLoss(model, ctx.device)
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         warmup = cfg.warmup_steps()

@@ -62,18 +62,28 @@ def build_manifest_fields(
     eval_losses: list[tuple[int, float]],
     stopped_early: bool,
     world_size: int,
+    lr_source: str = "given",
+    mix: list[dict[str, Any]] | None = None,
+    summary: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     hyper = {
         **cfg.hyperparameters(),
+        "lr_source": lr_source,
         "data_source": data.source,
         "world_size": world_size,
         "stopped_early": stopped_early,
         "skipped_rows": data.skipped,
     }
+    # The mixture as run: sources, fractions, data hashes, rows drawn, token share
+    # (replaces the bare (name, fraction) pairs of the options).
+    if mix:
+        hyper["mix"] = mix
     if eval_losses:
         hyper["eval_losses"] = [[s, round(v, 6)] for s, v in eval_losses]
     initial, final = curve_ends(curve)
     metrics: dict[str, dict[str, float]] = {"training": {"initial_loss": round(initial, 6), "final_loss": round(final, 6)}}
+    for key, value in (summary or {}).items():
+        metrics["training"][key] = round(float(value), 6)
     if eval_losses:
         metrics["training"]["best_eval_loss"] = round(min(v for _, v in eval_losses), 6)
     return {

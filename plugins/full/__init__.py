@@ -12,7 +12,7 @@ the other names below are imported on first access.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from adapterhub.hookspecs import hookimpl
 from adapterhub.lazy import LazyMethod, lazy_exports
@@ -25,14 +25,24 @@ if TYPE_CHECKING:
 
     from adapterhub.protocols import Method
 
-METHOD = LazyMethod(
+TRAINING_DEFAULTS: dict[str, Any] = {"lr": 2e-5, "note": "PLACEHOLDER"}
+"""Recommended training settings (``Method.training_defaults``). A plain dict here, set on
+the lazy method too, so ``adapterhub methods`` shows it without importing torch."""
+
+
+def _with_defaults(method: LazyMethod) -> LazyMethod:
+    method.__dict__["training_defaults"] = dict(TRAINING_DEFAULTS)
+    return method
+
+
+METHOD = _with_defaults(LazyMethod(
     name="full",
     kind="full",
     description="full fine-tuning: every weight trains (baseline; exported as a model directory)",
     capabilities=Capabilities(hot_swap=False, mixed_batch=False, merge=False),
     implementation="adapterhub.plugins.full.method:METHOD",
     config="adapterhub.plugins.full.config:FullConfig",
-)
+))
 
 __getattr__ = lazy_exports(
     __name__,

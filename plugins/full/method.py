@@ -19,11 +19,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
+from adapterhub.plugins.full import TRAINING_DEFAULTS
 from adapterhub.plugins.full.config import FullConfig
 from adapterhub.plugins.layer_select.tensors import BaseTensorAdapter, base_tensors, check_tensors
 
 from adapterhub.errors import IncompatibleAdapterError
-from adapterhub.protocols.method import Capabilities, MethodConfig, MethodKind, MethodRuntime
+from adapterhub.protocols.method import (
+    Capabilities,
+    MethodConfig,
+    MethodKind,
+    MethodRuntime,
+    TrainingDefaults,
+)
 
 NAME = "full"
 
@@ -58,6 +65,7 @@ class FullMethod:
     description = "full fine-tuning: every weight trains (baseline; exported as a model directory)"
     config_cls = FullConfig
     capabilities = Capabilities(hot_swap=False, mixed_batch=False, merge=False)
+    training_defaults = TrainingDefaults(**TRAINING_DEFAULTS)
 
     def attach(self, model: torch.nn.Module, config: MethodConfig) -> FullAdapter:
         return FullAdapter(model, restorable=_as_config(config).restorable)

@@ -18,11 +18,18 @@ import logging
 from collections.abc import Mapping
 
 import torch
+from adapterhub.plugins.layer_select import TRAINING_DEFAULTS
 from adapterhub.plugins.layer_select.config import LayerSelectiveConfig
 from adapterhub.plugins.layer_select.tensors import BaseTensorAdapter, check_tensors
 
 from adapterhub.errors import ConfigError, IncompatibleAdapterError
-from adapterhub.protocols.method import Capabilities, MethodConfig, MethodKind, MethodRuntime
+from adapterhub.protocols.method import (
+    Capabilities,
+    MethodConfig,
+    MethodKind,
+    MethodRuntime,
+    TrainingDefaults,
+)
 from adapterhub.selector import parameter_aliases, select_parameters
 
 log = logging.getLogger(__name__)
@@ -52,6 +59,7 @@ class LayerSelectiveMethod:
     description = "train chosen base parameters only (layer range, module pattern, kind: bias, norm, ...)"
     config_cls = LayerSelectiveConfig
     capabilities = Capabilities(hot_swap=True, mixed_batch=False, merge=False)
+    training_defaults = TrainingDefaults(**TRAINING_DEFAULTS)
 
     def attach(self, model: torch.nn.Module, config: MethodConfig) -> SelectiveAdapter:
         names = selected_names(model, config)

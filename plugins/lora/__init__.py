@@ -8,7 +8,7 @@ on first use; the names below are imported on first access.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from adapterhub.hookspecs import hookimpl
 from adapterhub.lazy import LazyMethod, lazy_exports
@@ -34,16 +34,27 @@ __getattr__ = lazy_exports(
 )
 
 
+TRAINING_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "note": "PLACEHOLDER"}
+"""Recommended training settings (``Method.training_defaults``). A plain dict here, set on
+the lazy method too, so ``adapterhub methods`` shows it without importing torch."""
+
+
+def _with_defaults(method: LazyMethod) -> LazyMethod:
+    method.__dict__["training_defaults"] = dict(TRAINING_DEFAULTS)
+    return method
+
+
 def lazy_method() -> LazyMethod:
     """The ``lora`` method as registered: metadata now, code on first use."""
-    return LazyMethod(
+    return _with_defaults(LazyMethod(
         name="lora",
         kind="reparameterization",
         description="LoRA: trainable low-rank updates B·A on selected linear layers; mergeable, hot-swappable, mixed batches",
         capabilities=Capabilities(hot_swap=True, mixed_batch=True, merge=True),
         implementation="adapterhub.plugins.lora.method:LoraMethod",
         config="adapterhub.plugins.lora.config:LoraConfig",
-    )
+    ))
+
 
 
 @hookimpl

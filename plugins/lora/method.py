@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
+from adapterhub.plugins.lora import TRAINING_DEFAULTS
 from adapterhub.plugins.lora.config import LoraConfig
 from adapterhub.plugins.lora.layers import LoraLinear, MultiLoraLinear
 from adapterhub.plugins.lora.runtime import LoraRuntime
@@ -12,7 +13,7 @@ from adapterhub.plugins.lora.validation import coerce_config, targets_for, valid
 from torch import nn
 
 from adapterhub.errors import ConfigError
-from adapterhub.protocols.method import Capabilities, MethodConfig, MethodKind
+from adapterhub.protocols.method import Capabilities, MethodConfig, MethodKind, TrainingDefaults
 
 
 def _parent_of(model: nn.Module, path: str) -> tuple[nn.Module, str]:
@@ -93,6 +94,7 @@ class LoraMethod:
     description = "LoRA: trainable low-rank updates B·A on selected linear layers; mergeable, hot-swappable, mixed batches"
     config_cls: type[MethodConfig] = LoraConfig
     capabilities = Capabilities(hot_swap=True, mixed_batch=True, merge=True)
+    training_defaults = TrainingDefaults(**TRAINING_DEFAULTS)
 
     def attach(self, model: nn.Module, config: MethodConfig) -> LoraAdapter:
         return self._attach(model, coerce_config(config), init=True)

@@ -31,16 +31,27 @@ __getattr__ = lazy_exports(
 )
 
 
+TRAINING_DEFAULTS: dict[str, Any] = {"lr": 1e-2, "note": "PLACEHOLDER"}
+"""Recommended training settings (``Method.training_defaults``). A plain dict here, set on
+the lazy method too, so ``adapterhub methods`` shows it without importing torch."""
+
+
+def _with_defaults(method: LazyMethod) -> LazyMethod:
+    method.__dict__["training_defaults"] = dict(TRAINING_DEFAULTS)
+    return method
+
+
 def lazy_method() -> LazyMethod:
     """The ``prefix-tuning`` method as registered: metadata now, code on first use."""
-    return LazyMethod(
+    return _with_defaults(LazyMethod(
         name="prefix-tuning",
         kind="additive",
         description="Prefix tuning: trainable per-layer key/value virtual tokens; optional reparameterization MLP folded away on save",
         capabilities=Capabilities(hot_swap=True, mixed_batch=True, merge=False),
         implementation="adapterhub.plugins.prefix_tuning.method:PrefixTuningMethod",
         config="adapterhub.plugins.prefix_tuning.config:PrefixTuningConfig",
-    )
+    ))
+
 
 
 @hookimpl

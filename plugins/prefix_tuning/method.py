@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from adapterhub.plugins.prefix_tuning import TRAINING_DEFAULTS
 from adapterhub.plugins.prefix_tuning.config import PrefixTuningConfig
 from adapterhub.plugins.prefix_tuning.encoder import PrefixEncoder, initialise
 from adapterhub.plugins.prefix_tuning.layout import (
@@ -40,7 +41,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from adapterhub.errors import ConfigError, IncompatibleAdapterError, TrainingError
-from adapterhub.protocols.method import Capabilities, MethodConfig
+from adapterhub.protocols.method import Capabilities, MethodConfig, TrainingDefaults
 
 SUBMODULE = "adapterhub_prefix"
 """Attribute name of the encoder on the model: registering it as a submodule makes
@@ -196,6 +197,7 @@ class PrefixTuningMethod:
     description = "Prefix tuning: trainable per-layer key/value virtual tokens; optional reparameterization MLP folded away on save"
     config_cls = PrefixTuningConfig
     capabilities = Capabilities(hot_swap=True, mixed_batch=True, merge=False)
+    training_defaults = TrainingDefaults(**TRAINING_DEFAULTS)
 
     def attach(self, model: nn.Module, config: MethodConfig) -> PrefixAdapter:
         """Freeze ``model`` and attach a freshly initialised prefix (RNG: global torch seed)."""

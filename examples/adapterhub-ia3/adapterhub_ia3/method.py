@@ -210,6 +210,7 @@ class IA3Method:
     description = "IA³: learned scaling vectors on attention keys/values and the MLP down-projection input"
     config_cls: type[MethodConfig] = IA3Config
     capabilities = Capabilities(hot_swap=True, mixed_batch=True, merge=False)
+    training_defaults = {"lr": 1e-2, "note": "PLACEHOLDER"}
 
     def attach(self, model: nn.Module, config: MethodConfig) -> IA3Adapter:
         if model in _ATTACHED:
