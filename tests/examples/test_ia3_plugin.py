@@ -152,3 +152,20 @@ def test_trained_saved_loaded_and_hot_swapped(ia3_in_process: None, tmp_path: Pa
     assert torch.allclose(host.logits([prompts[0]], adapters=["echo2"])[0], direct, atol=1e-4)
     assert not torch.allclose(host.logits([four[2]], adapters=["lo"])[0], host.logits([four[2]], adapters=[None])[0], atol=1e-4)
 
+
+
+def test_declared_training_defaults_are_listed_and_used(ia3_site: tuple[Path, Path], ia3_in_process: None, tmp_path: Path) -> None:
+    """The plugin declares its lr as a plain mapping (no new import needed): listed, and used without --lr."""
+    _, site = ia3_site
+    done = subprocess.run([str(BIN / "adapterhub"), "methods", "--json"], capture_output=True, text=True, timeout=300, env=_env(site))
+    assert done.returncode == 0, done.stderr
+    row = next(r for r in json.loads(done.stdout) if r["name"] == "ia3")
+    from adapterhub.protocols.method import training_defaults_of
+    from adapterhub.trainer import train
+
+    declared = training_defaults_of(get_catalog().method("ia3"))
+    assert declared is not None and row["training_defaults"] == declared.as_dict() and declared.lr >= 1e-3
+    model, tokenizer = tiny_llama(seed=0)
+    result = train(LoadedBase(name="tiny-random-llama", model=model, tokenizer=tokenizer), "ia3", None, EXAMPLES,
+                   out_dir=tmp_path / "d", steps=2, batch_size=8, progress=False)
+    assert (result.lr, result.lr_source) == (declared.lr, "method default")
