@@ -302,8 +302,11 @@ def train(
         mix_record: list[dict[str, Any]] = []
         if mix_sources and isinstance(run.schedule, MixSchedule):
             completion = [len(e) - e.prompt_len for e in run.examples]
-            mix_record = mix_provenance(mix_sources, run.schedule.drawn(run.step), run.step, cfg.step_size,
-                                        run.schedule.token_shares(completion, run.step), [len(t) for t in mix_tokenized])
+            # Every rank runs the same schedule over its shard: counts scale with the world
+            # size; the token share is rank 0's (its shard stands for the rest).
+            mix_record = mix_provenance(mix_sources, [n * ctx.world_size for n in run.schedule.drawn(run.step)], run.step,
+                                        cfg.step_size * ctx.world_size, run.schedule.token_shares(completion, run.step),
+                                        [len(t) for t in mix_tokenized])
         curve = run.loss_curve
         initial, final = curve_ends(curve)
         manifest: Manifest | None = None
