@@ -25,7 +25,10 @@ if TYPE_CHECKING:
 
     from adapterhub.protocols import Method
 
-TRAINING_DEFAULTS: dict[str, Any] = {"lr": 2e-5, "note": "PLACEHOLDER"}
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "lr": 1e-5,
+    "note": "30-step SmolLM2-135M runs on sentiment-rt: 5e-6 and 2e-5 close (0.254 vs 0.269 held-out loss), 1e-4 worse (0.301, overfits); the default sits between the two best",
+}
 """Recommended training settings (``Method.training_defaults``). A plain dict here, set on
 the lazy method too, so ``adapterhub methods`` shows it without importing torch."""
 

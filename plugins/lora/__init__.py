@@ -34,7 +34,10 @@ __getattr__ = lazy_exports(
 )
 
 
-TRAINING_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "note": "PLACEHOLDER"}
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "lr": 1e-3,
+    "note": "best held-out loss of 2e-4/1e-3/3e-3 in 30-step SmolLM2-135M runs on sentiment-rt (r=8 q/v); 2e-4 lags far behind (benchmarks/results/forgetting_mix-lr_sweep.md)",
+}
 """Recommended training settings (``Method.training_defaults``). A plain dict here, set on
 the lazy method too, so ``adapterhub methods`` shows it without importing torch."""
 
