@@ -270,8 +270,8 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         "## Summary",
         "",
-        "| run | lr | trainable share | tokens/s | peak memory | own task: base → tuned (95 % CI of delta) | mean held-out delta |",
-        "|---|---:|---:|---:|---:|---|---:|",
+        "| run | lr | mixture: rows / completion tokens | trainable share | tokens/s | peak RSS | train s | own task: base → tuned (delta, 95 % CI) | mean delta, other tasks |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for r in runs:
         a = r["analysis"]
@@ -280,9 +280,12 @@ def markdown(doc: dict[str, Any]) -> str:
         held = [row["delta"] for t, row in a.items() if not row["own"]]
         tr = r["train"]
         mem = tr.get("peak_memory_bytes")
+        mix = tr.get("mix") or []
+        share = (f"{100 * sum(m['row_share'] for m in mix):.0f} % / {100 * sum(m['completion_token_share'] for m in mix):.0f} %"
+                 if mix else "–")
         lines.append(
-            f"| {r['run']} | {tr.get('lr', float('nan')):g} | {100 * tr.get('trainable_share', 0):.2f} % | {tr.get('tokens_per_s', 0):.0f} | "
-            f"{'–' if not mem else f'{mem / 2**30:.2f} GiB'} | {o['metric']} {o['base']:.1f} → {o['tuned']:.1f} "
+            f"| {r['run']} | {tr.get('lr', float('nan')):g} | {share} | {100 * tr.get('trainable_share', 0):.2f} % | {tr.get('tokens_per_s', 0):.0f} | "
+            f"{'–' if not mem else f'{mem / 2**30:.2f} GiB'} | {tr['seconds']:.0f} | {o['metric']} {o['base']:.1f} → {o['tuned']:.1f} "
             f"({o['delta']:+.1f}, [{o['ci95'][0]:+.1f}, {o['ci95'][1]:+.1f}]) | {sum(held) / len(held):+.2f} |"
         )
     lines += ["", "## Per task: delta vs base [95 % CI] (m = task is in the mixture)", "",
