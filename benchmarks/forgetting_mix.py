@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import random
@@ -263,7 +264,10 @@ def markdown(doc: dict[str, Any]) -> str:
         f"A mixture of f draws f of every batch from `{cfg['mix_tasks']}` (split evenly). "
         f"Test examples per task: " + ", ".join(f"{t} {n[t]}" for t in tasks) + ". "
         f"Greedy decoding; deltas are means of per-example score differences (tuned − base) with paired bootstrap 95 % CIs "
-        f"({cfg['bootstrap']} resamples).",
+        f"({cfg['bootstrap']} resamples). Per-example scores are this script's: sentiment accuracy by first-word label match, "
+        f"ROUGE-L F1 (`rouge_score`, stemmed), sentence chrF (`sacrebleu`); the evaluators' corpus metrics are in the JSON "
+        f"(`runs[].eval.<task>.metrics`) and agree within about a point. Tasks marked m had their *train* split mixed in "
+        f"(their *test* split is what is scored); the others are held out from training altogether.",
         "",
         f"Command: `{doc['command']}` — {doc['seconds'] / 60:.0f} min on {doc['machine']['device']}, "
         f"{doc['machine']['threads']} thread(s), load average at end {doc['machine']['loadavg_at_end'][0]:.1f}.",
@@ -305,11 +309,17 @@ def markdown(doc: dict[str, Any]) -> str:
         for t in tasks:
             lines.append(f"| {t} | " + " | ".join(
                 f"{r['vs_unmixed'][t]['diff']:+.1f} [{r['vs_unmixed'][t]['ci95'][0]:+.1f}, {r['vs_unmixed'][t]['ci95'][1]:+.1f}]" for r in mixed) + " |")
-    widths = {t: runs[0]["analysis"][t]["ci95"][1] - runs[0]["analysis"][t]["ci95"][0] for t in tasks}
-    lines += ["", "## Resolution", "",
-              "Width of the 95 % CI of the first run's delta, per task (a 2-point change is resolvable where the half-width is below 2):", ""]
+    lines += ["", "## Resolution: can these test sets see a 2-point change?", "",
+              "Half-width of the 95 % CIs (largest over the runs), and the test examples a half-width of 2 points would need "
+              "(the half-width shrinks with the square root of n).", "",
+              "| task | n | vs base: half-width | n for ±2 | mixed − unmixed: half-width | n for ±2 |", "|---|---:|---:|---:|---:|---:|"]
     for t in tasks:
-        lines.append(f"* {t}: ±{widths[t] / 2:.1f} points (n = {n[t]})")
+        hw_base = max((r["analysis"][t]["ci95"][1] - r["analysis"][t]["ci95"][0]) / 2 for r in runs)
+        hw_pair = max(((r["vs_unmixed"][t]["ci95"][1] - r["vs_unmixed"][t]["ci95"][0]) / 2 for r in mixed), default=float("nan"))
+
+        def need(hw: float, t: str = t) -> str:
+            return "–" if hw != hw else str(math.ceil(n[t] * (hw / 2) ** 2))
+        lines.append(f"| {t} | {n[t]} | ±{hw_base:.1f} | {need(hw_base)} | ±{hw_pair:.1f} | {need(hw_pair)} |")
     return "\n".join(lines) + "\n"
 
 
