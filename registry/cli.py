@@ -66,12 +66,14 @@ class PushCommand:
         name, version = parse_name_version(args.name)
         reg = _registry(args)
         to = _target(args.to, args.endpoint_url)
-        ref = reg.push(args.dir, name, version=version, tag=args.tag, to=to)
+        done = reg.publish(args.dir, name, version=version, tag=args.tag, to=to)
         store = reg.store(to)
         if args.json:
-            print_json({"ref": ref, "store": store.url, "tag": args.tag})
+            print_json({"ref": done.ref, "store": store.url, "tag": args.tag, "created": done.created})
+        elif done.created:
+            print(f"pushed {done.ref} to {store.url}" + (f" (tag {args.tag})" if args.tag else ""))
         else:
-            print(f"pushed {ref} to {store.url}" + (f" (tag {args.tag})" if args.tag else ""))
+            print(f"{done.ref} already up to date in {store.url}" + (f" (tag {args.tag})" if args.tag else ""))
         return 0
 
 
@@ -345,7 +347,7 @@ class ImportPeftCommand:
     def configure(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("dir", type=Path, metavar="DIR")
         parser.add_argument("name", metavar="NAME[@VERSION]")
-        parser.add_argument("--base", required=True, help="the base model the adapter was trained on (alias, HF id or directory)")
+        parser.add_argument("--base", help="the base model the adapter was trained on (alias, HF id or directory; default: adapter_config.json's base_model_name_or_path)")
         parser.add_argument("--tag")
         _add_remote_opts(parser, "--to")
 

@@ -66,6 +66,14 @@ MAX_RECORD_BYTES = 1024 * 1024
 GC_GRACE_S = 3600.0
 
 
+@dataclass(frozen=True)
+class Published:
+    """What a push did: the ``name@version`` and whether it created it (False: already up to date)."""
+
+    ref: str
+    created: bool
+
+
 @dataclass
 class GcPlan:
     """What ``gc`` deletes, in order: dangling tags, stale views and temps, then blobs."""
@@ -157,6 +165,17 @@ class Registry:
         to: str | None = None,
     ) -> str:
         """Validate and publish an adapter directory; returns ``name@version``."""
+        return self.publish(adapter_dir, name, version=version, tag=tag, to=to).ref
+
+    def publish(
+        self,
+        adapter_dir: str | Path,
+        name: str,
+        version: str | None = None,
+        tag: str | None = None,
+        to: str | None = None,
+    ) -> Published:
+        """:meth:`push`, also saying whether the version was created or already held these bytes."""
         from adapterhub.registry.validate import read_checked
 
         validate_name(name)
@@ -184,10 +203,10 @@ class Registry:
                 else:
                     store.put_blob(entry.sha256, src / entry.path, bar)
         crash_point("after-blobs")
-        final = self._create_version(store, manifest, name, version)
+        final, created = self._create_version(store, manifest, name, version)
         crash_point("after-manifest")
         self._after_create(store, final, tag, current_latest.result())
-        return f"{name}@{final.version}"
+        return Published(f"{name}@{final.version}", created)
 
     def _executor(self) -> ThreadPoolExecutor:
         # One long-lived helper thread: starting a thread per push costs more (several
@@ -205,7 +224,8 @@ class Registry:
         except (AdapterNotFoundError, IntegrityError):
             return None
 
-    def _create_version(self, store: Store, manifest: Manifest, name: str, version: str | None) -> Manifest:
+    def _create_version(self, store: Store, manifest: Manifest, name: str, version: str | None) -> tuple[Manifest, bool]:
+        """(the stored manifest, whether this call created it)."""
         # An automatic version retries on a lost race: two pushers computing the same
         # next version get two consecutive ones instead of an error.
         for _ in range(32):
@@ -219,11 +239,29 @@ class Registry:
                         self.index.add_version(final)
                 else:
                     store.put_version(name, v, data)
-                return final
+                return final, True
             except VersionExistsError:
                 if version is not None:
-                    raise
+                    # A retried upload of the same bytes succeeds as a no-op, as in
+                    # container and package registries; different bytes stay refused.
+                    if self._holds_same(store, name, v, final):
+                        return final, False
+                    raise VersionExistsError(f"{name}@{v} already exists in {store.url} with different contents (versions are immutable: push a new version)") from None
         raise VersionExistsError(f"could not find a free version for {name} after 32 tries (concurrent pushes?)")
+
+    @staticmethod
+    def _holds_same(store: Store, name: str, version: str, final: Manifest) -> bool:
+        """Does ``name@version`` in ``store`` already hold exactly this manifest?"""
+        try:
+            existing = store.get_version(name, version)
+        except (AdapterNotFoundError, IntegrityError):
+            return False
+        if existing == final.to_json().encode():
+            return True
+        try:  # a store may re-serialise JSON: compare the documents, not the bytes
+            return bool(json.loads(existing) == json.loads(final.to_json()))
+        except ValueError:
+            return False
 
     def _after_create(self, store: Store, final: Manifest, tag: str | None, current: str | None) -> None:
         name, version = final.name, final.version or ""

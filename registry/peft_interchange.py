@@ -252,7 +252,7 @@ def logits_gap(peft_dir: Path, model: torch.nn.Module, method: Any, method_confi
 def import_peft(
     peft_dir: str | os.PathLike[str],
     name: str,
-    base: Any,
+    base: Any = None,
     version: str | None = None,
     tag: str | None = None,
     to: str | None = None,
@@ -261,7 +261,8 @@ def import_peft(
 ) -> str:
     """Convert a PEFT LoRA / prefix-tuning directory and push it; returns ``name@version``.
 
-    ``base`` is a base spec (alias, directory, HF id) or a loaded
+    ``base`` is a base spec (alias, directory, HF id), ``None`` (the config's
+    ``base_model_name_or_path``), or a loaded
     :class:`~adapterhub.protocols.LoadedBase`: the fingerprint is taken from it, and the
     weights are checked against it (and against peft's logits with ``verify_logits``).
     """
@@ -275,6 +276,11 @@ def import_peft(
     validate_name(name)
     src = Path(peft_dir)
     config, raw = read_peft_dir(src)
+    if base is None:
+        # peft records the base it trained on; `--base` only overrides it.
+        base = getattr(config, "base_model_name_or_path", None) or None
+        if not isinstance(base, str) or not base.strip():
+            raise ConfigError(f"{src}: adapter_config.json names no base_model_name_or_path; give the base with --base")
     if isinstance(base, str):
         from adapterhub.basemodels import load_base
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from adapterhub.registry.client import Registry
+from adapterhub.registry.client import Published, Registry
 from adapterhub.registry.local import LocalStore
 
 from adapterhub.errors import (
@@ -71,8 +71,13 @@ def test_push_pull_roundtrip(registry: Registry, make_adapter: MakeAdapter) -> N
         manifest = json.loads((path / MANIFEST_NAME).read_text())
         assert (manifest["name"], manifest["version"]) == ("team/sent", version)
         assert (path / WEIGHTS_NAME).read_bytes() == (a / WEIGHTS_NAME).read_bytes()
-    with pytest.raises(VersionExistsError):
-        registry.push(a, "team/sent", version="2.0.0")
+    # the same bytes again: a no-op (a retried upload succeeds); different bytes: refused
+    assert registry.publish(a, "team/sent", version="2.0.0") == Published("team/sent@2.0.0", created=False)
+    b = make_adapter(seed=2)
+    with pytest.raises(VersionExistsError, match="different contents"):
+        registry.push(b, "team/sent", version="2.0.0")
+    assert registry.pull("team/sent@2.0.0").joinpath(WEIGHTS_NAME).read_bytes() == (a / WEIGHTS_NAME).read_bytes()
+    assert registry.gc(grace_s=0).blobs  # the refused push's blob is an orphan that gc reclaims
     # an older explicit version does not move `latest` backwards
     registry.push(a, "team/sent", version="1.5.0")
     assert registry.resolve(registry.local, "team/sent") == ("team/sent", "2.0.0")
@@ -224,9 +229,8 @@ def test_verify_finds_and_quarantines(registry: Registry, make_adapter: MakeAdap
     assert not report["ok"] and "corrupt" in report["problems"][0]
     with pytest.raises(IntegrityError):
         registry.pull("x@1.0.0")
-    # re-pushing the same bytes restores the quarantined blob (the version itself exists)
-    with pytest.raises(VersionExistsError):
-        registry.push(a, "x", version="1.0.0")
+    # re-pushing the same bytes restores the quarantined blob (a no-op for the version)
+    assert registry.publish(a, "x", version="1.0.0").created is False
     assert registry.verify()["ok"] and registry.pull("x@1.0.0").is_dir()
 
 

@@ -62,8 +62,9 @@ def test_push_layout_and_model_card(home: Path, tmp_path: Path, make_adapter: Ma
     (staging / "README.md").write_text("# my repo\n")
     reg.push(make_adapter(seed=4), "team/other", version="1.0.0", to=url)
     assert (staging / "README.md").read_text() == "# my repo\n"
-    with pytest.raises(VersionExistsError):
-        reg.push(a, "team/summ", version="1.0.0", to=url)
+    assert reg.publish(a, "team/summ", version="1.0.0", to=url).created is False  # same bytes: no-op
+    with pytest.raises(VersionExistsError, match="different contents"):
+        reg.push(make_adapter(seed=9), "team/summ", version="1.0.0", to=url)
 
 
 def test_offline_pull_from_populated_cache(home: Path, tmp_path: Path, make_adapter: MakeAdapter, monkeypatch: pytest.MonkeyPatch) -> None:

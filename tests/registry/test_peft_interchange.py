@@ -204,3 +204,22 @@ def test_import_refuses(base: LoadedBase, home: Path, tmp_path: Path) -> None:
     with pytest.raises(IncompatibleAdapterError):
         import_peft(fresh("shape"), "bad/x", base=LoadedBase(name="other", model=other, tokenizer=None), registry=reg)
     assert list(reg.local.list_names()) == []
+
+
+def test_import_takes_the_base_from_adapter_config(base: LoadedBase, home: Path, tmp_path: Path) -> None:
+    src = _peft_lora_dir(base, tmp_path / "peft", r=4, lora_alpha=8, target_modules=["q_proj"])
+    cfg = json.loads((src / PEFT_CONFIG).read_text())
+    cfg["base_model_name_or_path"] = "tiny-random-llama"  # the registered alias of the same model
+    (src / PEFT_CONFIG).write_text(json.dumps(cfg))
+    reg = Registry(progress=False)
+    from adapterhub.cli.main import main
+
+    assert main(["import-peft", str(src), "imported/auto@1.0.0"]) == 0
+    manifest = json.loads((reg.pull("imported/auto@1.0.0") / "manifest.json").read_text())
+    assert manifest["base"]["name"] == "tiny-random-llama"
+
+    cfg["base_model_name_or_path"] = None
+    (src / PEFT_CONFIG).write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match="names no base_model_name_or_path; give the base with --base"):
+        import_peft(src, "imported/none", registry=reg)
+    assert reg.ls() == [e for e in reg.ls() if e["name"] != "imported/none"]

@@ -74,8 +74,9 @@ def test_push_pull_through_registry(home: Path, s3_url: str, make_adapter: MakeA
     reg = Registry(progress=False)
     a = make_adapter(seed=7)
     assert reg.push(a, "team/s3", version="1.0.0", tag="prod", to=s3_url) == "team/s3@1.0.0"
-    with pytest.raises(VersionExistsError):
-        reg.push(a, "team/s3", version="1.0.0", to=s3_url)
+    assert reg.publish(a, "team/s3", version="1.0.0", to=s3_url).created is False  # same bytes: no-op
+    with pytest.raises(VersionExistsError, match="different contents"):
+        reg.push(make_adapter(seed=8), "team/s3", version="1.0.0", to=s3_url)
     path = reg.pull("team/s3:prod", from_=s3_url)
     assert (path / WEIGHTS_NAME).read_bytes() == (a / WEIGHTS_NAME).read_bytes()
     assert json.loads((path / MANIFEST_NAME).read_text())["version"] == "1.0.0"

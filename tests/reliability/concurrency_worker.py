@@ -81,8 +81,10 @@ def run(cfg: dict[str, Any]) -> None:
                 name = SHARED if op == "push-shared" else FIXED
                 version = rng.choice(FIXED_VERSIONS) if op == "push-fixed" else None
             emit(ev="start", op=op, id=op_id, name=name, version=version, sha=sha)
-            ref = reg.push(src, name, version=version, to=url)
-            emit(ev="done", op=op, id=op_id, ref=ref, sha=sha)
+            # publish(): a push of the same bytes to a taken version is an idempotent no-op
+            # (created False); only a push that created the version counts as "pushed once".
+            pub = reg.publish(src, name, version=version, to=url)
+            emit(ev="done", op=op, id=op_id, ref=pub.ref, sha=sha, created=pub.created)
         except VersionExistsError as exc:
             # Only a fixed version can be taken by another pusher; automatic versions retry.
             emit(ev="expected" if op == "push-fixed" else "error", op=op, id=op_id, error="VersionExistsError", msg=str(exc))
