@@ -34,7 +34,7 @@ from adapterhub.registry.client import Registry
 from adapterhub.registry.faults import ENV as CRASH_ENV
 from adapterhub.registry.local import LocalStore
 
-from adapterhub.errors import AdapterNotFoundError, StoreError, VersionExistsError
+from adapterhub.errors import AdapterNotFoundError, StoreError
 from adapterhub.manifest import MANIFEST_NAME, WEIGHTS_NAME
 from adapterhub.testing.seaweed import Seaweed
 from adapterhub.testing.seaweed import seaweed as seaweed  # noqa: F401 - fixture
