@@ -13,16 +13,17 @@ Options other than ``metric``, ``scale`` and ``references_format`` go to
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from adapterhub.errors import ConfigError, EvaluationError
-from adapterhub.protocols.evaluator import EvalResult, EvaluatorContext
+from adapterhub.protocols.evaluator import EvaluatorContext
 
-from ._common import check_inputs
+from .base import ExampleEvaluator, Row
 
 _OWN_OPTIONS = ("metric", "scale", "references_format")
 
@@ -48,10 +49,27 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-class EvaluateBridge:
+@dataclasses.dataclass(frozen=True)
+class BridgeOptions:
+    """The bridge's own options plus everything else, passed on to ``metric.compute``."""
+
+    metric: str
+    scale: float = 100.0
+    references_format: str = "auto"
+    compute_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return Path(self.metric.rstrip("/")).name or self.metric
+
+
+class EvaluateBridge(ExampleEvaluator):
+    """On the shared loop with its corpus-only shape: the library computes one corpus
+    dict from all texts (``aggregate``), there are no per-example rows, and its options
+    are free-form (``parse``: unknown keys go to ``compute``, not refused)."""
+
     name = "evaluate"
     description = "any Hugging Face `evaluate` metric by name: --metric evaluate:<metric> (offline: a local script dir)"
-    needs_model = False
 
     def load(self, metric: str) -> Any:
         """``evaluate.load(metric)`` with the offline failure turned into EvaluationError."""
@@ -66,13 +84,7 @@ class EvaluateBridge:
             # huggingface_hub's offline-mode and connection errors are ConnectionErrors.
             raise EvaluationError(offline_message(metric, exc)) from None
 
-    def score(
-        self,
-        predictions: Sequence[str],
-        references: Sequence[Sequence[str]],
-        context: EvaluatorContext | None = None,
-        **options: Any,
-    ) -> EvalResult:
+    def parse(self, options: Mapping[str, Any]) -> BridgeOptions:
         metric_name = options.get("metric")
         if not isinstance(metric_name, str) or not metric_name:
             raise ConfigError("evaluator 'evaluate' needs a metric name: --metric evaluate:<metric> (option metric=...)")
@@ -83,23 +95,43 @@ class EvaluateBridge:
         fmt = options.get("references_format", "auto")
         if fmt not in ("auto", "flat", "nested"):
             raise ConfigError(f"evaluator 'evaluate': references_format must be auto, flat or nested, got {fmt!r}")
-        compute_kwargs = {k: v for k, v in options.items() if k not in _OWN_OPTIONS}
-        refs = check_inputs(self.name, predictions, references)
-        if fmt == "flat" or (fmt == "auto" and all(len(r) == 1 for r in refs)):
-            if any(len(r) != 1 for r in refs):
+        rest = {k: v for k, v in options.items() if k not in _OWN_OPTIONS}
+        return BridgeOptions(metric=metric_name, scale=scale, references_format=fmt, compute_kwargs=rest)
+
+    def score_rows(
+        self,
+        predictions: Sequence[str],
+        references: Sequence[Sequence[str]],
+        options: Any,
+        context: EvaluatorContext | None,
+    ) -> list[Row]:
+        return []  # the metric scores the corpus in one compute() call
+
+    def aggregate(
+        self, rows: Sequence[Row], predictions: Sequence[str], references: Sequence[Sequence[str]], options: Any
+    ) -> dict[str, Any]:
+        opts: BridgeOptions = options
+        fmt = opts.references_format
+        if fmt == "flat" or (fmt == "auto" and all(len(r) == 1 for r in references)):
+            if any(len(r) != 1 for r in references):
                 raise ConfigError("evaluator 'evaluate': references_format=flat needs exactly one reference per example")
-            ref_arg: list[Any] = [r[0] for r in refs]
+            ref_arg: list[Any] = [r[0] for r in references]
         else:
-            ref_arg = [list(r) for r in refs]
-        metric = self.load(metric_name)
+            ref_arg = [list(r) for r in references]
+        metric = self.load(opts.metric)
         try:
-            raw = metric.compute(predictions=list(predictions), references=ref_arg, **compute_kwargs)
+            raw = metric.compute(predictions=list(predictions), references=ref_arg, **opts.compute_kwargs)
         except (TypeError, ValueError) as exc:
-            raise EvaluationError(f"evaluate metric {metric_name!r} failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-        corpus = _jsonable(dict(raw or {}))
-        label = Path(metric_name.rstrip("/")).name or metric_name
+            raise EvaluationError(f"evaluate metric {opts.metric!r} failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        return dict(_jsonable(dict(raw or {})))
+
+    def headline(self, corpus: Mapping[str, Any], options: Any) -> dict[str, float]:
+        opts: BridgeOptions = options
         headline: dict[str, float] = {}
         for key, value in corpus.items():
             if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value)):
-                headline[key if key == label else f"{label}.{key}"] = float(value) * scale
-        return EvalResult(evaluator=f"{self.name}:{label}", corpus=corpus, headline=headline)
+                headline[key if key == opts.label else f"{opts.label}.{key}"] = float(value) * opts.scale
+        return headline
+
+    def result_name(self, options: Any) -> str:
+        return f"{self.name}:{options.label}"

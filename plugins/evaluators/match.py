@@ -13,9 +13,8 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from adapterhub.protocols.evaluator import EvalResult, EvaluatorContext
-
-from ._common import EvaluatorOptions, check_inputs, first_word, normalize, parse_options
+from ._common import EvaluatorOptions, first_word, normalize
+from .base import ExampleEvaluator, Row
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,36 +23,22 @@ class MatchOptions(EvaluatorOptions):
     """Add ``{"correct": bool, "normalized": str}`` per example."""
 
 
-class _MatchEvaluator:
-    name: str
-    description: str
-    needs_model = False
+class _MatchEvaluator(ExampleEvaluator):
+    options_type = MatchOptions
 
     def key(self, text: str) -> str:
         return normalize(text)
 
-    def score(
-        self,
-        predictions: Sequence[str],
-        references: Sequence[Sequence[str]],
-        context: EvaluatorContext | None = None,
-        **options: Any,
-    ) -> EvalResult:
-        opts = parse_options(self.name, MatchOptions, options)
-        refs = check_inputs(self.name, predictions, references)
+    def score_example(self, prediction: str, references: Sequence[str], options: Any) -> Row:
         key = self.key
-        normed = [key(p) for p in predictions]
-        correct = [n in {key(r) for r in rs} for n, rs in zip(normed, refs, strict=True)]
-        value = sum(correct) / len(correct)
-        per_example = None
-        if opts.per_example:
-            per_example = [{"correct": c, "normalized": n} for c, n in zip(correct, normed, strict=True)]
-        return EvalResult(
-            evaluator=self.name,
-            corpus={self.name: value, "correct": sum(correct), "total": len(correct)},
-            headline={self.name: value * 100.0},
-            per_example=per_example,
-        )
+        normed = key(prediction)
+        return {"correct": normed in {key(r) for r in references}, "normalized": normed}
+
+    def aggregate(
+        self, rows: Sequence[Row], predictions: Sequence[str], references: Sequence[Sequence[str]], options: Any
+    ) -> dict[str, Any]:
+        correct = sum(1 for r in rows if r["correct"])
+        return {self.name: correct / len(rows), "correct": correct, "total": len(rows)}
 
 
 class ExactMatchEvaluator(_MatchEvaluator):

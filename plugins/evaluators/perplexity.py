@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from adapterhub.errors import DataError, EvaluationError
-from adapterhub.protocols.evaluator import EvalResult, EvaluatorContext
+from adapterhub.protocols.evaluator import EvaluatorContext
 
-from ._common import EvaluatorOptions, check_inputs, parse_options
+from ._common import EvaluatorOptions
+from .base import ExampleEvaluator, Row, weighted_mean
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,20 +56,26 @@ def _encode(tokenizer: Any, prompt: str, reference: str, max_length: int) -> tup
     return p_ids + r_ids, len(p_ids)
 
 
-class PerplexityEvaluator:
+class PerplexityEvaluator(ExampleEvaluator):
+    """Fits the shared loop with two overrides: the model runs over *batches* of
+    examples (``score_rows``), and the corpus number is a token-weighted mean of the
+    rows' NLL, not a plain mean of per-example perplexities (``aggregate``)."""
+
     name = "perplexity"
     description = "token-weighted perplexity of the references given the prompts (needs the model)"
     needs_model = True
+    options_type = PerplexityOptions
+    lower_is_better = frozenset({"perplexity"})
 
-    def score(
+    def score_rows(
         self,
         predictions: Sequence[str],
         references: Sequence[Sequence[str]],
-        context: EvaluatorContext | None = None,
-        **options: Any,
-    ) -> EvalResult:
-        opts = parse_options(self.name, PerplexityOptions, options)
-        refs = check_inputs(self.name, predictions, references)
+        options: Any,
+        context: EvaluatorContext | None,
+    ) -> list[Row]:
+        opts: PerplexityOptions = options
+        refs = references
         if context is None or context.model is None or context.tokenizer is None:
             raise EvaluationError("evaluator 'perplexity' needs the model: pass an EvaluatorContext with model and tokenizer")
         prompts = list(context.prompts) or [""] * len(refs)
@@ -109,20 +116,22 @@ class PerplexityEvaluator:
                         count[start + row] = int(valid[row].sum())
         finally:
             model.train(was_training)
-        total = sum(count)
+        return [{"nll": n, "tokens": c} for n, c in zip(nll, count, strict=True)]
+
+    def aggregate(
+        self, rows: Sequence[Row], predictions: Sequence[str], references: Sequence[Sequence[str]], options: Any
+    ) -> dict[str, Any]:
+        total = sum(int(r["tokens"]) for r in rows)
         if total == 0:
             raise DataError("evaluator 'perplexity': the references contain no tokens to score")
-        mean_nll = math.fsum(nll) / total
-        ppl = math.exp(mean_nll)
-        per_example = None
-        if opts.per_example:
-            per_example = [
-                {"perplexity": math.exp(n / c) if c else float("nan"), "tokens": c} for n, c in zip(nll, count, strict=True)
-            ]
-        return EvalResult(
-            evaluator=self.name,
-            corpus={"perplexity": ppl, "nll": mean_nll, "tokens": total},
-            headline={"perplexity": ppl},
-            per_example=per_example,
-            lower_is_better=frozenset({"perplexity"}),
-        )
+        mean_nll = weighted_mean([float(r["nll"]) for r in rows], [float(r["tokens"]) for r in rows])
+        return {"perplexity": math.exp(mean_nll), "nll": mean_nll, "tokens": total}
+
+    def headline(self, corpus: Mapping[str, Any], options: Any) -> dict[str, float]:
+        return {"perplexity": corpus["perplexity"]}  # lower is better; not on 0-100
+
+    def example_detail(self, rows: Sequence[Row], options: Any) -> list[dict[str, Any]]:
+        return [
+            {"perplexity": math.exp(r["nll"] / r["tokens"]) if r["tokens"] else float("nan"), "tokens": r["tokens"]}
+            for r in rows
+        ]

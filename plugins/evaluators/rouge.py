@@ -16,12 +16,13 @@ it (the tests compare against unmodified ``RougeScorer.score`` calls).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from adapterhub.protocols.evaluator import EvalResult, EvaluatorContext
+from adapterhub.protocols.evaluator import EvaluatorContext
 
-from ._common import EvaluatorOptions, check_inputs, mean, parse_options
+from ._common import EvaluatorOptions, mean
+from .base import ExampleEvaluator, ExampleScorer, Row
 
 RougeType = Literal["rouge1", "rouge2", "rougeL", "rougeLsum"]
 ALL_TYPES: tuple[RougeType, ...] = ("rouge1", "rouge2", "rougeL", "rougeLsum")
@@ -39,22 +40,15 @@ class RougeOptions(EvaluatorOptions):
     """Keep rouge-score's per-example ``{type: Score}`` dicts (they are computed anyway)."""
 
 
-class RougeEvaluator:
+class RougeEvaluator(ExampleEvaluator):
     name = "rouge"
     description = "ROUGE-1/2/L/Lsum precision, recall and F1 (rouge-score); corpus = mean of examples"
-    needs_model = False
+    options_type = RougeOptions
 
-    def score(
-        self,
-        predictions: Sequence[str],
-        references: Sequence[Sequence[str]],
-        context: EvaluatorContext | None = None,
-        **options: Any,
-    ) -> EvalResult:
-        opts = parse_options(self.name, RougeOptions, options)
-        refs = check_inputs(self.name, predictions, references)
+    def scorer(self, options: Any, context: EvaluatorContext | None) -> ExampleScorer:
         from rouge_score import rouge_scorer
 
+        opts: RougeOptions = options
         types = list(dict.fromkeys(opts.rouge_types))
         scorer = rouge_scorer.RougeScorer(types, use_stemmer=opts.use_stemmer, split_summaries=opts.split_summaries)
         if not opts.split_summaries and "rougeL" in types and "rougeLsum" in types:
@@ -72,23 +66,22 @@ class RougeEvaluator:
         else:
             single = scorer.score
 
-        def multi(targets: Sequence[str], prediction: str) -> dict[str, Any]:
+        def example(prediction: str, targets: Sequence[str]) -> dict[str, Any]:
+            # With one target score_multi equals score(); skip its per-type argmax.
+            if len(targets) == 1:
+                return single(targets[0], prediction)
             # RougeScorer.score_multi's rule: per type, the target with the highest
             # F-measure (first one on ties, like np.argmax), via the shortcut above.
             each = [single(t, prediction) for t in targets]
             return {t: max(each, key=lambda d: d[t].fmeasure)[t] for t in types}
 
-        # With one target score_multi equals score(); skip its per-type argmax.
-        rows = [single(r[0], p) if len(r) == 1 else multi(r, p) for p, r in zip(predictions, refs, strict=True)]
-        corpus: dict[str, Any] = {}
-        headline: dict[str, float] = {}
-        for t in types:
-            col = [row[t] for row in rows]
-            corpus[t] = {f: mean([s[k] for s in col]) for k, f in enumerate(_FIELDS)}
-            headline[t] = corpus[t]["fmeasure"] * 100.0
-        return EvalResult(
-            evaluator=self.name,
-            corpus=corpus,
-            headline=headline,
-            per_example=rows if opts.per_example else None,
-        )
+        return example
+
+    def aggregate(
+        self, rows: Sequence[Row], predictions: Sequence[str], references: Sequence[Sequence[str]], options: Any
+    ) -> dict[str, Any]:
+        types = list(dict.fromkeys(options.rouge_types))
+        return {t: {f: mean([row[t][k] for row in rows]) for k, f in enumerate(_FIELDS)} for t in types}
+
+    def headline(self, corpus: Mapping[str, Any], options: Any) -> dict[str, float]:
+        return {t: corpus[t]["fmeasure"] * 100.0 for t in corpus}

@@ -11,13 +11,14 @@ sacrebleu treats as "no reference" (its signature then says ``nrefs:var``).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from adapterhub.errors import ConfigError
-from adapterhub.protocols.evaluator import EvalResult, EvaluatorContext
+from adapterhub.protocols.evaluator import EvaluatorContext
 
-from ._common import EvaluatorOptions, check_inputs, parse_options, reference_streams
+from ._common import EvaluatorOptions, reference_streams
+from .base import ExampleEvaluator, ExampleScorer, Row
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,23 +68,53 @@ def _make_bleu(opts: BleuOptions, effective_order: bool) -> Any:
         ) from None
 
 
-class BleuEvaluator:
-    name = "bleu"
-    description = "corpus BLEU (sacrebleu, tokenizer 13a by default) with its signature; optional sentence BLEU"
-    needs_model = False
+class _SacrebleuEvaluator(ExampleEvaluator):
+    """Corpus score from sacrebleu's ``corpus_score`` (not a mean of rows); rows are the
+    optional sentence scores, computed only when ``per_example`` is asked for."""
 
-    def score(
+    scale = 1.0  # sacrebleu reports 0–100 already
+
+    def metric(self, options: Any, sentence: bool) -> Any:
+        raise NotImplementedError
+
+    def scorer(self, options: Any, context: EvaluatorContext | None) -> ExampleScorer:
+        sent = self.metric(options, True)
+        return lambda prediction, refs: {f"sentence_{self.name}": sent.sentence_score(prediction, list(refs)).score}
+
+    def score_rows(
         self,
         predictions: Sequence[str],
         references: Sequence[Sequence[str]],
-        context: EvaluatorContext | None = None,
-        **options: Any,
-    ) -> EvalResult:
-        opts = parse_options(self.name, BleuOptions, options)
-        refs = check_inputs(self.name, predictions, references)
-        metric = _make_bleu(opts, opts.use_effective_order)
-        res = metric.corpus_score(list(predictions), reference_streams(refs))
-        corpus: dict[str, Any] = {
+        options: Any,
+        context: EvaluatorContext | None,
+    ) -> list[Row]:
+        return super().score_rows(predictions, references, options, context) if options.per_example else []
+
+    def corpus_fields(self, res: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def aggregate(
+        self, rows: Sequence[Row], predictions: Sequence[str], references: Sequence[Sequence[str]], options: Any
+    ) -> dict[str, Any]:
+        metric = self.metric(options, False)
+        res = metric.corpus_score(list(predictions), reference_streams(references))
+        return {**self.corpus_fields(res), "signature": metric.get_signature().format()}
+
+    def headline(self, corpus: Mapping[str, Any], options: Any) -> dict[str, float]:
+        return {self.name: corpus["score"]}
+
+
+class BleuEvaluator(_SacrebleuEvaluator):
+    name = "bleu"
+    description = "corpus BLEU (sacrebleu, tokenizer 13a by default) with its signature; optional sentence BLEU"
+    options_type = BleuOptions
+
+    def metric(self, options: Any, sentence: bool) -> Any:
+        # Sentence BLEU always uses the effective n-gram order (sacrebleu.sentence_bleu).
+        return _make_bleu(options, True if sentence else options.use_effective_order)
+
+    def corpus_fields(self, res: Any) -> dict[str, Any]:
+        return {
             "name": res.name,
             "score": res.score,
             "counts": list(res.counts),
@@ -92,53 +123,25 @@ class BleuEvaluator:
             "bp": res.bp,
             "sys_len": res.sys_len,
             "ref_len": res.ref_len,
-            "signature": metric.get_signature().format(),
         }
-        per_example = None
-        if opts.per_example:
-            sent = _make_bleu(opts, True)
-            per_example = [{"sentence_bleu": sent.sentence_score(p, list(r)).score} for p, r in zip(predictions, refs, strict=True)]
-        return EvalResult(self.name, corpus, {"bleu": res.score}, per_example)
 
 
-class ChrfEvaluator:
+class ChrfEvaluator(_SacrebleuEvaluator):
     name = "chrf"
     description = "corpus chrF (sacrebleu; word_order=2 for chrF++) with its signature"
-    needs_model = False
+    options_type = ChrfOptions
 
-    def score(
-        self,
-        predictions: Sequence[str],
-        references: Sequence[Sequence[str]],
-        context: EvaluatorContext | None = None,
-        **options: Any,
-    ) -> EvalResult:
-        opts = parse_options(self.name, ChrfOptions, options)
-        refs = check_inputs(self.name, predictions, references)
+    def metric(self, options: Any, sentence: bool) -> Any:
         from sacrebleu.metrics import CHRF
 
-        def make() -> Any:
-            return CHRF(
-                char_order=opts.char_order,
-                word_order=opts.word_order,
-                beta=opts.beta,
-                lowercase=opts.lowercase,
-                whitespace=opts.whitespace,
-                eps_smoothing=opts.eps_smoothing,
-            )
+        return CHRF(
+            char_order=options.char_order,
+            word_order=options.word_order,
+            beta=options.beta,
+            lowercase=options.lowercase,
+            whitespace=options.whitespace,
+            eps_smoothing=options.eps_smoothing,
+        )
 
-        metric = make()
-        res = metric.corpus_score(list(predictions), reference_streams(refs))
-        corpus = {
-            "name": res.name,
-            "score": res.score,
-            "char_order": res.char_order,
-            "word_order": res.word_order,
-            "beta": res.beta,
-            "signature": metric.get_signature().format(),
-        }
-        per_example = None
-        if opts.per_example:
-            sent = make()
-            per_example = [{"sentence_chrf": sent.sentence_score(p, list(r)).score} for p, r in zip(predictions, refs, strict=True)]
-        return EvalResult(self.name, corpus, {"chrf": res.score}, per_example)
+    def corpus_fields(self, res: Any) -> dict[str, Any]:
+        return {"name": res.name, "score": res.score, "char_order": res.char_order, "word_order": res.word_order, "beta": res.beta}
