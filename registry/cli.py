@@ -361,7 +361,10 @@ class ImportPeftCommand:
         return 0
 
 
+from adapterhub.registry.hub.cli import HubCommand  # noqa: E402 - cheap: imports argparse only
+
 COMMANDS = (
     PushCommand, PullCommand, LsCommand, SearchCommand, ShowCommand, TagCommand, RmCommand,
     GcCommand, VerifyCommand, RemoteCommand, IndexCommand, ExportPeftCommand, ImportPeftCommand,
+    HubCommand,
 )

@@ -1,0 +1,16 @@
+"""The hub: web pages and a JSON registry API over any store (``adapterhub hub``).
+
+Modules, one owner each:
+
+* ``state``   — what one hub process holds: the store, the query cache, the tokens;
+* ``query``   — the rebuildable in-memory index of the store (search, filters, sort),
+  shared by the pages and the JSON API;
+* ``pages``   — server-rendered HTML (Jinja2, auto-escaped) and ``charts`` (inline SVG);
+* ``api``     — the JSON API, including the raw store routes the ``http(s)://`` store
+  plugin (``registry/http.py``) speaks;
+* ``tokens``  — bearer tokens (read / write scope, adapter globs);
+* ``app``     — the Starlette app that puts them together; ``cli`` — the command.
+
+The hub keeps no state of its own beyond the query cache, which it can rebuild from the
+store at any time: several hub processes can serve one S3 bucket.
+"""

@@ -1,0 +1,58 @@
+"""``adapterhub hub``: web pages and the JSON registry API over a store (uvicorn).
+
+Importing this module is cheap (the command list is built at every CLI start): Starlette,
+Jinja2 and uvicorn are imported only when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+class HubCommand:
+    name = "hub"
+    help = "serve a registry's adapters as web pages and an HTTP registry API (read-only unless --tokens)"
+
+    def configure(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--registry", default=None, metavar="URL",
+                            help="store to serve: a directory, file://, s3://, hf:// URL or remote name (default: the local registry)")
+        parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+        parser.add_argument("--port", type=int, default=8080, help="port to bind (default 8080)")
+        parser.add_argument("--tokens", default=None, metavar="FILE",
+                            help="YAML tokens file (docs/hub.md); without it the hub is read-only and open to read")
+        parser.add_argument("--refresh", type=float, default=30.0, metavar="S",
+                            help="seconds before the index cache is refreshed from the store in the background (default 30)")
+        parser.add_argument("--public-url", default=None, metavar="URL",
+                            help="address clients reach this hub at, for the snippets on adapter pages (default: the request's)")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from adapterhub.errors import ConfigError
+        from adapterhub.registry.client import Registry
+        from adapterhub.serving.http.cli import is_loopback
+
+        if not 0 < args.port < 65536:
+            raise ConfigError("invalid --port: must be 1..65535")
+        if args.refresh < 0:
+            raise ConfigError("invalid --refresh: must be >= 0 seconds")
+        tokens = None
+        if args.tokens is not None:
+            from .tokens import TokenRing
+
+            tokens = TokenRing.from_file(args.tokens)
+        store = Registry(args.registry, progress=False).store(args.registry)
+
+        import uvicorn
+
+        from .app import build_app
+        from .state import HubState
+
+        state = HubState.open(store, tokens=tokens, ttl_s=args.refresh)
+        state.public_url = args.public_url.rstrip("/") if args.public_url else None
+        snap = state.cache.snapshot()  # the first listing before the first request, and errors now
+        mode = "read-only, open to read" if tokens is None else "tokens from " + args.tokens
+        print(f"adapterhub hub: {len(snap.latest)} adapters from {store.url}, {mode}, at http://{args.host}:{args.port}", file=sys.stderr)
+        if tokens is not None and not is_loopback(args.host):
+            print("adapterhub hub: tokens travel in clear over http; put a TLS proxy in front for other machines", file=sys.stderr)
+        uvicorn.run(build_app(state), host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=10)
+        return 0

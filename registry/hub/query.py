@@ -1,0 +1,325 @@
+"""The hub's one query layer: an in-memory, rebuildable index of a store.
+
+Pages and the JSON API both search through :class:`QueryCache`. It reads the store only
+through the public :class:`~adapterhub.protocols.store.Store` calls (names, versions,
+tags, manifests), so the hub never sees more than a client could, and it holds nothing
+that cannot be rebuilt from the store: several hub processes can serve one bucket, each
+with its own cache.
+
+Manifests are immutable once a version exists, so a refresh lists names, versions and
+tags but only reads the manifests of versions it has not seen. A snapshot older than the
+TTL is still served while one background thread refreshes it (stale-while-revalidate):
+no request waits on a listing of a large bucket, except the very first.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from adapterhub.manifest import Manifest
+from adapterhub.protocols.store import Store
+from adapterhub.registry.client import parse_manifest
+from adapterhub.registry.index import Condition, parse_where
+from adapterhub.registry.names import DEFAULT_TAG, version_key
+
+log = logging.getLogger("adapterhub.hub")
+
+# Preferred headline metric of a task, first match wins; otherwise the first metric by name.
+_HEADLINE_ORDER = ("accuracy", "rougeL", "rougeLsum", "bleu", "chrf", "exact_match", "f1")
+MAX_PER_PAGE = 200
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One version of one adapter, with what a result row or a filter needs."""
+
+    name: str
+    version: str
+    manifest: Manifest
+    tags: tuple[str, ...]
+    size: int
+    haystack: str  # lowercased name + description, for free-text search
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def metric(self, metric: str, task: str | None = None) -> float | None:
+        """The value of ``metric`` (on ``task``, or on the adapter's own task first, then any)."""
+        metrics = self.manifest.metrics
+        if task is not None:
+            return metrics.get(task, {}).get(metric)
+        own = self.manifest.task
+        if own is not None and metric in metrics.get(own, {}):
+            return metrics[own][metric]
+        for values in metrics.values():
+            if metric in values:
+                return values[metric]
+        return None
+
+    def headline(self) -> tuple[str, str, float] | None:
+        """(task, metric, value) that stands for this adapter in a result row."""
+        metrics = self.manifest.metrics
+        if not metrics:
+            return None
+        task = self.manifest.task if self.manifest.task in metrics else sorted(metrics)[0]
+        values = metrics[task]
+        if not values:
+            return None
+        metric = next((m for m in _HEADLINE_ORDER if m in values), sorted(values)[0])
+        return task, metric, values[metric]
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON row of a search result."""
+        m = self.manifest
+        head = self.headline()
+        return {
+            "name": self.name, "version": self.version, "ref": self.ref, "task": m.task,
+            "method": m.method, "method_kind": m.method_kind, "base": m.base.name,
+            "base_sha256": m.base.weights_sha256, "size": self.size,
+            "trainable_parameters": m.trainable_parameters,
+            "trainable_share": m.trainable_parameters / m.base.num_parameters if m.base.num_parameters else None,
+            "description": m.description, "created": m.created.isoformat(), "tags": list(self.tags),
+            "metrics": m.metrics,
+            "headline": None if head is None else {"task": head[0], "metric": head[1], "value": head[2]},
+        }
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The store's index at one moment: every readable version, newest-last per name."""
+
+    versions: Mapping[str, tuple[Entry, ...]]
+    tags: Mapping[str, Mapping[str, str]]
+    latest: Mapping[str, Entry]
+    built_at: float
+    unreadable: tuple[str, ...] = ()  # refs whose manifest did not parse (``verify`` reports them)
+
+    def facets(self) -> dict[str, list[str]]:
+        """The values the browse filters offer."""
+        entries = self.latest.values()
+        return {
+            "task": sorted({e.manifest.task for e in entries if e.manifest.task}),
+            "method": sorted({e.manifest.method for e in entries}),
+            "base": sorted({e.manifest.base.name for e in entries}),
+            "tag": sorted({t for tags in self.tags.values() for t in tags}),
+            "metric": sorted({k for e in entries for v in e.manifest.metrics.values() for k in v}),
+        }
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """A browse/search request; every field optional."""
+
+    q: str = ""
+    task: str | None = None
+    method: str | None = None
+    base: str | None = None
+    tag: str | None = None
+    where: tuple[Condition, ...] = ()
+    sort: str = "name"  # "name", "created", "size", "trainable", or a metric ("task.metric" narrows)
+    descending: bool | None = None  # None: metrics and dates high first, names A→Z
+    page: int = 1
+    per_page: int = 50
+    all_versions: bool = False
+
+    @classmethod
+    def parse(cls, params: Mapping[str, str], where: Iterable[str] = ()) -> SearchQuery:
+        """From query-string values; raises ``ConfigError`` with one line for bad input."""
+        from adapterhub.errors import ConfigError
+
+        def num(key: str, default: int, lo: int, hi: int) -> int:
+            raw = params.get(key) or ""
+            if not raw:
+                return default
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ConfigError(f"{key} must be an integer, got {raw[:40]!r}") from None
+            return min(max(value, lo), hi)
+
+        order = (params.get("order") or "").lower()
+        if order not in ("", "asc", "desc"):
+            raise ConfigError(f"order must be asc or desc, got {order[:40]!r}")
+        conds = tuple(parse_where(w) for w in where if w.strip())
+        return cls(
+            q=(params.get("q") or "").strip()[:200],
+            task=params.get("task") or None,
+            method=params.get("method") or None,
+            base=params.get("base") or None,
+            tag=params.get("tag") or None,
+            where=conds,
+            sort=(params.get("sort") or "name")[:200],
+            descending=None if not order else order == "desc",
+            page=num("page", 1, 1, 1_000_000),
+            per_page=num("per_page", 50, 1, MAX_PER_PAGE),
+            all_versions=(params.get("all_versions") or "").lower() in ("1", "true", "yes"),
+        )
+
+
+@dataclass
+class Results:
+    total: int
+    page: int
+    per_page: int
+    entries: list[Entry] = field(default_factory=list)
+
+    @property
+    def pages(self) -> int:
+        return max(1, math.ceil(self.total / self.per_page))
+
+
+_OPS = {
+    ">": lambda a, b: a > b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b, "=": lambda a, b: a == b, "!=": lambda a, b: a != b,
+}
+
+
+def _matches(e: Entry, query: SearchQuery, words: Sequence[str]) -> bool:
+    m = e.manifest
+    if query.task is not None and m.task != query.task:
+        return False
+    if query.method is not None and m.method != query.method:
+        return False
+    if query.base is not None:
+        b = query.base
+        if m.base.name != b and not (len(b) >= 4 and m.base.weights_sha256.startswith(b.lower())):
+            return False
+    if query.tag is not None and query.tag not in e.tags:
+        return False
+    if any(w not in e.haystack for w in words):
+        return False
+    for c in query.where:
+        if c.task is not None:
+            v = m.metrics.get(c.task, {}).get(c.metric)
+            if v is None or not _OPS[c.op](v, c.value):
+                return False
+        elif not any(c.metric in vals and _OPS[c.op](vals[c.metric], c.value) for vals in m.metrics.values()):
+            return False
+    return True
+
+
+def search(snapshot: Snapshot, query: SearchQuery, visible: Callable[[str], bool] | None = None) -> Results:
+    """Filter, sort and page one snapshot (pure: no store access).
+
+    ``visible`` hides adapter names the caller may not read (a token limited to
+    ``team-a/*`` finds nothing else, and the total does not count what it cannot see).
+    """
+    pool: Iterable[Entry]
+    if query.all_versions:
+        pool = (e for versions in snapshot.versions.values() for e in versions)
+    else:
+        pool = snapshot.latest.values()
+    words = query.q.lower().split()
+    hits = [e for e in pool if _matches(e, query, words) and (visible is None or visible(e.name))]
+    key = query.sort
+    if key == "name":
+        hits.sort(key=lambda e: (e.name, version_key(e.version)), reverse=bool(query.descending))
+    elif key in ("created", "size", "trainable"):
+        def attr(e: Entry) -> Any:
+            return e.manifest.created if key == "created" else e.size if key == "size" else e.manifest.trainable_parameters
+        hits.sort(key=lambda e: (attr(e), e.name), reverse=query.descending is not False)
+    else:
+        task, _, metric = key.rpartition(".")
+        values = {id(e): e.metric(metric, task or None) for e in hits}
+        have = [e for e in hits if values[id(e)] is not None]
+        missing = sorted((e for e in hits if values[id(e)] is None), key=lambda e: e.name)
+        # Ties broken by name, A→Z, whichever way the metric runs; adapters without the
+        # metric always come last.
+        have.sort(key=lambda e: e.name)
+        have.sort(key=lambda e: values[id(e)], reverse=query.descending is not False)  # type: ignore[arg-type, return-value]
+        hits = have + missing
+    start = (query.page - 1) * query.per_page
+    return Results(total=len(hits), page=query.page, per_page=query.per_page, entries=hits[start:start + query.per_page])
+
+
+class QueryCache:
+    """The current :class:`Snapshot` of a store, refreshed in the background past ``ttl_s``."""
+
+    def __init__(self, store: Store, ttl_s: float = 30.0) -> None:
+        self.store = store
+        self.ttl_s = ttl_s
+        self._manifests: dict[tuple[str, str], Manifest] = {}
+        self._snapshot: Snapshot | None = None
+        self._build_lock = threading.Lock()  # one refresh at a time
+        self._refreshing = False
+
+    def snapshot(self) -> Snapshot:
+        snap = self._snapshot
+        if snap is None:
+            with self._build_lock:
+                if self._snapshot is None:
+                    self._snapshot = self._build()
+                return self._snapshot
+        if time.monotonic() - snap.built_at > self.ttl_s and not self._refreshing:
+            self._refreshing = True
+            threading.Thread(target=self._background, name="hub-index-refresh", daemon=True).start()
+        return snap
+
+    def refresh(self) -> Snapshot:
+        """Rebuild now (after a write through this hub, or on demand)."""
+        with self._build_lock:
+            self._snapshot = self._build()
+            return self._snapshot
+
+    def forget(self, name: str, version: str | None = None) -> None:
+        """Drop cached manifests of a deleted version (or every version of ``name``)."""
+        for key in [k for k in self._manifests if k[0] == name and (version is None or k[1] == version)]:
+            del self._manifests[key]
+
+    def _background(self) -> None:
+        try:
+            with self._build_lock:
+                self._snapshot = self._build()
+        except Exception:  # noqa: BLE001 - a failed refresh keeps serving the old snapshot
+            log.exception("hub index refresh failed; serving the previous snapshot")
+        finally:
+            self._refreshing = False
+
+    def _build(self) -> Snapshot:
+        versions: dict[str, tuple[Entry, ...]] = {}
+        tags_of: dict[str, dict[str, str]] = {}
+        latest: dict[str, Entry] = {}
+        unreadable: list[str] = []
+        seen: set[tuple[str, str]] = set()
+        for name in sorted(self.store.list_names()):
+            names_versions = sorted(self.store.list_versions(name), key=version_key)
+            if not names_versions:
+                continue
+            tags = dict(self.store.list_tags(name))
+            by_version: dict[str, list[str]] = {}
+            for t, v in tags.items():
+                by_version.setdefault(v, []).append(t)
+            entries = []
+            for v in names_versions:
+                key = (name, v)
+                seen.add(key)
+                manifest = self._manifests.get(key)
+                if manifest is None:
+                    try:
+                        manifest = parse_manifest(self.store.get_version(name, v), f"{name}@{v}")
+                    except Exception as exc:  # noqa: BLE001 - one bad manifest must not hide the rest
+                        unreadable.append(f"{name}@{v}")
+                        log.warning("hub: skipping %s@%s: %s", name, v, exc)
+                        continue
+                    self._manifests[key] = manifest
+                entries.append(Entry(
+                    name=name, version=v, manifest=manifest, tags=tuple(sorted(by_version.get(v, ()))),
+                    size=sum(f.size for f in manifest.files),
+                    haystack=f"{name}\n{manifest.description}".lower(),
+                ))
+            if not entries:
+                continue
+            versions[name] = tuple(entries)
+            tags_of[name] = tags
+            pinned = tags.get(DEFAULT_TAG)
+            latest[name] = next((e for e in entries if e.version == pinned), entries[-1])
+        for key in set(self._manifests) - seen:
+            del self._manifests[key]  # deleted versions: a re-created one is read afresh
+        return Snapshot(versions=versions, tags=tags_of, latest=latest, built_at=time.monotonic(), unreadable=tuple(unreadable))

@@ -1,0 +1,96 @@
+"""The hub's query layer over a real store filled by real pushes."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from adapterhub.errors import ConfigError
+from adapterhub.registry.hub.query import QueryCache, SearchQuery, search
+from adapterhub.registry.local import LocalStore
+from adapterhub.testing.hub import SAMPLES, publish_samples
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> LocalStore:
+    tmp = tmp_path_factory.mktemp("hubq")
+    url = f"file://{tmp / 'store'}"
+    publish_samples(url, tmp, home=tmp / "home")
+    return LocalStore(tmp / "store")
+
+
+def names(results) -> list[str]:  # type: ignore[no-untyped-def]
+    return [e.ref for e in results.entries]
+
+
+def test_latest_per_name_and_facets(store: LocalStore) -> None:
+    snap = QueryCache(store).snapshot()
+    assert sorted(snap.latest) == sorted({s.name for s in SAMPLES})
+    assert snap.latest["team/sentiment"].version == "1.1.0"  # the newest (no 'latest' tag moved it)
+    assert [e.version for e in snap.versions["team/sentiment"]] == ["1.0.0", "1.1.0"]
+    facets = snap.facets()
+    assert facets["method"] == ["full", "layer-selective", "lora"]
+    assert "stable" in facets["tag"] and "accuracy" in facets["metric"]
+
+
+def test_filters_text_thresholds_and_sort(store: LocalStore) -> None:
+    snap = QueryCache(store).snapshot()
+    assert names(search(snap, SearchQuery(q="MIXTURE forgetting"))) == ["team/sentiment@1.1.0"]
+    assert names(search(snap, SearchQuery(task="aclsum"))) == ["team/summaries@0.3.0"]
+    assert names(search(snap, SearchQuery(method="full"))) == ["ops/full-baseline@1.0.0"]
+    assert names(search(snap, SearchQuery(tag="stable"))) == ["team/sentiment@1.1.0"]
+    assert names(search(snap, SearchQuery.parse({}, ["rougeL>0.3"]))) == ["ops/faq@2.0.0", "team/summaries@0.3.0"]
+    assert names(search(snap, SearchQuery.parse({}, ["sentiment-rt.accuracy>=0.8"]))) == ["ops/full-baseline@1.0.0"]
+    by_acc = search(snap, SearchQuery.parse({"sort": "accuracy"}))
+    # High first; the adapter without accuracy comes last whichever way the sort runs.
+    assert names(by_acc) == ["ops/full-baseline@1.0.0", "team/sentiment@1.1.0", "ops/faq@2.0.0", "team/summaries@0.3.0"]
+    asc = search(snap, SearchQuery.parse({"sort": "accuracy", "order": "asc"}))
+    assert names(asc)[:3] == ["ops/faq@2.0.0", "team/sentiment@1.1.0", "ops/full-baseline@1.0.0"]
+    assert names(asc)[-1] == "team/summaries@0.3.0"
+    every = search(snap, SearchQuery(all_versions=True))
+    assert every.total == len(SAMPLES)
+    page = search(snap, SearchQuery(per_page=2, page=2))
+    assert page.total == 4 and page.pages == 2 and len(page.entries) == 2
+    hidden = search(snap, SearchQuery(), visible=lambda n: n.startswith("ops/"))
+    assert hidden.total == 2
+
+
+@pytest.mark.parametrize("params", [{"page": "x"}, {"order": "sideways"}, {"per_page": "1e9"}])
+def test_bad_query_is_one_line(params: dict[str, str]) -> None:
+    with pytest.raises(ConfigError) as err:
+        SearchQuery.parse(params)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_where_is_one_line() -> None:
+    with pytest.raises(ConfigError, match="invalid --where"):
+        SearchQuery.parse({}, ["rougeL>>x"])
+
+
+def test_refresh_sees_pushes_and_deletes_and_reads_each_manifest_once(store: LocalStore, tmp_path: Path) -> None:
+    reads: list[str] = []
+
+    class Counting:
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(store, name)
+
+        def get_version(self, name: str, version: str) -> bytes:
+            reads.append(f"{name}@{version}")
+            return store.get_version(name, version)
+
+    cache = QueryCache(Counting(), ttl_s=0.0)  # type: ignore[arg-type]
+    first = cache.snapshot()
+    n = len(reads)
+    assert n == len(SAMPLES)
+    publish_samples(f"file://{store.root}", tmp_path, [SAMPLES[0].__class__(**{**SAMPLES[0].__dict__, "name": "new/one"})], home=tmp_path / "h")
+    # Past the TTL the old snapshot is still served while a background refresh runs.
+    assert cache.snapshot() is first
+    deadline = time.monotonic() + 10
+    while "new/one" not in cache.snapshot().latest and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert "new/one" in cache.snapshot().latest
+    assert len(reads) == n + 1  # only the new manifest was read
+    store.delete_version("new/one", "1.0.0")
+    assert "new/one" not in cache.refresh().latest
