@@ -113,6 +113,12 @@ class EvalCommand:
         parser.add_argument("--batch-size", type=int, default=8, help="generation batch size (default 8)")
         parser.add_argument("--max-new-tokens", type=int, help="override each task's generation length")
         parser.add_argument("--template", help="prompt template (default: the adapter's, else auto)")
+        parser.add_argument("--shots", type=int, default=0, metavar="K",
+                            help="put K solved train examples before each test prompt, as prior turns (default 0)")
+        parser.add_argument("--seed", type=int, default=0, help="seed that draws the --shots examples (default 0)")
+        parser.add_argument("--context-window", type=int, metavar="TOKENS",
+                            help="prompt + generation limit that few-shot prompts must fit; shots are dropped, "
+                                 "never the test input (default: the model's max_position_embeddings)")
         parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
         parser.add_argument("--report", type=Path, metavar="DIR", help="write JSON, Markdown and a PNG chart to DIR")
         parser.add_argument("--no-cache", action="store_true", help="regenerate base outputs instead of using the eval cache")
@@ -127,6 +133,12 @@ class EvalCommand:
             raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
         if args.limit is not None and args.limit < 1:
             raise ConfigError(f"--limit must be at least 1, got {args.limit}")
+        if args.shots < 0:
+            raise ConfigError(f"--shots must be 0 or more, got {args.shots}")
+        if args.context_window is not None and args.context_window < 1:
+            raise ConfigError(f"--context-window must be at least 1, got {args.context_window}")
+        if args.forgetting and args.shots:
+            raise ConfigError("--forgetting compares zero-shot outputs; drop --shots")
         if args.forgetting:
             return self._forgetting(args)
         if not args.base and not args.adapter:
@@ -142,10 +154,11 @@ class EvalCommand:
             args.base, tasks, adapter=source, limit=args.limit, batch_size=args.batch_size,
             max_new_tokens=args.max_new_tokens, template=args.template, cache=not args.no_cache,
             progress=True, device=args.device, registry_url=args.registry,
+            shots=args.shots, seed=args.seed, context_window=args.context_window,
         )
         saved = None
         if source is not None and not args.no_save:
-            saved = _save_metrics(source, run.metrics(), args.registry)
+            saved = _save_metrics(source, run, args.registry)
         doc = run.to_dict()
         if args.report is not None:
             from adapterhub.evaluation.report import write_eval_report
@@ -155,8 +168,15 @@ class EvalCommand:
         if args.json:
             print_json(doc)
             return 0
-        rows = [(t.task, t.examples, m, f"{v:.2f}", "yes" if t.cached else "", f"{t.seconds:.1f}") for t in run.tasks for m, v in t.headline().items()]
-        print_table(("task", "examples", "metric", "value", "cached", "seconds"), rows)
+        rows = [
+            (t.task, t.examples, t.shots["shots"], _tokens(t.prompt_tokens_mean), m, f"{v:.2f}", "yes" if t.cached else "", f"{t.seconds:.1f}")
+            for t in run.tasks for m, v in t.headline().items()
+        ]
+        print_table(("task", "examples", "shots", "prompt_tok", "metric", "value", "cached", "seconds"), rows)
+        for t in run.tasks:
+            if t.shots.get("shots_dropped"):
+                print(f"{t.task}: {t.shots['shots_dropped']} shots dropped to fit the context window of "
+                      f"{t.shots['context_window']} tokens (fewest kept: {t.shots['min_shots']})", file=sys.stderr)
         if saved:
             print(f"metrics stored in the {saved}", file=sys.stderr)
         if args.report is not None:
@@ -212,17 +232,31 @@ class EvalCommand:
         return 0
 
 
-def _save_metrics(source: Any, metrics: dict[str, dict[str, float]], registry_url: str | None) -> str:
-    """Merge task metrics into an unpublished adapter's manifest, or attach a record."""
+def _tokens(mean: float | None) -> str:
+    return f"{mean:.0f}" if mean is not None else "-"
+
+
+def _save_metrics(source: Any, run: Any, registry_url: str | None) -> str | None:
+    """Merge task metrics into an unpublished adapter's manifest, or attach a record.
+
+    A published adapter gets an evaluation record carrying shots and seed (and per task
+    any dropped shots). An unpublished one's manifest holds plain zero-shot numbers per
+    task (what the registry index searches), so few-shot numbers are not merged there.
+    """
     if source.ref is None:
+        if any(t.shots.get("shots") for t in run.tasks):
+            print(f"few-shot metrics are not stored in the manifest of {source.directory} (it holds zero-shot "
+                  "metrics); push the adapter and evaluate the registry ref to keep them as an evaluation record",
+                  file=sys.stderr)
+            return None
         from adapterhub.artifact import update_manifest
 
-        merged = {**source.manifest.metrics, **metrics}
+        merged = {**source.manifest.metrics, **run.metrics()}
         update_manifest(source.directory, metrics=merged)
         return f"manifest of {source.directory}"
     from adapterhub.registry.client import Registry
 
-    Registry(registry_url).attach_evaluation(source.ref, {"kind": "eval", "metrics": metrics})
+    Registry(registry_url).attach_evaluation(source.ref, run.record())
     return f"evaluation record of {source.ref}"
 
 

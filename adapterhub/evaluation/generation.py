@@ -9,9 +9,12 @@ completions``. Two implementations:
 * :class:`HostGenerator` — an adapter served by :class:`adapterhub.host.AdapterHost`,
   the same hot-swap path users serve with.
 
-Both format prompts with :func:`adapterhub.trainer.templates.format_prompt`, the function
-the trainer uses, with the adapter's own template (recorded in its manifest), so a
-model is asked exactly what it was trained on. Each exposes ``settings`` (what changes
+Both format prompts through :func:`adapterhub.prompting.format_few_shot` (with no shots,
+exactly :func:`adapterhub.trainer.templates.format_prompt`, the function the trainer
+uses) with the adapter's own template (recorded in its manifest), so a model is asked
+exactly what it was trained on; few-shot examples become prior turns of that template.
+Each can ``render`` one prompt and ``count_tokens`` of the result (the harness fits
+few-shot prompts into the context window with them). Each exposes ``settings`` (what changes
 its outputs; part of the base-output cache key) and ``batch_size`` (the harness feeds
 it prompts in chunks of that size so it can show a progress bar).
 """
@@ -34,11 +37,32 @@ class Generator(Protocol):
     def __call__(self, prompts: list[str], max_new_tokens: int) -> list[str]: ...
 
 
-def format_prompts(tokenizer: Any, prompts: Sequence[str], template: str | None) -> list[str]:
-    """The trainer's prompt formatting (chat template as a user turn, or its fallbacks)."""
-    from adapterhub.trainer.templates import format_prompt
+# The built-in generators also take ``shots=`` (per prompt, its solved examples) in
+# ``__call__`` and ``context``; the protocol stays the two-argument call so that any
+# plain callable can be evaluated zero-shot.
 
-    return [format_prompt(tokenizer, p, template) for p in prompts]
+
+Shots = Sequence[Sequence[tuple[str, str]]]
+"""Per prompt, its solved (prompt, completion) examples for few-shot evaluation."""
+
+
+def format_prompts(
+    tokenizer: Any, prompts: Sequence[str], template: str | None, shots: Shots | None = None
+) -> list[str]:
+    """The trainer's prompt formatting (chat template as a user turn, or its fallbacks);
+    with ``shots``, each prompt's examples as prior turns (:mod:`adapterhub.prompting`)."""
+    from adapterhub.prompting import format_few_shot
+
+    if shots is None:
+        shots = [()] * len(prompts)
+    if len(shots) != len(prompts):
+        raise EvaluationError(f"{len(shots)} shot lists for {len(prompts)} prompts")
+    return [format_few_shot(tokenizer, p, s, template) for p, s in zip(prompts, shots, strict=True)]
+
+
+def count_tokens(tokenizer: Any, text: str) -> int:
+    """Tokens of an already formatted prompt (its special tokens are in the text)."""
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -91,17 +115,23 @@ class ModelGenerator:
             "dtype": _dtype_name(self.model),
         }
 
-    def formatted(self, prompts: Sequence[str]) -> list[str]:
-        return format_prompts(self.tokenizer, prompts, self.template)
+    def formatted(self, prompts: Sequence[str], shots: Shots | None = None) -> list[str]:
+        return format_prompts(self.tokenizer, prompts, self.template, shots)
 
-    def context(self, prompts: Sequence[str]) -> EvaluatorContext:
+    def render(self, prompt: str, shots: Sequence[tuple[str, str]] = ()) -> str:
+        return self.formatted([prompt], [shots])[0]
+
+    def count_tokens(self, text: str) -> int:
+        return count_tokens(self.tokenizer, text)
+
+    def context(self, prompts: Sequence[str], shots: Shots | None = None) -> EvaluatorContext:
         """What a model-aware evaluator (perplexity) gets: this model, formatted prompts."""
-        return EvaluatorContext(model=self.model, tokenizer=self.tokenizer, prompts=self.formatted(prompts))
+        return EvaluatorContext(model=self.model, tokenizer=self.tokenizer, prompts=self.formatted(prompts, shots))
 
-    def __call__(self, prompts: list[str], max_new_tokens: int) -> list[str]:
+    def __call__(self, prompts: list[str], max_new_tokens: int, shots: Shots | None = None) -> list[str]:
         from transformers import GenerationConfig
 
-        texts = self.formatted(prompts)
+        texts = self.formatted(prompts, shots)
         config = GenerationConfig(
             max_new_tokens=max_new_tokens,
             do_sample=False,
@@ -162,11 +192,11 @@ class HostGenerator:
         self.batch_size = batch_size
         self._context_factory = context_factory
 
-    def context(self, prompts: Sequence[str]) -> EvaluatorContext:
+    def context(self, prompts: Sequence[str], shots: Shots | None = None) -> EvaluatorContext:
         """Model-aware evaluators need a plain module with the adapter applied."""
         if self._context_factory is None:
             raise EvaluationError("this host generator has no model context (perplexity needs one)")
-        return self._context_factory(self.formatted(prompts))
+        return self._context_factory(self.formatted(prompts, shots))
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -180,16 +210,22 @@ class HostGenerator:
             "dtype": _dtype_name(self.host.model),
         }
 
-    def formatted(self, prompts: Sequence[str]) -> list[str]:
-        return format_prompts(self.host.tokenizer, prompts, self.template)
+    def formatted(self, prompts: Sequence[str], shots: Shots | None = None) -> list[str]:
+        return format_prompts(self.host.tokenizer, prompts, self.template, shots)
 
-    def __call__(self, prompts: list[str], max_new_tokens: int) -> list[str]:
+    def render(self, prompt: str, shots: Sequence[tuple[str, str]] = ()) -> str:
+        return self.formatted([prompt], [shots])[0]
+
+    def count_tokens(self, text: str) -> int:
+        return count_tokens(self.host.tokenizer, text)
+
+    def __call__(self, prompts: list[str], max_new_tokens: int, shots: Shots | None = None) -> list[str]:
         from adapterhub.host import BASE
 
         # Formatted here with the adapter's template, handed over raw: the host's own
         # default formatting knows nothing of per-adapter templates.
         gens = self.host.generate(
-            self.formatted(prompts),
+            self.formatted(prompts, shots),
             adapters=self.adapter if self.adapter is not None else BASE,
             max_new_tokens=max_new_tokens,
             batch_size=self.batch_size,

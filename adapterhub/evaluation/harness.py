@@ -6,9 +6,14 @@ generator's batch size (prompts sorted by length, so a chunk pads little; result
 put back in order), shows a tqdm bar on stderr, and runs every evaluator the task names.
 Model-aware evaluators get ``generator.context(prompts)``.
 
+With ``shots=K`` each prompt is preceded by K solved train examples
+(:mod:`~adapterhub.evaluation.fewshot`: drawn by ``seed``, dropped rather than the test
+input truncated when the context window is short); every task's result says how many
+shots, with which seed, how many were dropped and the mean prompt length in tokens.
+
 With a :class:`~adapterhub.evaluation.cache.PredictionCache` and a key, predictions are
 read from the cache when present and stored after generation: this is how base-model
-outputs are computed once per (base, task, split, settings, limit).
+outputs are computed once per (base, task, split, settings, limit, shots, seed).
 """
 
 from __future__ import annotations
@@ -43,6 +48,14 @@ class TaskEvaluation:
     seconds: float
     cached: bool = False
     settings: dict[str, Any] = field(default_factory=dict)
+    shots: dict[str, Any] = field(default_factory=lambda: {"shots": 0, "seed": None})
+    """How the prompts were built: shots, seed, shots_dropped, min_shots,
+    prompt_tokens_mean, context_window (:meth:`ShotPlan.record`)."""
+
+    @property
+    def prompt_tokens_mean(self) -> float | None:
+        value = self.shots.get("prompt_tokens_mean")
+        return float(value) if value is not None else None
 
     def headline(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -62,6 +75,7 @@ class TaskEvaluation:
             "max_new_tokens": self.max_new_tokens,
             "seconds": round(self.seconds, 3),
             "cached": self.cached,
+            **self.shots,
             "metrics": self.headline(),
             "results": {r.evaluator: r.corpus for r in self.results},
         }
@@ -98,19 +112,30 @@ def generate_all(
     *,
     desc: str = "",
     progress: bool = True,
+    shots: Sequence[Sequence[tuple[str, str]]] | None = None,
+    lengths: Sequence[int] | None = None,
 ) -> list[str]:
-    """Generate for every prompt, longest first in chunks, with a progress bar on stderr."""
+    """Generate for every prompt, longest first in chunks, with a progress bar on stderr.
+
+    ``shots`` (per prompt) go to the generator only when given, so any two-argument
+    callable still evaluates zero-shot; ``lengths`` (tokens) order the chunks when known.
+    """
     from tqdm.auto import tqdm
 
     chunk = max(1, int(getattr(generator, "batch_size", 8)))
     # Longest first: the slowest chunk runs while the bar's estimate is still honest,
     # and similar lengths share a chunk so left padding stays small.
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    size = list(lengths) if lengths is not None else [len(p) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: -size[i])
     out: list[str | None] = [None] * len(prompts)
     with tqdm(total=len(prompts), desc=desc, unit="ex", file=sys.stderr, disable=not progress or None, leave=False) as bar:
         for start in range(0, len(order), chunk):
             idx = order[start : start + chunk]
-            completions = generator([prompts[i] for i in idx], max_new_tokens)
+            batch = [prompts[i] for i in idx]
+            if shots is None:
+                completions = generator(batch, max_new_tokens)
+            else:
+                completions = generator(batch, max_new_tokens, shots=[shots[i] for i in idx])  # type: ignore[call-arg]
             if len(completions) != len(idx):
                 raise EvaluationError(f"generator returned {len(completions)} completions for {len(idx)} prompts")
             for i, text in zip(idx, completions, strict=True):
@@ -125,8 +150,10 @@ def score_predictions(
     predictions: Sequence[str],
     generator: Generator | None = None,
     evaluators: Sequence[str] | None = None,
+    shots: Sequence[Sequence[tuple[str, str]]] | None = None,
 ) -> list[EvalResult]:
-    """Run the task's evaluators (or ``evaluators``) on the predictions."""
+    """Run the task's evaluators (or ``evaluators``) on the predictions; a model-aware
+    one sees the prompts with their ``shots`` when there are any."""
     refs = [ex.refs() for ex in examples]
     prompts = [ex.prompt for ex in examples]
     results = []
@@ -137,7 +164,7 @@ def score_predictions(
             make = getattr(generator, "context", None)
             if not callable(make):
                 raise EvaluationError(f"evaluator {evaluator.name!r} of task {task.name!r} needs a model, but the generator exposes none")
-            context = make(prompts)
+            context = make(prompts) if shots is None else make(prompts, shots=shots)
         results.append(evaluator.score(list(predictions), refs, context, **options))
     return results
 
@@ -154,28 +181,46 @@ def evaluate_task(
     cache: PredictionCache | None = None,
     cache_key: dict[str, Any] | None = None,
     label: str = "",
+    shots: int = 0,
+    seed: int = 0,
+    context_window: int | None = None,
 ) -> TaskEvaluation:
-    """Evaluate ``generator`` on ``task`` (see module docs)."""
+    """Evaluate ``generator`` on ``task`` (see module docs); ``shots`` solved train
+    examples before each prompt, drawn with ``seed`` (:mod:`adapterhub.evaluation.fewshot`)."""
+    from adapterhub.evaluation.fewshot import draw_shots, plan_shots, train_pool
+
     t0 = time.perf_counter()
+    if split == "train" and shots:
+        raise EvaluationError("--shots draws from the train split; evaluate on test or validation")
     examples = select_examples(task, split, limit)
     data_hash = task.data_hash(split)
     new_tokens = max_new_tokens or task.max_new_tokens
     settings = dict(getattr(generator, "settings", {}) or {})
+    drawn = draw_shots(train_pool(task, shots), examples, shots, seed) if shots else [[] for _ in examples]
+    plan = plan_shots(generator, examples, drawn, requested=shots, seed=seed, max_new_tokens=new_tokens, window=context_window)
     key = None
     if cache is not None and cache_key is not None:
+        prompt_parts: dict[str, Any] = {"shots": shots}
+        if shots:  # what decides the few-shot prompts (the window decides any drops)
+            prompt_parts |= {"shot_seed": seed, "train_sha256": task.data_hash("train"), "context_window": plan.window}
         key = cache.key(
             {**cache_key, "task": task.name, "split": split, "data_sha256": data_hash, "limit": len(examples),
-             "max_new_tokens": new_tokens, "generation": settings}
+             "max_new_tokens": new_tokens, "generation": settings, **prompt_parts}
         )
     predictions = cache.get(key) if (cache is not None and key is not None) else None
     cached = predictions is not None and len(predictions) == len(examples)
+    few = plan.shots if shots else None
     if not cached:
-        desc = f"{label} {task.name}".strip()
-        predictions = generate_all(generator, [ex.prompt for ex in examples], new_tokens, desc=desc, progress=progress)
+        desc = f"{label} {task.name}".strip() + (f" {shots}-shot" if shots else "")
+        predictions = generate_all(
+            generator, [ex.prompt for ex in examples], new_tokens, desc=desc, progress=progress, shots=few,
+            lengths=plan.prompt_tokens if shots else None,  # zero-shot chunks exactly as before
+        )
         if cache is not None and key is not None:
-            cache.put(key, predictions, {"task": task.name, "split": split, "examples": len(examples), "generation": settings})
+            cache.put(key, predictions, {"task": task.name, "split": split, "examples": len(examples), "generation": settings,
+                                         **plan.record()})
     assert predictions is not None
-    results = score_predictions(task, examples, predictions, generator, evaluators)
+    results = score_predictions(task, examples, predictions, generator, evaluators, shots=few)
     return TaskEvaluation(
         task=task.name,
         split=split,
@@ -187,6 +232,7 @@ def evaluate_task(
         seconds=time.perf_counter() - t0,
         cached=cached,
         settings=settings,
+        shots=plan.record(),
     )
 
 
@@ -200,6 +246,18 @@ class EvalRun:
 
     def to_dict(self) -> dict[str, Any]:
         return {"base": self.base, "adapter": self.adapter, "tasks": [t.to_dict() for t in self.tasks]}
+
+    def record(self) -> dict[str, Any]:
+        """The evaluation record stored with a published adapter: metrics and how they
+        were obtained (shots, seed, and per task any dropped shots and prompt length)."""
+        first = self.tasks[0].shots if self.tasks else {}
+        return {
+            "kind": "eval",
+            "metrics": self.metrics(),
+            "shots": first.get("shots", 0),
+            "seed": first.get("seed"),
+            "tasks": {t.task: {"examples": t.examples, "split": t.split, "data_sha256": t.data_hash, **t.shots} for t in self.tasks},
+        }
 
     def metrics(self) -> dict[str, dict[str, float]]:
         return {t.task: t.headline() for t in self.tasks}
@@ -218,6 +276,9 @@ def run_eval(
     progress: bool = True,
     device: str | None = None,
     registry_url: str | None = None,
+    shots: int = 0,
+    seed: int = 0,
+    context_window: int | None = None,
 ) -> EvalRun:
     """Evaluate the base (``adapter=None``) or base + adapter on ``tasks``.
 
@@ -261,7 +322,7 @@ def run_eval(
     results = [
         evaluate_task(
             p, generator, limit=limit, max_new_tokens=max_new_tokens, progress=progress,
-            cache=store, cache_key=key, label=label,
+            cache=store, cache_key=key, label=label, shots=shots, seed=seed, context_window=context_window,
         )
         for p in packs
     ]

@@ -168,7 +168,7 @@ def test_eval_adapter_stores_metrics_and_writes_report(capsys, tiny_adapter, tmp
         capsys, "eval", "--adapter", str(tiny_adapter), "--tasks", "sentiment-rt", "--limit", "2", "--report", str(tmp_path / "r")
     )
     assert rc == 0, err
-    assert out.splitlines()[0].split() == ["TASK", "EXAMPLES", "METRIC", "VALUE", "CACHED", "SECONDS"]
+    assert out.splitlines()[0].split() == ["TASK", "EXAMPLES", "SHOTS", "PROMPT_TOK", "METRIC", "VALUE", "CACHED", "SECONDS"]
     assert set(read_manifest(tiny_adapter).metrics) == {"sentiment-rt"}
     assert {p.name for p in (tmp_path / "r").iterdir()} == {"results.json", "results.md", "results.png"}
 
