@@ -4,6 +4,7 @@
 metric library. ``eval`` loads a base model (and optionally an adapter), generates
 greedily on each task's test split and runs the task's evaluators; ``--forgetting``
 compares base and adapted on the adapter's own task and the other task packs.
+``compare-baselines`` puts the base at 0, 1 and 5 shots next to adapters on one task.
 """
 
 from __future__ import annotations
@@ -232,6 +233,68 @@ class EvalCommand:
         return 0
 
 
+def _shots_arg(value: str) -> list[int]:
+    from adapterhub.errors import ConfigError
+
+    try:
+        shots = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--shots takes comma-separated counts such as 0,1,5, got {value!r}") from None
+    if any(k < 0 for k in shots):
+        raise ConfigError(f"--shots must be 0 or more, got {value!r}")
+    return shots
+
+
+class CompareBaselinesCommand:
+    name = "compare-baselines"
+    help = "one task: the base at 0, 1 and 5 shots next to one or more adapters (table, JSON and PNG chart)"
+
+    def configure(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--task", "-t", required=True, help="the task pack to compare on")
+        parser.add_argument("--adapter", "-a", action="append", default=[], metavar="REF_OR_DIR",
+                            help="adapter directory or registry reference (repeatable); evaluated zero-shot")
+        parser.add_argument("--base", "-b", help="base model (default: the first adapter's base)")
+        parser.add_argument("--shots", default="0,1,5", help="base-model shot counts, comma-separated (default 0,1,5)")
+        parser.add_argument("--seed", type=int, default=0, help="seed that draws the shots (default 0)")
+        parser.add_argument("--limit", "-n", type=int, default=50, help="first N test examples, the same for every row (default 50)")
+        parser.add_argument("--metric", help="metric to compare (default: accuracy, rougeL, bleu, chrf, or the first)")
+        parser.add_argument("--batch-size", type=int, default=8, help="generation batch size (default 8)")
+        parser.add_argument("--max-new-tokens", type=int, help="override the task's generation length")
+        parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+        parser.add_argument("--out", type=Path, metavar="DIR", help="write baselines.{json,md,png} to DIR")
+        parser.add_argument("--no-cache", action="store_true", help="regenerate base outputs instead of using the eval cache")
+        parser.add_argument("--registry", metavar="URL", help="registry to pull --adapter refs from (default: local)")
+        add_json_flag(parser)
+
+    def run(self, args: argparse.Namespace) -> int:
+        from adapterhub.errors import ConfigError
+        from adapterhub.evaluation.baselines import compare_baselines, write_comparison
+
+        if args.limit < 1:
+            raise ConfigError(f"--limit must be at least 1, got {args.limit}")
+        if args.batch_size < 1:
+            raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
+        if not args.base and not args.adapter:
+            raise ConfigError("give --base and/or --adapter")
+        cmp = compare_baselines(
+            args.base, args.task, args.adapter, shots=_shots_arg(args.shots), limit=args.limit, seed=args.seed,
+            metric=args.metric, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, cache=not args.no_cache,
+            device=args.device, registry_url=args.registry,
+        )
+        files = write_comparison(cmp, args.out) if args.out is not None else {}
+        if args.json:
+            doc = cmp.to_dict()
+            if files:
+                doc["report_files"] = {k: str(v) for k, v in files.items()}
+            print_json(doc)
+            return 0
+        head, *body = cmp.table()
+        print_table(head, body)
+        if files:
+            print(f"table and chart written to {args.out}", file=sys.stderr)
+        return 0
+
+
 def _tokens(mean: float | None) -> str:
     return f"{mean:.0f}" if mean is not None else "-"
 
@@ -261,7 +324,7 @@ def _save_metrics(source: Any, run: Any, registry_url: str | None) -> str | None
 
 
 def commands() -> list[Command]:
-    return [ScoreCommand(), EvalCommand()]
+    return [ScoreCommand(), EvalCommand(), CompareBaselinesCommand()]
 
 
 @hookimpl
