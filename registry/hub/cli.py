@@ -27,8 +27,9 @@ class HubCommand:
                             help="address clients reach this hub at, for the snippets on adapter pages (default: the request's)")
 
     def run(self, args: argparse.Namespace) -> int:
-        from adapterhub.errors import ConfigError
         from adapterhub.registry.client import Registry
+
+        from adapterhub.errors import ConfigError
         from adapterhub.serving.http.cli import is_loopback
 
         if not 0 < args.port < 65536:

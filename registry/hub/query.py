@@ -22,11 +22,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapterhub.manifest import Manifest
-from adapterhub.protocols.store import Store
 from adapterhub.registry.client import parse_manifest
 from adapterhub.registry.index import Condition, parse_where
 from adapterhub.registry.names import DEFAULT_TAG, version_key
+
+from adapterhub.manifest import Manifest
+from adapterhub.protocols.store import Store
 
 log = logging.getLogger("adapterhub.hub")
 
@@ -249,12 +250,15 @@ class QueryCache:
         self._snapshot: Snapshot | None = None
         self._build_lock = threading.Lock()  # one refresh at a time
         self._refreshing = False
+        self._dirty = False
 
     def snapshot(self) -> Snapshot:
         snap = self._snapshot
-        if snap is None:
+        if snap is None or self._dirty:
             with self._build_lock:
-                if self._snapshot is None:
+                if self._snapshot is None or self._dirty:
+                    # Cleared before the build: a write landing during it marks it again.
+                    self._dirty = False
                     self._snapshot = self._build()
                 return self._snapshot
         if time.monotonic() - snap.built_at > self.ttl_s and not self._refreshing:
@@ -267,6 +271,15 @@ class QueryCache:
         with self._build_lock:
             self._snapshot = self._build()
             return self._snapshot
+
+    def invalidate(self) -> None:
+        """A write went through this hub: the next :meth:`snapshot` rebuilds first.
+
+        Cheaper than :meth:`refresh` after every write (a push writes a manifest and one
+        or two tags): the listing runs once, on the next read, and this process reads
+        its own writes. Other hub processes see them within their TTL.
+        """
+        self._dirty = True
 
     def forget(self, name: str, version: str | None = None) -> None:
         """Drop cached manifests of a deleted version (or every version of ``name``)."""

@@ -6,10 +6,10 @@ import time
 from pathlib import Path
 
 import pytest
-
-from adapterhub.errors import ConfigError
 from adapterhub.registry.hub.query import QueryCache, SearchQuery, search
 from adapterhub.registry.local import LocalStore
+
+from adapterhub.errors import ConfigError
 from adapterhub.testing.hub import SAMPLES, publish_samples
 
 
