@@ -2,7 +2,8 @@
 
 Evaluate the packaged base model zero-shot, train a LoRA adapter on ``sentiment-rt`` and
 a prefix-tuning adapter on ``summarize-aclsum``, evaluate both and their forgetting on
-the other task packs, push both to a local registry with metrics and reports in their
+the other task packs, put each beside the base prompted with 0, 1 and 5 solved examples
+(``compare-baselines`` on a few test examples), push both to a local registry with metrics and reports in their
 manifests, serve a mixed batch (a review and an abstract, each with its own adapter) from
 one ``AdapterHost``, ask the same adapters and the bare base again over the
 OpenAI-compatible HTTP API (in-process server, official ``openai`` client, one answer

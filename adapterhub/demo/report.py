@@ -42,9 +42,31 @@ def _markdown_table(rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
+def baseline_rows(summary: dict[str, Any]) -> list[list[str]]:
+    """Per adapter's task: the base at 0/1/5 shots and the adapter, on the same examples."""
+    rows = [["task", "metric", "examples", "model", "shots", "score", "prompt tok"]]
+    for a in summary["adapters"]:
+        cmp = a.get("baselines")
+        if not cmp:
+            continue
+        for r in cmp["rows"]:
+            value = r["metrics"].get(cmp["metric"])
+            tokens = r["prompt_tokens_mean"]
+            rows.append([
+                cmp["task"], cmp["metric"], str(r["examples"]), r["label"].split(" (")[0],
+                str(r["shots"]) + (f" (-{r['shots_dropped']})" if r["shots_dropped"] else ""),
+                f"{value:.1f}" if value is not None else "-", f"{tokens:.0f}" if tokens is not None else "-",
+            ])
+    return rows
+
+
 def print_summary(summary: dict[str, Any]) -> None:
     print(f"\nadapterhub demo on {summary['base']} ({summary['total_s']:.0f} s)\n")
     print(_table(summary_rows(summary)))
+    base_rows = baseline_rows(summary)
+    if len(base_rows) > 1:
+        print("\nis the adapter worth it? the base with k solved examples in the prompt vs the adapter:")
+        print(_table(base_rows))
     print("\nforgetting (adapted − base, points on 0–100; * = drop over threshold):")
     for a in summary["adapters"]:
         rep = a["forgetting"]
@@ -104,6 +126,28 @@ def _loss_curves(path: Path, curves: dict[str, list[float]]) -> None:
     plt.close(fig)
 
 
+def _baselines_section(directory: Path, summary: dict[str, Any]) -> list[str]:
+    """Markdown and one chart per task: base 0/1/5-shot vs the adapter (``compare-baselines``)."""
+    from adapterhub.evaluation.baselines import BaselineRow, Comparison, chart
+
+    rows = baseline_rows(summary)
+    if len(rows) == 1:
+        return []
+    md = ["## Base few-shot vs adapter", "",
+          "The base model with 0, 1 and 5 solved training examples before each prompt, next to the adapter (zero-shot), "
+          "on the same first test examples (few: these are small samples). `prompt tok` is the mean prompt length "
+          "in tokens, the context the shots cost. Same table as `adapterhub compare-baselines`.", "",
+          _markdown_table(rows), ""]
+    for a in summary["adapters"]:
+        cmp = a.get("baselines")
+        if cmp:
+            comparison = Comparison(cmp["task"], cmp["base"], cmp["seed"], [BaselineRow(**r) for r in cmp["rows"]], cmp["metric"])
+            name = f"baselines-{cmp['task']}.png"
+            chart(comparison, directory / name)
+            md += [f"![{cmp['task']}: base few-shot vs adapter]({name})", ""]
+    return md
+
+
 def write_report(directory: Path, summary: dict[str, Any], rows: list[dict[str, Any]]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -146,7 +190,9 @@ def write_report(directory: Path, summary: dict[str, Any], rows: list[dict[str, 
         md += [f"### {a['adapter']}", "", "| task | metric | base | adapted | delta | flagged |", "|---|---|---|---|---|---|"]
         md += [f"| {r['task']} | {r['metric']} | {r['base']:.2f} | {r['adapted']:.2f} | {r['delta']:+.2f} | {'yes' if r['flagged'] else ''} |" for r in rep["rows"]]
         md += ["", f"General-text perplexity: {rep['perplexity_base']:.3f} → {rep['perplexity_adapted']:.3f}", ""]
-    md += ["![forgetting](forgetting.png)", "", "## Mixed batch on one AdapterHost", ""]
+    md += ["![forgetting](forgetting.png)", ""]
+    md += _baselines_section(directory, summary)
+    md += ["## Mixed batch on one AdapterHost", ""]
     md += [f"- **{a['adapter']}**: {a['prompt'][:100]!r} → {a['completion'].strip()[:200]!r}" for a in summary["serving"]["answers"]]
     (directory / "README.md").write_text("\n".join(md) + "\n")
     return directory

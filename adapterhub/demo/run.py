@@ -23,6 +23,9 @@ class Job:
     config: dict[str, Any]
     train: dict[str, Any]
     eval_limit: int
+    baseline_limit: int = 4
+    """Test examples for the base-few-shot-vs-adapter table (kept small: 5-shot prompts
+    are several times longer than zero-shot ones)."""
 
 
 @dataclass(frozen=True)
@@ -41,10 +44,10 @@ class DemoSettings:
             jobs=(
                 Job("demo/sentiment-lora", "sentiment-rt", "lora",
                     {"r": 16, "alpha": 32, "target_modules": "all-linear"},
-                    {"steps": 60, "batch_size": 8, "lr": 3e-4, "template": "chat-short", "max_length": 160}, 100),
+                    {"steps": 60, "batch_size": 8, "lr": 3e-4, "template": "chat-short", "max_length": 160}, 100, 40),
                 Job("demo/aclsum-prefix", "summarize-aclsum", "prefix-tuning",
                     {"num_virtual_tokens": 16, "projection": True},
-                    {"steps": 40, "batch_size": 4, "lr": 3e-3, "template": "chat-short", "max_length": 384}, 20),
+                    {"steps": 40, "batch_size": 4, "lr": 3e-3, "template": "chat-short", "max_length": 384}, 20, 5),
             ),
             forgetting_limit=8,
             forgetting_max_new_tokens=32,
@@ -56,9 +59,9 @@ class DemoSettings:
             base="tiny-random-llama",
             jobs=(
                 Job("demo/sentiment-lora", "sentiment-rt", "lora", {"r": 4, "alpha": 8},
-                    {"steps": 4, "batch_size": 4, "lr": 1e-3, "max_length": 256}, 4),
+                    {"steps": 4, "batch_size": 4, "lr": 1e-3, "max_length": 256}, 4, 2),
                 Job("demo/aclsum-prefix", "summarize-aclsum", "prefix-tuning", {"num_virtual_tokens": 4},
-                    {"steps": 3, "batch_size": 2, "lr": 1e-2, "max_length": 256}, 2),
+                    {"steps": 3, "batch_size": 2, "lr": 1e-2, "max_length": 256}, 2, 2),
             ),
             forgetting_limit=2,
             forgetting_max_new_tokens=4,
@@ -112,6 +115,7 @@ def run_demo(settings: DemoSettings, out: Path, *, fresh: bool = False, as_json:
             from adapterhub.artifact import update_manifest
 
             update_manifest(adir, metrics={job.task: adapted}, forgetting=report)
+        baselines = _baselines(base, job, adir)
         _stage(4, f"pushing {job.name} to the local registry")
         from adapterhub.artifact import sha256_file
 
@@ -126,7 +130,7 @@ def run_demo(settings: DemoSettings, out: Path, *, fresh: bool = False, as_json:
             state_file.write_text(json.dumps(state, indent=2) + "\n")
             _say(f"  {ref}")
         rows.append({"job": job, "dir": adir, "ref": ref, "train": result, "base": base_metrics[job.task],
-                     "adapted": adapted, "forgetting": report})
+                     "adapted": adapted, "forgetting": report, "baselines": baselines})
 
     _stage(5, "one AdapterHost, both adapters, one mixed batch")
     from adapterhub.host import AdapterHost
@@ -198,6 +202,17 @@ def _forgetting(base: Any, adir: Path, settings: DemoSettings) -> Any:
     return run
 
 
+def _baselines(base: Any, job: Job, adir: Path) -> dict[str, Any]:
+    """Is the adapter worth it? The base at 0, 1 and 5 shots beside it, on a few examples."""
+    from adapterhub.evaluation.baselines import compare_baselines
+
+    t0 = time.perf_counter()
+    cmp = compare_baselines(base, job.task, [adir], limit=job.baseline_limit, progress=True)
+    cells = ", ".join(f"{r.label.split(' (')[0]} {r.metrics.get(cmp.metric, float('nan')):.1f}" for r in cmp.rows)
+    _say(f"  base few-shot vs adapter ({cmp.metric}, {job.baseline_limit} examples, {time.perf_counter() - t0:.0f} s): {cells}")
+    return cmp.to_dict()
+
+
 def _serve(host: Any, registry: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
     loads = {}
     for r in rows:
@@ -239,4 +254,5 @@ def _row_summary(r: dict[str, Any]) -> dict[str, Any]:
         "base": r["base"],
         "adapted": r["adapted"],
         "forgetting": r["forgetting"].model_dump(mode="json"),
+        "baselines": r["baselines"],
     }

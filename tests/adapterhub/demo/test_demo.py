@@ -38,8 +38,17 @@ def test_quick_demo_runs_end_to_end_and_reuses(tmp_path: Path, capsys: pytest.Ca
         assert m.metrics and m.forgetting is not None
     names = {item["name"] for item in Registry(root=out / "registry").ls()}
     assert names == {"demo/aclsum-prefix", "demo/sentiment-lora"}
-    for f in ("README.md", "summary.json", "loss_curves.png", "base_vs_adapted.png", "forgetting.png"):
+    for f in ("README.md", "summary.json", "loss_curves.png", "base_vs_adapted.png", "forgetting.png",
+              "baselines-sentiment-rt.png", "baselines-summarize-aclsum.png"):
         assert (out / "report" / f).stat().st_size > 0
+    # Is the adapter worth it: the base at 0, 1 and 5 shots beside it, for both tasks.
+    for a in summary["adapters"]:
+        rows = a["baselines"]["rows"]
+        assert [(r["kind"], r["shots"]) for r in rows] == [("base", 0), ("base", 1), ("base", 5), ("adapter", 0)]
+        assert a["baselines"]["task"] == a["task"]
+        # Shots cost context, or (abstracts on the tiny model's 512-token window) are dropped.
+        assert rows[2]["prompt_tokens_mean"] > rows[0]["prompt_tokens_mean"] or rows[2]["shots_dropped"] == 5 * rows[2]["examples"]
+    assert "## Base few-shot vs adapter" in (out / "report" / "README.md").read_text()
     assert "stage" not in captured.out  # progress and stage lines go to stderr
 
     # A re-run reuses the trained adapters, the stored evaluation and the published versions.
