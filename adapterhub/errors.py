@@ -84,6 +84,14 @@ class RemoteUnavailableError(StoreError):
     """A remote store could not be reached after bounded retries."""
 
 
+class AuthenticationError(AdapterhubError, PermissionError):
+    """No valid credentials: a token is missing, malformed or unknown (HTTP 401)."""
+
+
+class AccessDeniedError(AdapterhubError, PermissionError):
+    """Valid credentials that do not grant this: wrong scope or adapter pattern (HTTP 403)."""
+
+
 # --- base models and runtime -------------------------------------------------------------------
 class BaseModelError(AdapterhubError, ValueError):
     """The base model spec cannot be resolved or loaded."""

@@ -1,4 +1,4 @@
-"""Built-in plugin: the ``file``, ``s3`` and ``hf`` stores and the registry commands.
+"""Built-in plugin: the ``file``, ``s3``, ``hf`` and ``http(s)`` stores and the registry commands.
 
 Registered through the same hooks as any third-party store plugin, so the CLI and the
 ``Registry`` facade find stores only through the catalog. Imports are deferred to the
@@ -26,6 +26,12 @@ def _s3_store(url: str) -> Any:
     return S3Store(url)
 
 
+def _http_store(url: str) -> Any:
+    from adapterhub.registry.http import HttpStore
+
+    return HttpStore(url)
+
+
 def _hf_store(url: str) -> Any:
     from adapterhub.registry.hf import HFStore
 
@@ -37,6 +43,8 @@ def adapterhub_register_stores(register: Callable[[str, Any], None]) -> None:
     register("file", _file_store)
     register("s3", _s3_store)
     register("hf", _hf_store)
+    register("http", _http_store)  # an adapterhub hub's JSON API (registry/hub/api.py)
+    register("https", _http_store)
 
 
 @hookimpl

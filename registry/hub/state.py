@@ -26,6 +26,8 @@ class HubState:
     validate: bool = True
     """Check a pushed manifest like every client does before it becomes visible (422 if
     not). Off only for the store conformance suite, which stores raw non-manifest bytes."""
+    max_blob_bytes: int = 16 * 1024**3
+    """The largest blob a push may upload through the API (413 above)."""
     title: str = "adapterhub"
     public_url: str | None = None
     """The address clients use (for the snippets on adapter pages); default: the request's."""

@@ -19,17 +19,19 @@ does not tell how much of a key matched. Keys never appear in logs, metrics or e
 from __future__ import annotations
 
 import fnmatch
-import hashlib
-import hmac
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from adapterhub.errors import ConfigError
-
-_HEX64 = re.compile(r"[0-9a-f]{64}")
+from adapterhub.bearer import (
+    SecretRing,
+    bearer_token,
+    check_sha256_hex,
+    load_yaml_file,
+    secret_digest,
+    validate_file,
+)
 
 
 class KeySpec(BaseModel):
@@ -46,11 +48,7 @@ class KeySpec(BaseModel):
     @field_validator("key_sha256")
     @classmethod
     def _hex(cls, v: str | None) -> str | None:
-        if v is not None:
-            v = v.strip().lower()
-            if not _HEX64.fullmatch(v):
-                raise ValueError("must be 64 hexadecimal digits (sha256 of the key)")
-        return v
+        return check_sha256_hex(v, "key")
 
     @field_validator("adapters")
     @classmethod
@@ -66,10 +64,7 @@ class KeySpec(BaseModel):
         return self
 
     def digest(self) -> bytes:
-        if self.key is not None:
-            return hashlib.sha256(self.key.encode()).digest()
-        assert self.key_sha256 is not None
-        return bytes.fromhex(self.key_sha256)
+        return secret_digest(self.key, self.key_sha256)
 
 
 class KeysFile(BaseModel):
@@ -108,49 +103,20 @@ ANONYMOUS = Principal("anonymous", ("*",), admin=True)
 
 
 class KeyRing:
-    """The keys of one server, stored as sha256 digests."""
+    """The keys of one server, stored as sha256 digests (:class:`~adapterhub.bearer.SecretRing`)."""
 
     def __init__(self, specs: list[KeySpec]) -> None:
-        self._entries = [
-            (k.digest(), Principal(k.name, tuple(k.adapters), k.admin)) for k in specs
-        ]
+        self._ring = SecretRing((k.digest(), Principal(k.name, tuple(k.adapters), k.admin)) for k in specs)
 
     @classmethod
     def from_file(cls, path: str | Path) -> KeyRing:
-        import yaml
-
-        p = Path(path)
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"--api-keys {p}: cannot read ({exc.strerror})") from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"--api-keys {p}: not valid YAML{where}") from None
-        try:
-            parsed = KeysFile.model_validate(data)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(x) for x in err.get("loc", ())) or "file"
-            msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-            # The message never echoes the offending value: it may be a secret.
-            raise ConfigError(f"--api-keys {p}: {loc}: {msg}") from None
-        return cls(parsed.keys)
+        data = load_yaml_file(path, "--api-keys")
+        return cls(validate_file(KeysFile, data, path, "--api-keys").keys)
 
     def authenticate(self, authorization: str | None) -> Principal | None:
         """The principal of an ``Authorization: Bearer <key>`` header, or None."""
-        if not authorization:
-            return None
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return None
-        presented = hashlib.sha256(token.strip().encode()).digest()
-        found: Principal | None = None
-        for digest, principal in self._entries:  # every entry: no early exit
-            if hmac.compare_digest(digest, presented):
-                found = principal
-        return found
+        token = bearer_token(authorization)
+        return None if token is None else self._ring.lookup(token)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._ring)

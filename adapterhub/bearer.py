@@ -1,0 +1,109 @@
+"""Bearer secrets, shared by ``adapterhub serve --api-keys`` and ``adapterhub hub --tokens``.
+
+Both files name their callers, hold each secret either in clear or as its sha256, and
+are checked the same way:
+
+* only the sha256 of each secret is kept in memory;
+* a presented secret is hashed and compared against *every* stored digest with
+  :func:`hmac.compare_digest` (no early exit), so timing tells neither which entry
+  matched nor how much of a secret was right;
+* a malformed file is refused with one line naming the field, never echoing the value
+  (it may be a secret).
+
+The two files differ in what an entry grants (serve: adapters + admin; hub: a scope +
+adapter globs), so each keeps its own pydantic model and uses the helpers here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from adapterhub.errors import ConfigError
+
+HEX64 = re.compile(r"[0-9a-f]{64}")
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+
+
+def check_sha256_hex(value: str | None, what: str) -> str | None:
+    """Normalise a ``*_sha256`` field (lowercase hex); ValueError names ``what`` it hashes."""
+    if value is None:
+        return None
+    value = value.strip().lower()
+    if not HEX64.fullmatch(value):
+        raise ValueError(f"must be 64 hexadecimal digits (sha256 of the {what})")
+    return value
+
+
+def secret_digest(secret: str | None, secret_sha256: str | None) -> bytes:
+    """The 32-byte digest an entry is matched by (from the clear secret or its hex sha256)."""
+    if secret is not None:
+        return hashlib.sha256(secret.encode()).digest()
+    assert secret_sha256 is not None, "an entry holds a secret or its sha256"
+    return bytes.fromhex(secret_sha256)
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header; None if absent or another scheme."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def load_yaml_file(path: str | Path, flag: str) -> Any:
+    """Parse a YAML secrets file; ConfigError one-liners prefixed with ``flag path:``."""
+    import yaml
+
+    p = Path(path)
+    try:
+        return yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{flag} {p}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{flag} {p}: not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{flag} {p}: not valid YAML{where}") from None
+
+
+def validate_file(model: type[M], data: Any, path: str | Path, flag: str) -> M:
+    """``model.model_validate(data)`` with the first error as one line naming the field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(x) for x in err.get("loc", ())) or "file"
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        # The message never echoes the offending value: it may be a secret.
+        raise ConfigError(f"{flag} {Path(path)}: {loc}: {msg}") from None
+
+
+class SecretRing(Generic[T]):
+    """Secrets stored as sha256 digests, each mapped to what it grants."""
+
+    def __init__(self, entries: Iterable[tuple[bytes, T]]) -> None:
+        self._entries = list(entries)
+
+    def lookup(self, secret: str) -> T | None:
+        """What ``secret`` grants, or None; every entry is compared (constant time)."""
+        presented = hashlib.sha256(secret.encode()).digest()
+        found: T | None = None
+        for digest, value in self._entries:  # every entry: no early exit
+            if hmac.compare_digest(digest, presented):
+                found = value
+        return found
+
+    def __len__(self) -> int:
+        return len(self._entries)
