@@ -7,7 +7,9 @@ Jinja2 and uvicorn are imported only when the command runs.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+from typing import Any
 
 
 class HubCommand:
@@ -55,5 +57,17 @@ class HubCommand:
         print(f"adapterhub hub: {len(snap.latest)} adapters from {store.url}, {mode}, at http://{args.host}:{args.port}", file=sys.stderr)
         if tokens is not None and not is_loopback(args.host):
             print("adapterhub hub: tokens travel in clear over http; put a TLS proxy in front for other machines", file=sys.stderr)
-        uvicorn.run(build_app(state), host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=10)
+
+        class _Server(uvicorn.Server):
+            def handle_exit(self, sig: int, frame: Any) -> None:
+                super().handle_exit(sig, frame)
+                if sig == signal.SIGTERM:
+                    # uvicorn re-raises a captured signal after shutting down (the process
+                    # would die by SIGTERM); a clean stop exits 0 instead.
+                    self._captured_signals = [s for s in self._captured_signals if s != sig]
+
+        # Access lines show method, path and status; tokens travel only in headers, which
+        # are never logged.
+        _Server(uvicorn.Config(build_app(state), host=args.host, port=args.port, log_level="info",
+                               timeout_graceful_shutdown=10)).run()
         return 0

@@ -102,16 +102,22 @@ class Snapshot:
     built_at: float
     unreadable: tuple[str, ...] = ()  # refs whose manifest did not parse (``verify`` reports them)
 
-    def facets(self) -> dict[str, list[str]]:
-        """The values the browse filters offer."""
-        entries = self.latest.values()
-        return {
-            "task": sorted({e.manifest.task for e in entries if e.manifest.task}),
-            "method": sorted({e.manifest.method for e in entries}),
-            "base": sorted({e.manifest.base.name for e in entries}),
-            "tag": sorted({t for tags in self.tags.values() for t in tags}),
-            "metric": sorted({k for e in entries for v in e.manifest.metrics.values() for k in v}),
-        }
+    facet_values: Mapping[str, list[str]] = field(default_factory=dict)
+    """The values the browse filters offer, computed once per snapshot (not per page)."""
+
+    def facets(self) -> Mapping[str, list[str]]:
+        return self.facet_values
+
+
+def _facets(latest: Mapping[str, Entry], tags: Mapping[str, Mapping[str, str]]) -> dict[str, list[str]]:
+    entries = latest.values()
+    return {
+        "task": sorted({e.manifest.task for e in entries if e.manifest.task}),
+        "method": sorted({e.manifest.method for e in entries}),
+        "base": sorted({e.manifest.base.name for e in entries}),
+        "tag": sorted({t for name_tags in tags.values() for t in name_tags}),
+        "metric": sorted({k for e in entries for v in e.manifest.metrics.values() for k in v}),
+    }
 
 
 @dataclass(frozen=True)
@@ -335,4 +341,5 @@ class QueryCache:
             latest[name] = next((e for e in entries if e.version == pinned), entries[-1])
         for key in set(self._manifests) - seen:
             del self._manifests[key]  # deleted versions: a re-created one is read afresh
-        return Snapshot(versions=versions, tags=tags_of, latest=latest, built_at=time.monotonic(), unreadable=tuple(unreadable))
+        return Snapshot(versions=versions, tags=tags_of, latest=latest, built_at=time.monotonic(),
+                        unreadable=tuple(unreadable), facet_values=_facets(latest, tags_of))
