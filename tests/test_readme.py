@@ -4,8 +4,8 @@ Every ``$ ...`` line of its ``console`` blocks runs, in order, in one scratch di
 with a throw-away ADAPTERHUB_HOME; the ``python`` block runs and must print exactly the
 ``text`` block that follows it. A line ending in `` &`` (``adapterhub serve ... &``) starts
 in the background, as in a shell; ``kill %N`` stops the N-th of those, and any still
-running when the tour ends (or fails) are stopped then. The README's port 8000 becomes a
-free port, so the tour never meets another server.
+running when the tour ends (or fails) are stopped then. The README's ports (8000, 8080,
+8081) become free ports, so the tour never meets another server.
 """
 
 from __future__ import annotations
@@ -65,12 +65,14 @@ def test_cli_tour_runs_as_written(tmp_path: Path) -> None:
     commands = [line[2:] for block in _blocks("console") for line in block.splitlines() if line.startswith("$ ")]
     tour = [c for c in commands if not c.startswith(("adapterhub install", "adapterhub plugins"))]
     assert len(tour) >= 9
-    port = str(_free_port())
+    # Each port the README names (serve's 8000, the hubs' 8080 and 8081) becomes a free one.
+    ports = {p: str(_free_port()) for p in ("8000", "8080", "8081")}
     env = _env(tmp_path)
     background: list[subprocess.Popen[bytes]] = []
     try:
         for cmd in tour:
-            cmd = cmd.replace("127.0.0.1:8000", f"127.0.0.1:{port}").replace("--port 8000", f"--port {port}")
+            for readme_port, port in ports.items():
+                cmd = cmd.replace(f"127.0.0.1:{readme_port}", f"127.0.0.1:{port}").replace(f"--port {readme_port}", f"--port {port}")
             kill = re.fullmatch(r"kill %(\d+)", cmd.strip())
             if kill:
                 proc = background[int(kill.group(1)) - 1]

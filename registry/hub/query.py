@@ -66,7 +66,9 @@ class Entry:
 
     def headline(self) -> tuple[str, str, float] | None:
         """(task, metric, value) that stands for this adapter in a result row."""
-        metrics = self.manifest.metrics
+        # "training" holds the trainer's own numbers (loss, tokens/s): not a result to
+        # headline an adapter with.
+        metrics = {t: v for t, v in self.manifest.metrics.items() if t != "training" and v}
         if not metrics:
             return None
         task = self.manifest.task if self.manifest.task in metrics else sorted(metrics)[0]
