@@ -98,6 +98,11 @@ def test_installed_package_imports_from_the_venv_without_top_level_plugins_or_re
     roots = {line.split("/", 1)[0] for line in record.read_text().splitlines()}
     assert {r for r in roots if not r.endswith(".dist-info") and not r.startswith("..")} == {"adapterhub"}
     assert (site / "adapterhub" / "py.typed").is_file()
+    # The hub's templates and stylesheet are package data: a normal install serves pages.
+    hub = site / "adapterhub" / "registry" / "hub"
+    for page in ("base.html", "browse.html", "adapter.html", "compare.html", "plugins.html", "error.html", "login.html"):
+        assert (hub / "templates" / page).is_file(), page
+    assert (hub / "static" / "hub.css").is_file()
 
 
 def test_installed_console_script_lists_every_builtin_plugin(venv: Path) -> None:
