@@ -181,3 +181,15 @@ def test_published_adapter_record_says_how_it_was_evaluated(capsys, home, tmp_pa
 def test_bad_few_shot_flags_are_one_line(capsys, home, extra, needle):
     rc, out, err = run(capsys, "eval", "--base", "tiny-random-llama", "--tasks", "sentiment-rt", *extra)
     assert rc == 1 and needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_model_aware_evaluator_sees_the_few_shot_prompts(tiny):
+    task = SplitTask()
+    task.evaluators = ("perplexity",)
+    g = gen(tiny)
+    seen = []
+    make = g.context
+    g.context = lambda prompts, shots=None: seen.append(shots) or make(prompts, shots)  # type: ignore[method-assign]
+    evaluate_task(task, g, shots=2, progress=False)
+    assert seen and [len(s) for s in seen[0]] == [2] * 4
+    assert seen[0] == [g.seen[ex.prompt] for ex in task.load("test")]
