@@ -41,7 +41,7 @@ def _target(value: str | None, endpoint_url: str | None) -> str | None:
 
 def _add_remote_opts(parser: argparse.ArgumentParser, flag: str) -> None:
     dest = "to" if flag == "--to" else "from_"
-    parser.add_argument(flag, dest=dest, metavar="URL|REMOTE", help="a store URL (s3://, hf://, file://) or a remote name")
+    parser.add_argument(flag, dest=dest, metavar="URL|REMOTE", help="a store URL (s3://, hf://, file://, http(s):// of a hub) or a remote name")
     parser.add_argument("--endpoint-url", help="S3 endpoint (default: AWS_ENDPOINT_URL or AWS)")
 
 

@@ -57,7 +57,7 @@ def normalise_url(url: str) -> str:
         return url
     if url.startswith(("/", "~", ".")):
         return Path(url).expanduser().absolute().as_uri()
-    raise ConfigError(f"invalid store URL {url!r}: expected s3://..., hf://..., file:///... or a path (or a remote name)")
+    raise ConfigError(f"invalid store URL {url!r}: expected s3://..., hf://..., https://..., file:///... or a path (or a remote name)")
 
 
 def add_remote(name: str, url: str) -> str:
