@@ -202,7 +202,7 @@ class HttpStore:
                 raise StoreError(f"{self.label}: no adapterhub hub API at {path} (HTTP 404); is this a hub's address?") from None
         where = f"{self.label}: {message or f'HTTP {status}'}"
         if status == 401:
-            hint = f" (the token in {TOKEN_ENV} was refused)" if self._token else f"; set {TOKEN_ENV} to a token of this hub"
+            hint = f" (the token in {TOKEN_ENV} was refused)" if self._token else f"; set {TOKEN_ENV} to one of this hub's tokens"
             raise AuthenticationError(where + hint)
         if status == 403:
             raise AccessDeniedError(where)

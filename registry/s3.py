@@ -360,6 +360,11 @@ class S3Store:
     def has_blob(self, digest: str) -> bool:
         return self._exists(self._blob_key(digest))
 
+    def blob_size(self, digest: str) -> int | None:
+        """The stored size of a blob (one HEAD), None when absent: a hub in front of this
+        store answers HEAD and validates pushes with it instead of downloading blobs."""
+        return self._stored_size(self._blob_key(digest))
+
     def put_blob(self, digest: str, source: Path, progress: Progress | None = None) -> None:
         key = self._blob_key(digest)
         try:

@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any, TypeVar
 
-from adapterhub.registry.local import DIGEST_RE
+from adapterhub.registry.local import DIGEST_RE, LocalStore
 from adapterhub.registry.names import (
     DEFAULT_TAG,
     NO_NAMESPACE,
@@ -71,6 +71,7 @@ from .transfer import (
     file_response,
     open_blob,
     receive_upload,
+    served_size,
 )
 
 log = logging.getLogger("adapterhub.hub.api")
@@ -145,7 +146,7 @@ def _reader(request: Request, state: HubState) -> HubPrincipal:
     # The pages' login cookie may read here too (download links on pages); never write.
     who = authenticate(state.tokens, request.headers.get("authorization"), request.cookies.get(COOKIE))
     if who is None:
-        raise AuthenticationError("this hub needs a token to read: send 'Authorization: Bearer <token>' (ADAPTERHUB_TOKEN)")
+        raise AuthenticationError("this hub needs a token to read (send 'Authorization: Bearer <token>')")
     return who
 
 
@@ -155,7 +156,7 @@ def _writer(request: Request, state: HubState, name: str | None = None, *, every
     # The header only: a cookie rides along on cross-site requests, a header does not.
     who = authenticate(state.tokens, request.headers.get("authorization"))
     if who is None or who is ANONYMOUS_READER:
-        raise AuthenticationError("writing needs a write token: send 'Authorization: Bearer <token>' (ADAPTERHUB_TOKEN)")
+        raise AuthenticationError("writing needs a write token (send 'Authorization: Bearer <token>')")
     if who.scope != "write":
         raise AccessDeniedError(f"token {who.name!r} has read scope; writing needs a write token")
     if name is not None and not who.can_write(name):
@@ -373,6 +374,9 @@ def routes(state: HubState) -> list[BaseRoute]:
         _reader(request, state)
         # Blobs are content-addressed and shared between adapters: any reader may fetch
         # one by digest (it must know the digest, which only a readable manifest lists).
+        if request.method == "HEAD" and not isinstance(store, LocalStore):
+            # Only the size: never fetch a blob from a remote store to answer HEAD.
+            return file_response(request, None, await _blocking(served_size, state, digest), etag_of(digest), "application/octet-stream")
         fh, size = await _blocking(open_blob, state, digest)
         return file_response(request, fh, size, etag_of(digest), "application/octet-stream")
 

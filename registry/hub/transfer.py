@@ -12,6 +12,7 @@ again, as every store does): nothing unverified becomes visible.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 import tempfile
@@ -81,9 +82,12 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     return start, min(end, size)
 
 
-def file_response(request: Request, fh: BinaryIO, size: int, etag: str, media_type: str) -> Response:
-    """Answer GET/HEAD with ``fh`` (closed when done): conditional, ranged, streamed."""
+def file_response(request: Request, fh: BinaryIO | None, size: int, etag: str, media_type: str) -> Response:
+    """Answer GET/HEAD with ``fh`` (closed when done; None for HEAD): conditional, ranged, streamed."""
     headers = {"ETag": etag, "Accept-Ranges": "bytes"}
+    if fh is None:
+        assert request.method == "HEAD", "only HEAD is answered without the bytes"
+        fh = io.BytesIO()
     try:
         if etag_matches(request.headers.get("if-none-match"), etag):
             fh.close()
@@ -146,23 +150,29 @@ def _size_from_index(state: HubState, digest: str) -> int | None:
     return None
 
 
+def served_size(state: HubState, digest: str) -> int:
+    """The size the hub serves a blob with; AdapterNotFoundError when it serves none."""
+    size = blob_size(state.store, digest)
+    if size is not None and size < 0:
+        # The store has it but cannot say how big: get_blob needs the size to verify, so
+        # take it from the manifest that publishes the blob. Unpublished blobs are not
+        # served by such stores (HEAD says the same as GET: not found).
+        size = _size_from_index(state, digest)
+    if size is None:
+        raise AdapterNotFoundError(f"blob {digest} not found")
+    return size
+
+
 def open_blob(state: HubState, digest: str) -> tuple[BinaryIO, int]:
     """An open file of the blob's bytes and its size (blocking: call in a thread)."""
     store = state.store
-    missing = AdapterNotFoundError(f"blob {digest} not found")
     if isinstance(store, LocalStore):
         try:
             fh = open(store.blob_path(digest), "rb")
         except FileNotFoundError:
-            raise missing from None
+            raise AdapterNotFoundError(f"blob {digest} not found") from None
         return fh, os.fstat(fh.fileno()).st_size
-    size = blob_size(store, digest)
-    if size is not None and size < 0:
-        # The store has it but cannot say how big: get_blob needs the size to verify, so
-        # take it from the manifest that publishes the blob. Unpublished blobs are not served.
-        size = _size_from_index(state, digest)
-    if size is None:
-        raise missing
+    size = served_size(state, digest)
     fd, name = tempfile.mkstemp(prefix=".hub-blob-")
     os.close(fd)
     try:

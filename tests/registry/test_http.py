@@ -265,3 +265,35 @@ def test_versions_stay_immutable_across_hub_clients(tmp_path: Path, tokens_file:
         with pytest.raises(VersionExistsError):
             b.put_version("team/x", "1.0.0", b'{"b": 2}')
         assert b.get_version("team/x", "1.0.0") == b'{"a": 1}'
+
+
+@pytest.mark.s3
+def test_two_hubs_serve_one_bucket(seaweed: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                   tokens_file: Path, make_adapter: MakeAdapter) -> None:
+    """No state in the hub: push through one, pull through the other; one version, one winner."""
+    import uuid
+
+    from adapterhub.registry.s3 import S3Store
+
+    for k, v in seaweed.env().items():
+        monkeypatch.setenv(k, v)
+    url = f"s3://{seaweed.bucket}/{uuid.uuid4().hex[:10]}"
+    with running_hub(S3Store(url), tokens=tokens_file) as one, running_hub(S3Store(url), tokens=tokens_file) as two:
+        reg = Registry(root=tmp_path / "home", progress=False)
+        reg._stores[one.url] = HttpStore(one.url, token=token_for("team"))
+        reg._stores[two.url] = HttpStore(two.url, token=token_for("team"))
+        a = make_adapter(seed=11)
+        assert reg.push(a, "team/s3hub", version="1.0.0", tag="prod", to=one.url) == "team/s3hub@1.0.0"
+        pulled = reg.pull("team/s3hub:prod", from_=two.url)
+        assert (pulled / "adapter.safetensors").read_bytes() == (a / "adapter.safetensors").read_bytes()
+        assert HttpStore(two.url, token=token_for("reader")).has_blob(json.loads((a / "manifest.json").read_text())["files"][0]["sha256"])
+        with pytest.raises(VersionExistsError, match="different contents"):
+            reg.push(make_adapter(seed=12), "team/s3hub", version="1.0.0", to=two.url)
+        found = httpx_get(two.url + "/api/v1/search?q=s3hub", token_for("reader"))
+        assert [r["ref"] for r in found["results"]] == ["team/s3hub@1.0.0"]
+
+
+def httpx_get(url: str, token: str) -> Any:
+    import httpx
+
+    return httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=30).json()

@@ -280,6 +280,13 @@ def test_blobs_of_a_store_that_cannot_give_paths_or_sizes(tmp_path: Path) -> Non
         assert r.status_code == 206 and r.content == (src / f["path"]).read_bytes()[2:6]
         pulled = Registry(root=tmp_path / "home", progress=False).pull("team/p@1.0.0", from_=h.url)
         assert (pulled / f["path"]).read_bytes() == (src / f["path"]).read_bytes()
+        head = call(h, "HEAD", f"/blobs/{f['sha256']}")  # the size from the index, nothing fetched
+        assert head.status_code == 200 and head.headers["content-length"] == str(f["size"])
+        orphan = tmp_path / "orphan.bin"
+        orphan.write_bytes(b"published by no manifest")
+        digest = hashlib.sha256(orphan.read_bytes()).hexdigest()
+        store.put_blob(digest, orphan)
+        assert call(h, "HEAD", f"/blobs/{digest}").status_code == 404 == call(h, "GET", f"/blobs/{digest}").status_code
 
 
 # --- hostile paths ---------------------------------------------------------------------------------
