@@ -44,10 +44,10 @@ class DemoSettings:
             jobs=(
                 Job("demo/sentiment-lora", "sentiment-rt", "lora",
                     {"r": 16, "alpha": 32, "target_modules": "all-linear"},
-                    {"steps": 60, "batch_size": 8, "lr": 3e-4, "template": "chat-short", "max_length": 160}, 100, 40),
+                    {"steps": 60, "batch_size": 8, "lr": 3e-4, "template": "chat-short", "max_length": 160}, 100, 20),
                 Job("demo/aclsum-prefix", "summarize-aclsum", "prefix-tuning",
                     {"num_virtual_tokens": 16, "projection": True},
-                    {"steps": 40, "batch_size": 4, "lr": 3e-3, "template": "chat-short", "max_length": 384}, 20, 5),
+                    {"steps": 40, "batch_size": 4, "lr": 3e-3, "template": "chat-short", "max_length": 384}, 20, 3),
             ),
             forgetting_limit=8,
             forgetting_max_new_tokens=32,
