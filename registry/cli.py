@@ -20,7 +20,24 @@ from adapterhub.errors import ConfigError
 def _registry(args: argparse.Namespace) -> Any:
     from adapterhub.registry.client import Registry
 
-    return Registry()  # progress bars go to stderr, so --json stdout stays clean
+    reg = Registry()  # progress bars go to stderr, so --json stdout stays clean
+    token = getattr(args, "token", None)
+    if token is not None:
+        reg.use_store(*_hub_with_token(getattr(args, "to", None) or getattr(args, "from_", None), token))
+    return reg
+
+
+def _hub_with_token(target: str | None, token: str) -> tuple[str, Any]:
+    """``--token``: the http store for ``target`` (a hub URL or remote), built with it."""
+    from adapterhub.registry import remotes
+    from adapterhub.registry.http import HttpStore, check_token
+
+    if target is None:
+        raise ConfigError("--token applies to an http(s):// hub named with --to/--from")
+    url = remotes.resolve_url(target)
+    if remotes.scheme_of(url) not in ("http", "https"):
+        raise ConfigError(f"--token applies to http(s):// hubs, not {url}")
+    return target, HttpStore(url, token=check_token(token, "--token"))
 
 
 def _target(value: str | None, endpoint_url: str | None) -> str | None:
@@ -43,6 +60,11 @@ def _add_remote_opts(parser: argparse.ArgumentParser, flag: str) -> None:
     dest = "to" if flag == "--to" else "from_"
     parser.add_argument(flag, dest=dest, metavar="URL|REMOTE", help="a store URL (s3://, hf://, file://, http(s):// of a hub) or a remote name")
     parser.add_argument("--endpoint-url", help="S3 endpoint (default: AWS_ENDPOINT_URL or AWS)")
+    parser.add_argument(
+        "--token",
+        help="bearer token for an http(s):// hub (default: ADAPTERHUB_TOKEN or the file ADAPTERHUB_TOKEN_FILE names;"
+        " prefer those in CI: a command line shows in ps and shell history)",
+    )
 
 
 def _mb(n: int) -> str:
@@ -356,7 +378,10 @@ class ImportPeftCommand:
         from adapterhub.registry.peft_interchange import import_peft
 
         name, version = parse_name_version(args.name)
-        ref = import_peft(args.dir, name, base=args.base, version=version, tag=args.tag, to=_target(args.to, args.endpoint_url))
+        ref = import_peft(
+            args.dir, name, base=args.base, version=version, tag=args.tag,
+            to=_target(args.to, args.endpoint_url), registry=_registry(args),
+        )
         print(f"imported {args.dir} as {ref}")
         return 0
 

@@ -126,6 +126,11 @@ class Registry:
             self._stores[target] = remotes.open_store(url)
         return self._stores[target]
 
+    def use_store(self, url_or_remote: str, store: Store) -> None:
+        """Route ``url_or_remote`` to an already-built store (e.g. an http store given an
+        explicit token) instead of building one from the catalog on first use."""
+        self._stores[url_or_remote] = store
+
     def _is_local(self, store: Store) -> bool:
         return store is self.local
 

@@ -5,10 +5,11 @@
 whatever store it serves (a directory, S3, ...). The API is ``docs/hub-api.md``; the
 hub side is ``registry/hub/api.py``.
 
-**Tokens** come from ``ADAPTERHUB_TOKEN`` (or a file named by ``ADAPTERHUB_TOKEN_FILE``)
-and travel as ``Authorization: Bearer``; never in the URL (URLs end up in logs, shell
-history and the remotes file) and never on the command line (visible to every user in
-``ps``). Redirects are not followed, so the header never reaches another host. A hub
+**Tokens** come from ``ADAPTERHUB_TOKEN`` (or a file named by ``ADAPTERHUB_TOKEN_FILE``),
+or from the commands' ``--token`` (handy interactively, but a command line is visible to
+every user in ``ps`` and lands in shell history, so CI should use the variable), and travel
+as ``Authorization: Bearer``; never in the URL (URLs end up in logs, shell history and the
+remotes file). Redirects are not followed, so the header never reaches another host. A hub
 serves plain http; ``https://`` works when a TLS proxy fronts it, and a hub mounted
 under a path (``https://example.com/hub``) works too.
 
@@ -90,9 +91,14 @@ def token_from_env() -> str | None:
             raise ConfigError(f"{source}: cannot read the token file ({type(exc).__name__})") from None
     if not token:
         return None
-    if any(ord(c) < 33 or ord(c) > 126 for c in token):
+    return check_token(token, source)
+
+
+def check_token(token: str, source: str) -> str:
+    """``token`` if it can travel in an ``Authorization`` header, else a one-line error."""
+    if not token or any(ord(c) < 33 or ord(c) > 126 for c in token):
         # Never echo it: it is a secret, even when malformed.
-        raise ConfigError(f"{source}: the token must be printable ASCII without spaces")
+        raise ConfigError(f"{source}: the token must be non-empty printable ASCII without spaces")
     return token
 
 

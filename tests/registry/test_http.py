@@ -108,10 +108,40 @@ def test_push_pull_ls_show_and_a_named_remote_through_the_cli(
         assert code == 0 and stored.list_versions("team/x") == ["1.0.0"]
 
 
+def test_token_flag_overrides_the_environment_and_is_never_echoed(
+    home: Path, make_adapter: MakeAdapter, tmp_path: Path, tokens_file: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    a = make_adapter(seed=5)
+    monkeypatch.setenv("ADAPTERHUB_TOKEN", token_for("reader"))  # --token wins over it
+    with running_hub(tmp_path / "hubstore", tokens=tokens_file) as hub:
+        code, out, err = run(capsys, "push", str(a), "team/t@1.0.0", "--to", hub.url, "--token", token_for("team"))
+        assert (code, out.strip()) == (0, f"pushed team/t@1.0.0 to {hub.url}"), err
+        code, _, err = run(capsys, "push", str(a), "team/t@1.0.1", "--to", hub.url)  # the reader from the env
+        assert code == 1 and "read scope" in err
+        code, _, _ = run(capsys, "remote", "add", "hub", hub.url)
+        code, out, _ = run(capsys, "tag", "team/t@1.0.0", "prod", "--to", "hub", "--token", token_for("team"))
+        assert (code, out.strip()) == (0, "team/t:prod -> team/t@1.0.0")
+        code, out, _ = run(capsys, "ls", "--from", "hub", "--token", token_for("reader"), "--json")
+        assert json.loads(out)[0]["tags"] == {"latest": "1.0.0", "prod": "1.0.0"}
+        wrong = "wrong-token-0123456789"
+        code, _, err = run(capsys, "pull", "team/t", "--from", hub.url, "--token", wrong)
+        assert code == 1 and "refused" in err and wrong not in err and err.count("\n") == 1
+    for argv, message in (
+        (("ls", "--token", "x-0123456789"), "--token applies to an http(s):// hub"),
+        (("ls", "--from", str(tmp_path / "dir"), "--token", "x-0123456789"), "--token applies to http(s):// hubs, not file://"),
+        (("ls", "--from", "http://127.0.0.1:9", "--token", "has space"), "--token: the token must be"),
+        (("ls", "--from", "http://127.0.0.1:9", "--token", ""), "--token: the token must be"),
+    ):
+        code, _, err = run(capsys, *argv)
+        assert code == 1 and message in err and err.count("\n") == 1, (argv, err)
+        assert "has space" not in err
+
+
 def test_evaluation_records_and_tags_through_the_registry(home: Path, make_adapter: MakeAdapter, tmp_path: Path, tokens_file: Path) -> None:
     with running_hub(tmp_path / "hubstore", tokens=tokens_file) as hub:
         reg = Registry(progress=False)
-        reg._stores[hub.url] = HttpStore(hub.url, token=token_for("ci"))  # the token without the environment
+        reg.use_store(hub.url, HttpStore(hub.url, token=token_for("ci")))  # the token without the environment
         reg.push(make_adapter(seed=1), "solo", version="0.1.0", to=hub.url)  # a name without a namespace
         reg.tag("solo@0.1.0", "stable", to=hub.url)
         reg.attach_evaluation("solo:stable", {"kind": "forgetting", "rows": [1, 2]}, to=hub.url)
@@ -280,8 +310,8 @@ def test_two_hubs_serve_one_bucket(seaweed: Any, monkeypatch: pytest.MonkeyPatch
     url = f"s3://{seaweed.bucket}/{uuid.uuid4().hex[:10]}"
     with running_hub(S3Store(url), tokens=tokens_file) as one, running_hub(S3Store(url), tokens=tokens_file) as two:
         reg = Registry(root=tmp_path / "home", progress=False)
-        reg._stores[one.url] = HttpStore(one.url, token=token_for("team"))
-        reg._stores[two.url] = HttpStore(two.url, token=token_for("team"))
+        reg.use_store(one.url, HttpStore(one.url, token=token_for("team")))
+        reg.use_store(two.url, HttpStore(two.url, token=token_for("team")))
         a = make_adapter(seed=11)
         assert reg.push(a, "team/s3hub", version="1.0.0", tag="prod", to=one.url) == "team/s3hub@1.0.0"
         pulled = reg.pull("team/s3hub:prod", from_=two.url)

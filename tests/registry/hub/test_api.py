@@ -43,7 +43,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningHub
     tokens = write_tokens(tmp / "tokens.yaml", TOKENS)
     with running_hub(tmp / "hubstore", tokens=tokens) as hub:
         reg = Registry(root=tmp / "home", progress=False)
-        reg._stores[hub.url] = HttpStore(hub.url, token=token_for("admin"))
+        reg.use_store(hub.url, HttpStore(hub.url, token=token_for("admin")))
         reg.push(write_test_adapter(tmp / "a", seed=1, task="sentiment-rt"), "team/x", version="1.0.0", tag="prod", to=hub.url)
         reg.push(write_test_adapter(tmp / "b", seed=2, task="aclsum"), "other/y", version="1.0.0", to=hub.url)
         reg.attach_evaluation("team/x@1.0.0", {"kind": "forgetting", "rows": []}, to=hub.url)
@@ -189,7 +189,7 @@ def test_a_push_that_fails_validation_changes_nothing(hub: RunningHub, world: tu
 def test_re_pushing_the_same_bytes_is_a_no_op_and_other_bytes_a_409(hub: RunningHub, world: tuple[RunningHub, Path]) -> None:
     tmp = world[1]
     reg = Registry(root=tmp / "home2", progress=False)
-    reg._stores[hub.url] = HttpStore(hub.url, token=token_for("team"))
+    reg.use_store(hub.url, HttpStore(hub.url, token=token_for("team")))
     assert reg.publish(tmp / "a", "team/x", version="1.0.0", to=hub.url).created is False  # the directory pushed first
     with pytest.raises(VersionExistsError, match="different contents"):
         reg.push(write_test_adapter(tmp / "other", seed=9), "team/x", version="1.0.0", to=hub.url)
