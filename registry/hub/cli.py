@@ -25,6 +25,8 @@ class HubCommand:
                             help="YAML tokens file (docs/hub.md); without it the hub is read-only and open to read")
         parser.add_argument("--refresh", type=float, default=30.0, metavar="S",
                             help="seconds before the index cache is refreshed from the store in the background (default 30)")
+        parser.add_argument("--max-upload", type=float, default=None, metavar="MB",
+                            help="largest blob a push may upload, in MB (default 16384: 16 GiB; a larger one gets 413)")
         parser.add_argument("--public-url", default=None, metavar="URL",
                             help="address clients reach this hub at, for the snippets on adapter pages (default: the request's)")
 
@@ -38,6 +40,8 @@ class HubCommand:
             raise ConfigError("invalid --port: must be 1..65535")
         if args.refresh < 0:
             raise ConfigError("invalid --refresh: must be >= 0 seconds")
+        if args.max_upload is not None and not args.max_upload > 0:
+            raise ConfigError("invalid --max-upload: must be > 0 MB")
         tokens = None
         if args.tokens is not None:
             from .tokens import TokenRing
@@ -52,9 +56,12 @@ class HubCommand:
 
         state = HubState.open(store, tokens=tokens, ttl_s=args.refresh)
         state.public_url = args.public_url.rstrip("/") if args.public_url else None
+        if args.max_upload is not None:
+            state.max_blob_bytes = int(args.max_upload * 1024 * 1024)
         snap = state.cache.snapshot()  # the first listing before the first request, and errors now
         mode = "read-only, open to read" if tokens is None else "tokens from " + args.tokens
-        print(f"adapterhub hub: {len(snap.latest)} adapters from {store.url}, {mode}, at http://{args.host}:{args.port}", file=sys.stderr)
+        n = len(snap.latest)
+        print(f"adapterhub hub: {n} adapter{'' if n == 1 else 's'} from {store.url}, {mode}, at http://{args.host}:{args.port}", file=sys.stderr)
         if tokens is not None and not is_loopback(args.host):
             print("adapterhub hub: tokens travel in clear over http; put a TLS proxy in front for other machines", file=sys.stderr)
 

@@ -28,6 +28,8 @@ def _free_port() -> int:
 def test_bad_options_fail_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["hub", "--port", "0"]) != 0
     assert "--port" in capsys.readouterr().err
+    assert main(["hub", "--max-upload", "0"]) != 0
+    assert "invalid --max-upload" in capsys.readouterr().err
     bad = tmp_path / "tokens.yaml"
     bad.write_text("tokens:\n  - name: a\n    token: secret-value-123\n    scope: admin\n")
     assert main(["hub", "--tokens", str(bad)]) != 0
@@ -43,7 +45,7 @@ def test_hub_process_serves_refreshes_and_stops_on_sigterm(tmp_path: Path) -> No
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "ADAPTERHUB_HOME": str(tmp_path / "home")}
     proc = subprocess.Popen(
-        [sys.executable, "-c", ENTRY, "hub", "--registry", store, "--port", str(port), "--refresh", "0.2"],
+        [sys.executable, "-c", ENTRY, "hub", "--registry", store, "--port", str(port), "--refresh", "0.2", "--max-upload", "0.5"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -57,6 +59,7 @@ def test_hub_process_serves_refreshes_and_stops_on_sigterm(tmp_path: Path) -> No
             except httpx.TransportError:
                 time.sleep(0.1)
         assert r.status_code == 200 and "team/sentiment" in r.text and "1 adapter" in r.text
+        assert httpx.get(url + "/api/v1/", timeout=5).json()["max_blob_bytes"] == 512 * 1024
         # A push straight to the store shows up after the background refresh.
         publish_samples(store, tmp_path / "more", SAMPLES[2:3], home=tmp_path / "home")
         deadline = time.monotonic() + 30
@@ -67,7 +70,7 @@ def test_hub_process_serves_refreshes_and_stops_on_sigterm(tmp_path: Path) -> No
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
         err = proc.stderr.read() if proc.stderr else ""
-        assert "1 adapters from" in err and "read-only, open to read" in err
+        assert "1 adapter from" in err and "read-only, open to read" in err
     finally:
         if proc.poll() is None:
             proc.kill()
