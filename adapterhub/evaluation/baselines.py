@@ -148,6 +148,15 @@ def compare_baselines(
     return Comparison(task=pack.name, base=loaded.name, seed=seed, rows=rows, metric=pick_metric(rows, metric))
 
 
+def short_label(label: str, width: int = 22) -> str:
+    """A row's label for a chart axis: an unpublished adapter's ``name (directory)`` loses
+    the directory (the JSON keeps it), and long names wrap so neighbours do not overlap."""
+    import textwrap
+
+    name = label.split(" (", 1)[0] if label.endswith(")") else label
+    return "\n".join(textwrap.wrap(name, width, break_on_hyphens=False, break_long_words=True)) or name
+
+
 def chart(comparison: Comparison, path: Path) -> Path:
     """Bars of the metric per row (base k-shot grey to green, adapters blue), prompt tokens under each."""
     import matplotlib
@@ -158,7 +167,7 @@ def chart(comparison: Comparison, path: Path) -> Path:
     rows = comparison.rows
     values = [r.metrics.get(comparison.metric, 0.0) for r in rows]
     colors = ["#9aa5b1" if r.kind == "base" else "#3b7dd8" for r in rows]
-    labels = [f"{r.label}\n{r.prompt_tokens_mean:.0f} tok" if r.prompt_tokens_mean is not None else r.label for r in rows]
+    labels = [short_label(r.label) + (f"\n{r.prompt_tokens_mean:.0f} tok" if r.prompt_tokens_mean is not None else "") for r in rows]
     fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(rows) + 1.5), 3.8))
     bars = ax.bar(range(len(rows)), values, color=colors)
     for bar, v in zip(bars, values, strict=True):

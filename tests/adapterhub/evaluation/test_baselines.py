@@ -8,7 +8,13 @@ import pytest
 
 from adapterhub.cli.main import main
 from adapterhub.errors import ConfigError
-from adapterhub.evaluation.baselines import BaselineRow, Comparison, compare_baselines, pick_metric
+from adapterhub.evaluation.baselines import (
+    BaselineRow,
+    Comparison,
+    compare_baselines,
+    pick_metric,
+    short_label,
+)
 
 
 @pytest.fixture
@@ -65,6 +71,17 @@ def test_metric_choice():
     with pytest.raises(ConfigError, match="metric 'bleu' not among"):
         pick_metric(rows, "bleu")
     assert "| b | 0 | 2.0 | 10 | 2 |" in Comparison("t", "m", 0, rows, "rougeL").markdown()
+
+
+def test_chart_labels_drop_directories_and_wrap():
+    # An unpublished adapter's label carries its directory; on the chart's axis that path
+    # overlapped its neighbours (seen in the demo report), so the axis shows the name only.
+    assert short_label("demo/sentiment-lora (/tmp/demo-out/adapters/demo--sentiment-lora)") == "demo/sentiment-lora"
+    assert short_label("team/x@1.0.0") == "team/x@1.0.0" and short_label("base 5-shot") == "base 5-shot"
+    assert short_label("a (b) c") == "a (b) c"  # only a trailing "(directory)" goes
+    wrapped = short_label("organisation/a-very-long-adapter-name@10.20.30")
+    assert "\n" in wrapped and all(len(line) <= 22 for line in wrapped.splitlines())
+    assert wrapped.replace("\n", "") == "organisation/a-very-long-adapter-name@10.20.30"
 
 
 @pytest.mark.parametrize(
