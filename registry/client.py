@@ -103,6 +103,20 @@ def _progress(total: int, desc: str, enabled: bool) -> Iterator[Progress | None]
         yield bar.update
 
 
+def read_records(store: Store, name: str, version: str) -> list[dict[str, Any]]:
+    """The version's evaluation records that parse as JSON objects. Records are
+    append-only user content: one that does not parse is skipped, never fatal to a show."""
+    out = []
+    for raw in store.list_records(name, version):
+        try:
+            rec = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
 class Registry:
     def __init__(self, url: str | None = None, *, root: str | Path | None = None, progress: bool = True) -> None:
         self.local = LocalStore(root if root is not None else paths.registry_dir())
@@ -386,15 +400,7 @@ class Registry:
 
     @staticmethod
     def _records(store: Store, name: str, version: str) -> list[dict[str, Any]]:
-        out = []
-        for raw in store.list_records(name, version):
-            try:
-                rec = json.loads(raw)
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                continue
-            if isinstance(rec, dict):
-                out.append(rec)
-        return out
+        return read_records(store, name, version)
 
     def rm(self, ref: str, to: str | None = None, all_versions: bool = False) -> list[str]:
         """Remove ``name@version`` (and tags on it), a tag ``name:tag``, or with

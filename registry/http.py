@@ -44,6 +44,7 @@ import httpx
 from adapterhub.registry.atomic import temp_path
 from adapterhub.registry.local import check_digest
 from adapterhub.registry.names import split_name, validate_tag, validate_version
+from adapterhub.registry.remotes import env_float
 
 from adapterhub.errors import (
     AccessDeniedError,
@@ -67,15 +68,6 @@ MAX_SMALL = 4 * 1024 * 1024  # manifests, records, JSON listings
 _RETRY_STATUS = {502, 503, 504}
 _OPTIONS = {"connect_timeout", "read_timeout", "max_attempts"}
 
-
-def _env_number(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
 
 
 def token_from_env() -> str | None:
@@ -122,9 +114,9 @@ class HttpStore:
         if unknown:
             raise ConfigError(f"unknown http store option(s) {', '.join(sorted(unknown))} in {url!r}")
         try:
-            connect = float(opts.get("connect_timeout") or _env_number("ADAPTERHUB_HTTP_CONNECT_TIMEOUT", 5.0))
-            read = float(opts.get("read_timeout") or _env_number("ADAPTERHUB_HTTP_READ_TIMEOUT", 120.0))
-            self.max_attempts = max(1, int(float(opts.get("max_attempts") or _env_number("ADAPTERHUB_HTTP_MAX_ATTEMPTS", 4))))
+            connect = float(opts.get("connect_timeout") or env_float("ADAPTERHUB_HTTP_CONNECT_TIMEOUT", 5.0))
+            read = float(opts.get("read_timeout") or env_float("ADAPTERHUB_HTTP_READ_TIMEOUT", 120.0))
+            self.max_attempts = max(1, int(float(opts.get("max_attempts") or env_float("ADAPTERHUB_HTTP_MAX_ATTEMPTS", 4))))
         except ValueError:
             raise ConfigError(f"invalid numeric option in {url!r}") from None
         prefix = parts.path.rstrip("/")

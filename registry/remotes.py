@@ -12,6 +12,7 @@ Store options travel in the URL's query string so one string fully describes a r
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,6 +111,18 @@ def with_options(url: str, **options: str | None) -> str:
     # ':' and '/' stay readable (s3://b/p?endpoint_url=http://host:9000): they are legal
     # in a query and parse_qsl reads them back unchanged.
     return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query, safe=":/"), parts.fragment))
+
+
+def env_float(name: str, default: float) -> float:
+    """A numeric store setting from the environment (``ADAPTERHUB_S3_READ_TIMEOUT``...);
+    unset or empty: ``default``; not a number: a one-line ``ConfigError``."""
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
 
 
 def open_store(url_or_remote: str) -> Store:

@@ -48,6 +48,7 @@ from adapterhub.registry.faults import ENV as CRASH_ENV
 from adapterhub.registry.faults import crash_point
 from adapterhub.registry.local import check_digest
 from adapterhub.registry.names import split_name, validate_tag, validate_version
+from adapterhub.registry.remotes import env_float
 
 from adapterhub.errors import (
     AdapterNotFoundError,
@@ -67,15 +68,6 @@ _SMALL = 64 * 1024 * 1024  # single PutObject below this; multipart above
 _HEAD_FIRST = 8 * 1024 * 1024  # above this, check existence before uploading
 _CHUNK = 1024 * 1024
 
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
 
 
 class _HookedReader(io.BytesIO):
@@ -170,9 +162,9 @@ class S3Store:
         self.endpoint_url = opts.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
         self.region = opts.get("region") or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         try:
-            self.connect_timeout = float(opts.get("connect_timeout") or _env_float("ADAPTERHUB_S3_CONNECT_TIMEOUT", 5.0))
-            self.read_timeout = float(opts.get("read_timeout") or _env_float("ADAPTERHUB_S3_READ_TIMEOUT", 30.0))
-            self.max_attempts = max(1, int(float(opts.get("max_attempts") or _env_float("ADAPTERHUB_S3_MAX_ATTEMPTS", 4))))
+            self.connect_timeout = float(opts.get("connect_timeout") or env_float("ADAPTERHUB_S3_CONNECT_TIMEOUT", 5.0))
+            self.read_timeout = float(opts.get("read_timeout") or env_float("ADAPTERHUB_S3_READ_TIMEOUT", 30.0))
+            self.max_attempts = max(1, int(float(opts.get("max_attempts") or env_float("ADAPTERHUB_S3_MAX_ATTEMPTS", 4))))
         except ValueError:
             raise ConfigError(f"invalid numeric option in {url!r}") from None
         where = f" at {self.endpoint_url}" if self.endpoint_url else ""

@@ -408,18 +408,11 @@ def _sha256(data: bytes) -> str:
 
 def _show(state: HubState, name: str, version: str) -> dict[str, Any]:
     """Like ``Registry.show``: the parsed manifest, the version's tags, its evaluation records."""
-    from adapterhub.registry.client import parse_manifest
+    from adapterhub.registry.client import parse_manifest, read_records
 
     store = state.store
     m = parse_manifest(store.get_version(name, version), f"{name}@{version}")
-    evaluations = []
-    for raw in store.list_records(name, version):
-        try:
-            rec = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            continue
-        if isinstance(rec, dict):
-            evaluations.append(rec)
+    evaluations = read_records(store, name, version)
     return {
         "ref": f"{name}@{version}",
         "tags": sorted(t for t, v in store.list_tags(name).items() if v == version),

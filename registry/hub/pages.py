@@ -157,16 +157,10 @@ async def _entry(state: HubState, ref: str, who: HubPrincipal) -> Entry | None:
 
 
 async def _records(state: HubState, entry: Entry) -> list[dict[str, Any]]:
+    from adapterhub.registry.client import read_records
+
     def read() -> list[dict[str, Any]]:
-        out = []
-        for raw in state.store.list_records(entry.name, entry.version):
-            try:
-                rec = json.loads(raw)
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                continue
-            if isinstance(rec, dict):
-                out.append(rec)
-        return out
+        return read_records(state.store, entry.name, entry.version)
 
     try:
         return await run_in_threadpool(read)
