@@ -5,7 +5,7 @@ top-level package literally named ``plugins`` or ``registry`` is installed. Ever
 sub-package is found automatically, so adding a plugin folder needs no edit here.
 """
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 TREES = {"adapterhub": "adapterhub", "adapterhub.plugins": "plugins", "adapterhub.registry": "registry"}
 
@@ -14,7 +14,9 @@ package_dir: dict[str, str] = {}
 for pkg, folder in TREES.items():
     packages.append(pkg)
     package_dir[pkg] = folder
-    for sub in find_packages(folder):
+    # Namespace discovery also lists data-only folders (the hub's templates/ and static/),
+    # so setuptools installs their files without warning that they are missing packages.
+    for sub in find_namespace_packages(folder, exclude=["*__pycache__*"]):
         packages.append(f"{pkg}.{sub}")
         package_dir[f"{pkg}.{sub}"] = f"{folder}/{sub.replace('.', '/')}"
 
