@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import random
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -46,6 +47,7 @@ from adapterhub.registry.local import check_digest
 from adapterhub.registry.names import split_name, validate_tag, validate_version
 from adapterhub.registry.remotes import env_float
 
+from adapterhub.bearer import is_loopback
 from adapterhub.errors import (
     AccessDeniedError,
     AdapterNotFoundError,
@@ -94,6 +96,18 @@ def check_token(token: str, source: str) -> str:
     return token
 
 
+_WARNED: set[str] = set()
+
+
+def _warn_cleartext(host: str) -> None:
+    """Once per host and process: a token over plain http can be read by anyone on the path.
+    A warning, not a refusal: a hub on a trusted network (a VPN, a cluster) is a fair setup."""
+    if host not in _WARNED:
+        _WARNED.add(host)
+        print(f"adapterhub: warning: the token goes to {host} unencrypted (http://); use https:// "
+              "(a TLS proxy in front of the hub, docs/hub-api.md)", file=sys.stderr)
+
+
 class HttpStore:
     """A :class:`~adapterhub.protocols.store.Store` on an adapterhub hub's JSON API."""
 
@@ -123,6 +137,8 @@ class HttpStore:
         self.url = url.rstrip("/") if not parts.query else url
         self.label = f"{parts.scheme}://{parts.netloc}{prefix}"
         self._token = token if token is not None else token_from_env()
+        if self._token and parts.scheme == "http" and not is_loopback(parts.hostname):
+            _warn_cleartext(parts.hostname)
         headers = {"User-Agent": "adapterhub-http-store", "Accept": "application/json"}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"

@@ -138,6 +138,23 @@ def test_token_flag_overrides_the_environment_and_is_never_echoed(
         assert "has space" not in err
 
 
+def test_a_token_over_plain_http_to_another_host_is_warned_once(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from adapterhub.registry import http
+
+    monkeypatch.setattr(http, "_WARNED", set())
+    monkeypatch.delenv("ADAPTERHUB_TOKEN", raising=False)
+    monkeypatch.delenv("ADAPTERHUB_TOKEN_FILE", raising=False)
+    token = "secret-token-0123456789"
+    for url in ("http://127.0.0.1:9", "http://localhost:9", "http://[::1]:9", "https://hub.example"):
+        HttpStore(url, token=token).close()
+    HttpStore("http://hub.example").close()  # no token: nothing to protect
+    assert capsys.readouterr().err == ""
+    HttpStore("http://hub.example", token=token).close()
+    HttpStore("http://hub.example/sub", token=token).close()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "hub.example unencrypted" in err and "https://" in err and token not in err
+
+
 def test_evaluation_records_and_tags_through_the_registry(home: Path, make_adapter: MakeAdapter, tmp_path: Path, tokens_file: Path) -> None:
     with running_hub(tmp_path / "hubstore", tokens=tokens_file) as hub:
         reg = Registry(progress=False)

@@ -7,27 +7,18 @@ lets running requests finish for up to ``--grace`` seconds, then exits 0.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from adapterhub.bearer import is_loopback
 from adapterhub.hookspecs import hookimpl
 from adapterhub.serving.options import adapter_budget_bytes, add_engine_options, engine_config
 
 if TYPE_CHECKING:
     from adapterhub.protocols.command import Command
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class ServeCommand:

@@ -16,14 +16,8 @@ import httpx
 import pytest
 
 from adapterhub.cli.main import main
-from adapterhub.serving.http.cli import is_loopback
 
 ENTRY = "import sys; from adapterhub.cli.main import main; sys.exit(main(sys.argv[1:]))"
-
-
-def test_is_loopback() -> None:
-    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
-    assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3") and not is_loopback("example.org")
 
 
 def test_a_malformed_keys_file_fails_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
