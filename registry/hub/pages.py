@@ -156,16 +156,34 @@ async def _entry(state: HubState, ref: str, who: HubPrincipal) -> Entry | None:
     return entry
 
 
-async def _records(state: HubState, entry: Entry) -> list[dict[str, Any]]:
-    from adapterhub.registry.client import read_records
+async def _current(state: HubState, entry: Entry) -> tuple[Entry | None, list[dict[str, Any]]]:
+    """The version as the store holds it now, with its evaluation records (None: deleted).
 
-    def read() -> list[dict[str, Any]]:
-        return read_records(state.store, entry.name, entry.version)
+    Versions are immutable, but ``rm`` followed by a push of other bytes under the same
+    version (through another hub, or straight to the store) within one refresh interval
+    would leave the cached card describing the old files. One manifest read per adapter
+    page (the records are read per page anyway) keeps a card true to the store; the
+    listing catches up on the next rebuild, which this triggers.
+    """
+    from adapterhub.registry.client import parse_manifest, read_records
+
+    def read() -> tuple[Any, list[dict[str, Any]]]:
+        raw = state.store.get_version(entry.name, entry.version)
+        return parse_manifest(raw, entry.ref), read_records(state.store, entry.name, entry.version)
 
     try:
-        return await run_in_threadpool(read)
+        manifest, records = await run_in_threadpool(read)
     except AdapterNotFoundError:
-        return []
+        state.cache.forget(entry.name, entry.version)
+        state.cache.invalidate()
+        return None, []
+    except AdapterhubError:
+        return entry, []  # unreadable now: keep showing what the cache parsed
+    if manifest != entry.manifest:
+        state.cache.forget(entry.name, entry.version)
+        state.cache.invalidate()
+        entry = Entry.of(entry.name, entry.version, manifest, entry.tags)
+    return entry, records
 
 
 def _forgetting(entry: Entry, records: Sequence[dict[str, Any]]) -> tuple[list[charts.Delta], float | None, list[dict[str, Any]]]:
@@ -256,10 +274,10 @@ async def browse(request: Request, state: HubState, who: HubPrincipal) -> Respon
 
 async def adapter(request: Request, state: HubState, who: HubPrincipal) -> Response:
     ref = request.path_params["ref"]
-    entry = await _entry(state, ref, who)
+    found = await _entry(state, ref, who)
+    entry, records = await _current(state, found) if found is not None else (None, [])
     if entry is None:
         return error_page(request, state, 404, f"No adapter {ref!r} in this hub.")
-    records = await _records(state, entry)
     deltas, threshold, rows = _forgetting(entry, records)
     m = entry.manifest
     snap = state.cache.snapshot()
@@ -286,11 +304,14 @@ async def compare(request: Request, state: HubState, who: HubPrincipal) -> Respo
                       error=None if not refs else f"Compare takes 2 to {MAX_COMPARE} adapters; got {len(refs)}.",
                       names=sorted(state.cache.snapshot().latest)[:500])
     entries: list[Entry] = []
+    records: list[list[dict[str, Any]]] = []
     for ref in refs:
-        e = await _entry(state, ref, who)
+        found = await _entry(state, ref, who)
+        e, recs = await _current(state, found) if found is not None else (None, [])
         if e is None:
             return error_page(request, state, 404, f"No adapter {ref!r} in this hub.")
         entries.append(e)
+        records.append(recs)
     task_sets = [set(e.manifest.metrics) for e in entries]
     shared = sorted(set.intersection(*task_sets))
     rows = []
@@ -304,8 +325,8 @@ async def compare(request: Request, state: HubState, who: HubPrincipal) -> Respo
             rows.append({"task": task, "metric": metric, "values": values, "best": best})
     series = []
     threshold = None
-    for e in entries:
-        deltas, t, _ = _forgetting(e, await _records(state, e))
+    for e, recs in zip(entries, records, strict=True):
+        deltas, t, _ = _forgetting(e, recs)
         threshold = threshold if threshold is not None else t
         series.append((e.ref, deltas))
     overlay = charts.overlay_svg(series, threshold, title="Forgetting, overlaid") if any(d for _, d in series) else None

@@ -47,6 +47,11 @@ class Entry:
     size: int
     haystack: str  # lowercased name + description, for free-text search
 
+    @classmethod
+    def of(cls, name: str, version: str, manifest: Manifest, tags: Sequence[str] = ()) -> Entry:
+        return cls(name=name, version=version, manifest=manifest, tags=tuple(sorted(tags)),
+                   size=sum(f.size for f in manifest.files), haystack=f"{name}\n{manifest.description}".lower())
+
     @property
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
@@ -330,11 +335,7 @@ class QueryCache:
                         log.warning("hub: skipping %s@%s: %s", name, v, exc)
                         continue
                     self._manifests[key] = manifest
-                entries.append(Entry(
-                    name=name, version=v, manifest=manifest, tags=tuple(sorted(by_version.get(v, ()))),
-                    size=sum(f.size for f in manifest.files),
-                    haystack=f"{name}\n{manifest.description}".lower(),
-                ))
+                entries.append(Entry.of(name, v, manifest, by_version.get(v, ())))
             if not entries:
                 continue
             versions[name] = tuple(entries)

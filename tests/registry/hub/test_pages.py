@@ -247,3 +247,28 @@ def test_tokens_gate_pages_and_limit_what_a_token_sees(sample_store: LocalStore,
             assert browser.get("/a/ops/faq").status_code == 200
         full = get(url + "/", headers={"Authorization": "Bearer write-token-123456"})
         assert full.status_code == 200 and "4 adapters" in Page(full.text).visible
+
+
+def test_a_version_removed_and_pushed_again_behind_the_hub_shows_its_new_card(tmp_path: Path) -> None:
+    """rm then a push of other bytes under the same version, straight to the store, within
+    one refresh interval: the adapter page reads the store's manifest, never a stale one."""
+    from adapterhub.registry.client import Registry
+
+    store_url = f"file://{tmp_path / 'store'}"
+    first = Sample("team/x", "1.0.0", "sentiment-rt", "lora", "The first upload.", {"sentiment-rt": {"accuracy": 0.5}}, (0, 0, 0, 0))
+    second = Sample("team/x", "1.0.0", "sentiment-rt", "lora", "The second upload.", {"sentiment-rt": {"accuracy": 0.9}}, (0, 0, 0, 0))
+    publish_samples(store_url, tmp_path / "a", [first], home=tmp_path / "home")
+    store = LocalStore(tmp_path / "store")
+    state = HubState.open(store, ttl_s=3600)  # no background refresh during the test
+    with serve_in_process(build_app(state)) as url:
+        assert "The first upload." in Page(get(url + "/a/team/x@1.0.0").text).visible
+        reg = Registry(root=tmp_path / "home", progress=False)
+        reg.rm("team/x@1.0.0", store_url)
+        publish_samples(store_url, tmp_path / "b", [second], home=tmp_path / "home")
+        sha = json.loads(store.get_version("team/x", "1.0.0"))["files"][0]["sha256"]
+        page = Page(get(url + "/a/team/x@1.0.0").text).visible
+        assert "The second upload." in page and "The first upload." not in page and sha in page
+        assert "The second upload." in Page(get(url + "/").text).visible  # the listing caught up
+        reg.rm("team/x@1.0.0", store_url)
+        assert get(url + "/a/team/x@1.0.0").status_code == 404
+        assert get(url + "/compare?a=team/x@1.0.0&b=team/x@1.0.0").status_code == 404
