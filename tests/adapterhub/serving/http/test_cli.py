@@ -61,7 +61,9 @@ def test_sigterm_lets_running_requests_finish_then_exits_0(tmp_path: Path) -> No
         started = [threading.Event() for _ in streams]
 
         def consume(i: int) -> None:
-            body = {"model": "tiny-random-llama", "prompt": f"Hello {i}", "max_tokens": 480, "stream": True}
+            # Seeded so both answers run to max_tokens: unseeded, the tiny model often samples
+            # EOS within a few dozen tokens and a stream could end before SIGTERM.
+            body = {"model": "tiny-random-llama", "prompt": f"Hello {i}", "max_tokens": 480, "stream": True, "seed": 50}
             with httpx.stream("POST", url + "/v1/completions", json=body, timeout=120) as r:
                 for ln in r.iter_lines():
                     if ln:
