@@ -41,6 +41,7 @@ def is_loopback(host: str) -> bool:
     except ValueError:
         return False
 
+
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
@@ -53,6 +54,19 @@ def check_sha256_hex(value: str | None, what: str) -> str | None:
     if not HEX64.fullmatch(value):
         raise ValueError(f"must be 64 hexadecimal digits (sha256 of the {what})")
     return value
+
+
+def check_patterns(patterns: list[str]) -> list[str]:
+    """An entry's adapter globs: an empty one would match nothing and hide a typo."""
+    if any(not p for p in patterns):
+        raise ValueError("patterns must not be empty")
+    return patterns
+
+
+def check_one_secret(secret: str | None, secret_sha256: str | None, what: str) -> None:
+    """An entry gives its secret in clear or as a sha256, never both, never neither."""
+    if (secret is None) == (secret_sha256 is None):
+        raise ValueError(f"give exactly one of {what} or {what}_sha256")
 
 
 def secret_digest(secret: str | None, secret_sha256: str | None) -> bytes:

@@ -35,6 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from adapterhub.bearer import (
     SecretRing,
     bearer_token,
+    check_one_secret,
+    check_patterns,
     check_sha256_hex,
     load_yaml_file,
     secret_digest,
@@ -76,14 +78,11 @@ class TokenSpec(BaseModel):
     @field_validator("adapters")
     @classmethod
     def _patterns(cls, v: list[str]) -> list[str]:
-        if any(not p for p in v):
-            raise ValueError("patterns must not be empty")
-        return v
+        return check_patterns(v)
 
     @model_validator(mode="after")
     def _one_secret(self) -> TokenSpec:
-        if (self.token is None) == (self.token_sha256 is None):
-            raise ValueError("give exactly one of token or token_sha256")
+        check_one_secret(self.token, self.token_sha256, "token")
         return self
 
     def digest(self) -> bytes:

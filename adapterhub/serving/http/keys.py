@@ -27,6 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from adapterhub.bearer import (
     SecretRing,
     bearer_token,
+    check_one_secret,
+    check_patterns,
     check_sha256_hex,
     load_yaml_file,
     secret_digest,
@@ -53,14 +55,11 @@ class KeySpec(BaseModel):
     @field_validator("adapters")
     @classmethod
     def _patterns(cls, v: list[str]) -> list[str]:
-        if any(not p for p in v):
-            raise ValueError("patterns must not be empty")
-        return v
+        return check_patterns(v)
 
     @model_validator(mode="after")
     def _one_secret(self) -> KeySpec:
-        if (self.key is None) == (self.key_sha256 is None):
-            raise ValueError("give exactly one of key or key_sha256")
+        check_one_secret(self.key, self.key_sha256, "key")
         return self
 
     def digest(self) -> bytes:

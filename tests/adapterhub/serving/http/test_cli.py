@@ -30,6 +30,21 @@ def test_a_malformed_keys_file_fails_in_one_line(tmp_path: Path, capsys: pytest.
     assert "--max-queue" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("entry", "needle"), [
+    ("key: sk-secret-value\n    key_sha256: " + "a" * 64, "keys.0: give exactly one of key or key_sha256"),
+    ("adapters: ['team/*']", "keys.0: give exactly one of key or key_sha256"),
+    ("key: sk-secret-value\n    adapters: ['team/*', '']", "keys.0.adapters: patterns must not be empty"),
+])
+def test_keys_file_entries_are_checked_like_the_hubs_tokens(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], entry: str, needle: str,
+) -> None:
+    f = tmp_path / "keys.yaml"
+    f.write_text(f"keys:\n  - name: a\n    {entry}\n")
+    assert main(["serve", "--base", "tiny-random-llama", "--api-keys", str(f)]) != 0
+    err = capsys.readouterr().err
+    assert needle in err and "sk-secret-value" not in err and err.count("\n") == 1, err
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
