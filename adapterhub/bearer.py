@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -29,17 +28,6 @@ from pydantic import BaseModel, ValidationError
 from adapterhub.errors import ConfigError
 
 HEX64 = re.compile(r"[0-9a-f]{64}")
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` never leaves this machine: there a secret in clear over plain http
-    is harmless; anywhere else the servers and the http store say so."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 T = TypeVar("T")

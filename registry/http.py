@@ -47,7 +47,6 @@ from adapterhub.registry.local import check_digest
 from adapterhub.registry.names import split_name, validate_tag, validate_version
 from adapterhub.registry.remotes import env_float
 
-from adapterhub.bearer import is_loopback
 from adapterhub.errors import (
     AccessDeniedError,
     AdapterNotFoundError,
@@ -60,6 +59,7 @@ from adapterhub.errors import (
     StoreError,
     VersionExistsError,
 )
+from adapterhub.net import is_loopback
 from adapterhub.protocols.store import Progress
 
 TOKEN_ENV = "ADAPTERHUB_TOKEN"

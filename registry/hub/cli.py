@@ -33,8 +33,8 @@ class HubCommand:
     def run(self, args: argparse.Namespace) -> int:
         from adapterhub.registry.client import Registry
 
-        from adapterhub.bearer import is_loopback
         from adapterhub.errors import ConfigError
+        from adapterhub.net import is_loopback
 
         if not 0 < args.port < 65536:
             raise ConfigError("invalid --port: must be 1..65535")

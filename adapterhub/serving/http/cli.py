@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adapterhub.bearer import is_loopback
 from adapterhub.hookspecs import hookimpl
+from adapterhub.net import is_loopback
 from adapterhub.serving.options import adapter_budget_bytes, add_engine_options, engine_config
 
 if TYPE_CHECKING:

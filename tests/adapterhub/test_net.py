@@ -1,9 +1,8 @@
-"""Shared bearer-secret helpers (``adapterhub.bearer``); the key and token files are tested
-with their servers (tests/adapterhub/serving/http, tests/registry/hub)."""
+"""Network address helpers (``adapterhub.net``)."""
 
 from __future__ import annotations
 
-from adapterhub.bearer import is_loopback
+from adapterhub.net import is_loopback
 
 
 def test_is_loopback() -> None:
