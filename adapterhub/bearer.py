@@ -29,7 +29,6 @@ from adapterhub.errors import ConfigError
 
 HEX64 = re.compile(r"[0-9a-f]{64}")
 
-
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 

@@ -367,7 +367,7 @@ class Registry:
             "tags": sorted(tags),
             "versions": sorted(store.list_versions(name), key=version_key),
             "manifest": json.loads(manifest.model_dump_json()),
-            "evaluations": self._records(store, name, version),
+            "evaluations": read_records(store, name, version),
         }
 
     # -- tags, records, removal --------------------------------------------------------------
@@ -396,10 +396,6 @@ class Registry:
     def evaluations(self, ref: str, from_: str | None = None) -> list[dict[str, Any]]:
         store = self.store(from_)
         name, version = self.resolve(store, ref)
-        return self._records(store, name, version)
-
-    @staticmethod
-    def _records(store: Store, name: str, version: str) -> list[dict[str, Any]]:
         return read_records(store, name, version)
 
     def rm(self, ref: str, to: str | None = None, all_versions: bool = False) -> list[str]:

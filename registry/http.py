@@ -71,7 +71,6 @@ _RETRY_STATUS = {502, 503, 504}
 _OPTIONS = {"connect_timeout", "read_timeout", "max_attempts"}
 
 
-
 def token_from_env() -> str | None:
     """``ADAPTERHUB_TOKEN``, else the first line of the file ``ADAPTERHUB_TOKEN_FILE`` names."""
     token = os.environ.get(TOKEN_ENV, "").strip()

@@ -69,7 +69,6 @@ _HEAD_FIRST = 8 * 1024 * 1024  # above this, check existence before uploading
 _CHUNK = 1024 * 1024
 
 
-
 class _HookedReader(io.BytesIO):
     """Request body that reports bytes sent (progress) and hosts the mid-blob crash hook."""
 

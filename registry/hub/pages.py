@@ -168,17 +168,24 @@ async def _current(state: HubState, entry: Entry) -> tuple[Entry | None, list[di
     from adapterhub.registry.client import parse_manifest, read_records
 
     def read() -> tuple[Any, list[dict[str, Any]]]:
-        raw = state.store.get_version(entry.name, entry.version)
-        return parse_manifest(raw, entry.ref), read_records(state.store, entry.name, entry.version)
+        try:
+            raw = state.store.get_version(entry.name, entry.version)
+        except AdapterNotFoundError:
+            return None, []
+        manifest = parse_manifest(raw, entry.ref)
+        try:
+            return manifest, read_records(state.store, entry.name, entry.version)
+        except AdapterNotFoundError:  # a record removed while listed: not the version
+            return manifest, []
 
     try:
         manifest, records = await run_in_threadpool(read)
-    except AdapterNotFoundError:
+    except AdapterhubError:
+        return entry, []  # unreadable now: keep showing what the cache parsed
+    if manifest is None:
         state.cache.forget(entry.name, entry.version)
         state.cache.invalidate()
         return None, []
-    except AdapterhubError:
-        return entry, []  # unreadable now: keep showing what the cache parsed
     if manifest != entry.manifest:
         state.cache.forget(entry.name, entry.version)
         state.cache.invalidate()
