@@ -220,7 +220,7 @@ class HostGenerator:
         return count_tokens(self.host.tokenizer, text)
 
     def __call__(self, prompts: list[str], max_new_tokens: int, shots: Shots | None = None) -> list[str]:
-        from adapterhub.host import BASE
+        from adapterhub.refs import BASE
 
         # Formatted here with the adapter's template, handed over raw: the host's own
         # default formatting knows nothing of per-adapter templates.

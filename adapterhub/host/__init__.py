@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from adapterhub.refs import BASE
+
 if TYPE_CHECKING:
-    from adapterhub.host.host import BASE, AdapterHost, Generation
+    from adapterhub.host.host import AdapterHost, Generation
 
 __all__ = ["BASE", "AdapterHost", "Generation"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
+    if name in ("AdapterHost", "Generation"):
         from adapterhub.host import host
 
         return getattr(host, name)

@@ -34,9 +34,7 @@ from adapterhub.manifest import BaseFingerprint
 from adapterhub.prompting import format_messages, format_prompt
 from adapterhub.protocols.basemodel import LoadedBase
 from adapterhub.protocols.method import Method, MethodRuntime, StagingRuntime, SwapPlan
-
-BASE = "<base>"
-"""Name a request can use to ask for the bare base even when a default adapter is set."""
+from adapterhub.refs import is_base
 
 # A load hashes weights of at least this size on a helper thread while it parses, plans
 # and stages (artifact.open_adapter): it has ~2 ms of that work even for a 2 MB q/v
@@ -373,7 +371,7 @@ class AdapterHost:
         out: list[str | None] = []
         for a in names:
             a = self.default_adapter if a is None else a
-            out.append(None if a in (None, BASE) else a)
+            out.append(None if is_base(a) else a)
         return out
 
     def _groups(self, entries: Sequence[PoolEntry | None]) -> list[list[int]]:

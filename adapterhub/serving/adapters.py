@@ -19,28 +19,40 @@ adapter share one :class:`Ticket` and cause one load. A failed load fails the re
 on that ticket only, with the original error (not found, integrity, incompatible...).
 Adapters loaded this way are kept in an LRU of at most ``max_loaded`` entries; the
 least recently used one that no request holds is unloaded past that.
+
+Loader threads are daemon threads fed from a queue (not a ``ThreadPoolExecutor``, whose
+workers the interpreter joins at exit): a fetch that hangs on a dead registry must not
+keep :meth:`AdapterManager.close` or the process from ending. ``close`` settles every
+outstanding ticket with :class:`EngineClosedError` and gives the threads a bounded time.
+Every load, failure and eviction is logged with its time and bytes.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from adapterhub.errors import AdapterUnloadedError
+from adapterhub.errors import AdapterUnloadedError, EngineClosedError
 
 if TYPE_CHECKING:
     from adapterhub.host.host import AdapterHost, PreparedLoad
 
+log = logging.getLogger(__name__)
+
+CLOSE_WAIT_S = 2.0
+"""How long :meth:`AdapterManager.close` waits for loader threads before leaving them
+(daemons: a hung fetch ends with the process)."""
 
 class Ticket:
     """One in-flight resolution/load; every request waiting for it holds the same object."""
 
     def __init__(self, ref: str) -> None:
         self.ref = ref
+        self.started = time.perf_counter()
         self.key: str | None = None
         self.error: BaseException | None = None
         self._event = threading.Event()
@@ -75,7 +87,13 @@ class AdapterManager:
         self.max_loaded = max_loaded
         self.resolve_ttl_s = resolve_ttl_s
         self._wake = wake  # called (any thread) when a prepared load waits for commit
-        self._pool = ThreadPoolExecutor(max_workers=loader_threads, thread_name_prefix="adapterhub-load")
+        self._jobs: queue.SimpleQueue[Ticket | None] = queue.SimpleQueue()
+        self._closed = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._worker, name=f"adapterhub-load-{i}", daemon=True) for i in range(loader_threads)
+        ]
+        for t in self._threads:
+            t.start()
         self._lock = threading.Lock()
         self._by_ref: dict[str, Ticket] = {}
         self._by_key: dict[str, Ticket] = {}
@@ -112,19 +130,24 @@ class AdapterManager:
         with self._lock:
             ticket = self._by_ref.get(ref)
             if ticket is None:
-                ticket = Ticket(ref)
-                self._by_ref[ref] = ticket
-                self._pool.submit(self._work, ticket)
+                ticket = self._start(ref)
             return ticket
+
+    def _start(self, ref: str) -> Ticket:
+        """A new ticket for ``ref``, queued for a loader thread (call under ``_lock``)."""
+        if self._closed.is_set():
+            raise EngineClosedError("the engine is closed")
+        ticket = Ticket(ref)
+        self._by_ref[ref] = ticket
+        self._jobs.put(ticket)
+        return ticket
 
     def _refresh(self, ref: str) -> None:
         """Re-resolve (and load, if it moved) ``ref`` in the background, single-flight."""
         with self._lock:
-            if ref in self._by_ref:
+            if ref in self._by_ref or self._closed.is_set():
                 return
-            ticket = Ticket(ref)
-            self._by_ref[ref] = ticket
-            self._pool.submit(self._work, ticket)
+            self._start(ref)
 
     def forget(self, key: str) -> None:
         """An operator unloaded ``key``: drop it from the LRU and the tag resolutions."""
@@ -139,6 +162,13 @@ class AdapterManager:
                 self._owned.move_to_end(key)
 
     # --- loader threads --------------------------------------------------------------------
+    def _worker(self) -> None:
+        while True:
+            ticket = self._jobs.get()
+            if ticket is None or self._closed.is_set():
+                return
+            self._work(ticket)
+
     def _registry(self) -> Any:
         reg = getattr(self._local, "registry", None)
         if reg is None:
@@ -169,7 +199,11 @@ class AdapterManager:
                 self._finish_ref(ticket, key, None)
                 return
             if leader is not None:  # someone else is loading this version: share its outcome
-                leader.wait()
+                # The leader is settled on the engine thread (or by close()); wait in
+                # slices so a closing engine never leaves this thread waiting forever.
+                while not leader.wait(0.1):
+                    if self._closed.is_set():
+                        return
                 self._finish_ref(ticket, leader.key, leader.error)
                 return
             _, directory = reg.fetch(key)
@@ -177,6 +211,9 @@ class AdapterManager:
         except BaseException as exc:  # noqa: BLE001 - handed to the requests that asked
             self._commits.put((ticket, None, exc))
         else:
+            if self._closed.is_set():  # closed while it loaded: nobody will commit it
+                self.host.discard(prepared)
+                return
             self._commits.put((ticket, prepared, None))
         self._wake()
 
@@ -206,13 +243,20 @@ class AdapterManager:
                     key = self.host.commit(prepared).name
                 except BaseException as exc:  # noqa: BLE001
                     error = exc
+            took = time.perf_counter() - ticket.started
             if error is not None:
                 self.load_failures += 1
+                log.warning("adapter load failed", extra={"fields": {
+                    "adapter": ticket.ref, "seconds": round(took, 3), "error": f"{type(error).__name__}: {error}",
+                }})
             else:
                 self.loads += 1
-                assert key is not None
+                assert key is not None and prepared is not None
                 with self._lock:
                     self._owned[key] = None
+                log.info("adapter loaded", extra={"fields": {
+                    "adapter": key, "ref": ticket.ref, "seconds": round(took, 3), "bytes": prepared.entry.nbytes,
+                }})
             with self._lock:
                 for table in (self._by_key, self._by_ref):
                     for k, t in list(table.items()):
@@ -242,9 +286,29 @@ class AdapterManager:
                 self._owned.pop(key, None)
             self.evictions += 1
             excess -= 1
+            log.info("adapter evicted", extra={"fields": {"adapter": key, "bytes": entry.nbytes, "loaded": len(self._owned)}})
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def close(self, timeout: float = CLOSE_WAIT_S) -> None:
+        """Stop loading: outstanding tickets fail with :class:`EngineClosedError` at once;
+        loader threads get ``timeout`` seconds in all, then are left (daemons)."""
+        self._closed.set()
+        for _ in self._threads:
+            self._jobs.put(None)
+        closed = EngineClosedError("the engine is closed")
+        with self._lock:
+            pending = {id(t): t for table in (self._by_ref, self._by_key) for t in table.values()}
+            self._by_ref.clear()
+            self._by_key.clear()
+        for ticket in pending.values():
+            if not ticket.done:
+                ticket._settle(None, closed)
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        stuck = [t.name for t in self._threads if t.is_alive()]
+        if stuck:
+            log.warning("loader threads still busy at close; left to end with the process",
+                        extra={"fields": {"threads": ",".join(stuck)}})
         while True:  # loads prepared but never committed give back their staged slots
             try:
                 _, prepared, _ = self._commits.get_nowait()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from adapterhub.errors import ConfigError, DataError
 from adapterhub.hookspecs import hookimpl
+from adapterhub.refs import is_base_word
 from adapterhub.serving.options import engine_config
 
 if TYPE_CHECKING:
@@ -29,7 +30,6 @@ _FLAGS = {
     "temperature": "--temperature", "top_p": "--top-p", "top_k": "--top-k", "seed": "--seed",
     "stop": "--stop", "max_tokens": "--max-new-tokens",
 }
-_BASE_WORDS = ("", "base", "<base>")
 
 
 def _host(args: argparse.Namespace) -> AdapterHost:
@@ -238,8 +238,6 @@ class _Chat:
 
     def command(self, cmd: str, arg: str) -> bool:
         """Run one ``:`` command; False ends the session."""
-        from adapterhub.host import BASE
-
         if cmd in ("quit", "exit", "q"):
             return False
         if cmd == "help":
@@ -253,7 +251,7 @@ class _Chat:
             if not pool:
                 self.say("no adapters loaded (:load REF or :use REF adds one)")
         elif cmd == "use":
-            if arg in (*_BASE_WORDS, BASE):
+            if is_base_word(arg, self.host.base.name):
                 self.adapter = None
             elif arg in self.host.loaded():
                 self.adapter = arg

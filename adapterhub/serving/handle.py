@@ -43,10 +43,14 @@ class RequestHandle:
             wakers = list(self._wakers)
         self._wake(wakers)
 
-    def _finish(self, completion: Completion | None, error: BaseException | None = None) -> None:
+    def _finish(self, completion: Completion | None, error: BaseException | None = None, last: Delta | None = None) -> None:
+        """End the request; ``last`` (the delta with the finish reason) is published in the
+        same critical section, so whoever sees it can read :meth:`result` at once."""
         with self._cond:
             if self._done:
                 return
+            if last is not None:
+                self._deltas.append(last)
             self._completion, self._error, self._done = completion, error, True
             self._cond.notify_all()
             wakers = list(self._wakers)

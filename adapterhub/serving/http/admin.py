@@ -10,6 +10,7 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 
 from adapterhub.errors import AdapterhubError
+from adapterhub.refs import adapter_name
 from adapterhub.serving.http.errors import ApiError, api_error, not_found
 from adapterhub.serving.http.parsing import read_json
 
@@ -59,8 +60,9 @@ def _load(state: ServerState, ref: str) -> str:
 
 def _unload(state: ServerState, ref: str) -> list[str]:
     names = state.engine.host.loaded()
-    bare = ref.split("@", 1)[0].split(":", 1)[0]
-    targets = [ref] if ref in names else [n for n in names if n.split("@", 1)[0] == bare]
+    # An exact pool key unloads that one; a name (or a tag of it) every loaded version.
+    name = adapter_name(ref)
+    targets = [ref] if ref in names else [n for n in names if adapter_name(n) == name]
     if not targets:
         raise not_found(ref)
     for n in targets:

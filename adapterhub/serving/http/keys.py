@@ -34,6 +34,7 @@ from adapterhub.bearer import (
     secret_digest,
     validate_file,
 )
+from adapterhub.refs import adapter_name
 
 
 class KeySpec(BaseModel):
@@ -93,7 +94,7 @@ class Principal:
 
     def allows(self, adapter: str) -> bool:
         """May this key use ``adapter`` (a pool name or registry ref; version/tag ignored)?"""
-        name = adapter.split("@", 1)[0].split(":", 1)[0]
+        name = adapter_name(adapter)
         return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(adapter, p) for p in self.patterns)
 
 

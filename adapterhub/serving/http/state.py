@@ -9,15 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request as HttpRequest
 
+from adapterhub.refs import is_base
 from adapterhub.serving.http.errors import ApiError, not_found
 from adapterhub.serving.http.keys import ANONYMOUS, KeyRing, Principal
 from adapterhub.serving.http.metrics import Metrics
 
 if TYPE_CHECKING:
     from adapterhub.serving.engine import Engine
-
-BASE_WORDS = ("<base>",)
-"""``model`` values that mean the bare base, besides the base alias."""
 
 
 @dataclass
@@ -34,7 +32,7 @@ class ServerState:
         self.metrics = Metrics(self.engine.stats)
 
     def is_base(self, model: str) -> bool:
-        return model == self.base_alias or model in BASE_WORDS
+        return is_base(model, self.base_alias)
 
     def principal(self, request: HttpRequest) -> Principal:
         """The caller's key (anonymous without a keys file); 401 for a missing/wrong key."""

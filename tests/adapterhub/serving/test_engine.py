@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from adapterhub.registry.client import Registry
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -28,6 +29,8 @@ from adapterhub.errors import (
 from adapterhub.host import AdapterHost
 from adapterhub.protocols.basemodel import LoadedBase
 from adapterhub.serving import Engine, EngineConfig, make_request
+from adapterhub.serving.rows import Group
+from adapterhub.serving.runner import Runner
 from adapterhub.testing.adapters import make_adapter
 from adapterhub.testing.models import tiny_llama
 
@@ -322,13 +325,13 @@ def test_request_finishes_on_its_version_while_latest_moves(registry: Registry, 
 
 def test_loaded_adapters_are_bounded_and_in_use_ones_stay(registry: Registry, references: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     host = _fresh_host()
-    real_decode = Engine._decode
+    real_decode = Runner.decode
 
-    def slow_decode(self: Engine, group: object) -> None:  # 200 steps take >= 4 s: the
-        time.sleep(0.02)  # other load surely ends first, even on a loaded machine
-        real_decode(self, group)  # type: ignore[arg-type]
+    def slow_decode(self: Runner, group: Group) -> tuple[list[int], torch.Tensor]:  # 200 steps take >= 4 s:
+        time.sleep(0.02)  # the other load surely ends first, even on a loaded machine
+        return real_decode(self, group)
 
-    monkeypatch.setattr(Engine, "_decode", slow_decode)
+    monkeypatch.setattr(Runner, "decode", slow_decode)
     with Engine(host, EngineConfig(max_loaded_adapters=1, max_running=4)) as eng:
         busy = eng.submit(make_request(PROMPTS[0], "team/a", max_tokens=200))
         next(iter(busy))
@@ -361,6 +364,40 @@ def test_loads_do_not_stop_decoding(registry: Registry) -> None:
         assert got == 30 and not cold.done  # the whole request ran while the load was held
         gate.set()
         assert cold.result(timeout=60).adapter == "team/a@1.0.0"
+
+
+def test_close_returns_while_a_cold_fetch_hangs(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """8 requests wait on one cold adapter whose fetch never returns (a dead registry):
+    close() still returns within a bound, every request ends, and the loader threads
+    (one fetching, one following it) are left as daemons that cannot block the exit."""
+    release = threading.Event()
+    fetching = threading.Event()
+    real_fetch = Registry.fetch
+
+    def hung_fetch(self: Registry, ref: str, *args: object, **kwargs: object) -> object:
+        fetching.set()
+        release.wait(120)
+        return real_fetch(self, ref, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Registry, "fetch", hung_fetch)
+    eng = Engine(_fresh_host())
+    try:
+        handles = [eng.submit(make_request(PROMPTS[0], "team/a", max_tokens=4)) for _ in range(6)]
+        handles += [eng.submit(make_request(PROMPTS[0], "team/a@1.0.0", max_tokens=4)) for _ in range(2)]
+        assert fetching.wait(30)
+        assert eng.stats()["queue_depth"] == 8
+        t0 = time.monotonic()
+        eng.close()
+        took = time.monotonic() - t0
+        assert took < 10, f"close() took {took:.1f} s"
+        for h in handles:
+            assert h.done
+            assert h.result(timeout=0).finish_reason == "cancelled"
+        loaders = [t for t in threading.enumerate() if t.name.startswith("adapterhub-load")]
+        assert all(t.daemon for t in loaders)
+        assert eng.stats()["queue_depth"] == 0
+    finally:
+        release.set()
 
 
 def test_a_moved_tag_is_picked_up_in_the_background(registry: Registry, adapter_dirs: dict[str, Path]) -> None:

@@ -1,0 +1,173 @@
+"""Tensors and forwards: the engine's model runner over one ``AdapterHost``.
+
+The runner builds each forward's inputs, runs it through the host's per-row adapter
+routes, samples, and owns the KV caches: one :class:`~adapterhub.serving.cache.SlotCache`
+per decode *group*. The *shared* group holds bare-base rows and the rows of every
+``mixed_batch`` method (LoRA, prefix tuning, IA³...) together; each selective adapter,
+which rewrites base weights, gets a group of its own (as ``AdapterHost`` groups rows).
+
+It makes no scheduling decision (:mod:`.scheduler` does) and hands no token to a client
+(the engine does); every call runs on the engine thread under the host's forward lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from adapterhub.host.decode import enter_routes
+from adapterhub.serving.cache import SlotCache
+from adapterhub.serving.rows import Group, Row
+from adapterhub.serving.sampling import pick
+
+if TYPE_CHECKING:
+    from adapterhub.host.host import AdapterHost
+    from adapterhub.host.pool import PoolEntry
+    from adapterhub.serving.scheduler import PrefillWork
+
+
+@dataclass
+class Prefilled:
+    """What one prefill forward produced for the rows whose prompt it completed."""
+
+    done: list[tuple[Row, int]]
+    """Rows whose whole prompt is now in the cache, with their index in the forward."""
+    tokens: list[int]
+    """The first sampled token of each ``done`` row."""
+    logits: torch.Tensor
+    """The last position's logits, one row per forward row (float32, on the CPU)."""
+    prompt_tokens: int
+    """Prompt tokens this forward consumed (all its rows)."""
+    cache: Any
+    mask: torch.Tensor
+
+
+class Runner:
+    """Forwards, sampling and the decode groups' KV caches (see module docs)."""
+
+    def __init__(self, host: AdapterHost) -> None:
+        self.host = host
+        cfg = host.model.config
+        text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+        self._geometry = (
+            int(text_cfg.num_hidden_layers),
+            int(getattr(text_cfg, "num_key_value_heads", None) or text_cfg.num_attention_heads),
+            int(getattr(text_cfg, "head_dim", None) or text_cfg.hidden_size // text_cfg.num_attention_heads),
+        )
+        param = next(host.model.parameters())
+        self.dtype, self.device = param.dtype, param.device
+        self.eos = frozenset(host.eos_ids())
+        tok = host.tokenizer
+        self._pad = int(tok.pad_token_id) if tok.pad_token_id is not None else (min(self.eos) if self.eos else 0)
+        self.groups: dict[str, Group] = {}
+
+    # --- groups ------------------------------------------------------------------------------
+    @staticmethod
+    def group_key(entry: PoolEntry | None) -> str:
+        """Rows with one key can share a forward: "" for the shared group, else the
+        selective adapter version's uid."""
+        return "" if entry is None or entry.method.capabilities.mixed_batch else entry.uid
+
+    def decoding(self) -> int:
+        return sum(len(g.rows) for g in self.groups.values())
+
+    def decode_rows(self) -> list[Row]:
+        return [r for g in self.groups.values() for r in g.rows]
+
+    def join(self, row: Row, prefilled: Prefilled, index: int) -> None:
+        """Move a row whose prompt is prefilled into its group's batch."""
+        key = self.group_key(row.entry)
+        g = self.groups.get(key)
+        if g is None:
+            layers, heads, dim = self._geometry
+            g = self.groups[key] = Group(key, SlotCache(layers, heads, dim, dtype=self.dtype, device=self.device))
+        g.add(row, prefilled.cache, prefilled.mask[index], index)
+        row.pcache, row.pmask = None, None
+
+    def leave(self, row: Row) -> None:
+        """Free the row's cache (its group row, or a half-done prefill's cache)."""
+        g = row.group
+        if g is not None:
+            g.remove(row)
+            if not g.rows and g.key:  # a selective adapter's group: free its cache
+                del self.groups[g.key]
+        row.pcache = row.pmask = None
+
+    # --- forwards ----------------------------------------------------------------------------
+    def _forward(self, entries: Sequence[PoolEntry | None], kwargs: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        with ExitStack() as stack:
+            call = enter_routes(stack, self.host.routes(entries), kwargs)
+            out = self.host.model(**call, use_cache=True, logits_to_keep=1)
+            cache = getattr(out, "cache", None)
+            if cache is None:
+                cache = getattr(out, "past_key_values", None)
+            call["cache"] = cache
+            return out.logits[:, -1].float().cpu(), call
+
+    def prefill(self, work: PrefillWork) -> Prefilled:
+        """Run one prefill forward (either mode of :class:`PrefillWork`) and sample the
+        first token of every row it completes."""
+        rows = list(work.rows)
+        self.host.ensure_resident([r.entry for r in rows])
+        kwargs = self._chunk_inputs(rows[0], work.n) if work.continues else self._fresh_inputs(rows, work.n)
+        logits, call = self._forward([r.entry for r in rows], kwargs)
+        cache, full_mask, positions = call["cache"], call["attention_mask"], call["position_ids"]
+        done: list[tuple[Row, int]] = []
+        consumed = 0
+        for i, row in enumerate(rows):
+            # A route may have widened the mask (prefix slots) and moved positions: the
+            # row continues from what its first forward actually used.
+            row.pcache, row.pmask = cache, full_mask[i : i + 1]
+            row.position = int(positions[i, -1]) + 1
+            took = min(work.n, len(row.prompt_ids) - row.done_prefill)
+            row.done_prefill += took
+            consumed += took
+            if row.done_prefill == len(row.prompt_ids):
+                done.append((row, i))
+        tokens = self.sample(logits[[i for _, i in done]], [r for r, _ in done]) if done else []
+        return Prefilled(done, tokens, logits, consumed, cache, full_mask)
+
+    def _chunk_inputs(self, row: Row, n: int) -> dict[str, Any]:
+        """The next ``n`` prompt tokens of a request begun earlier, continuing its cache."""
+        assert row.pmask is not None, "a continued prefill keeps its mask"
+        lo = row.done_prefill
+        ids = torch.tensor([row.prompt_ids[lo : lo + n]], device=self.device)
+        pos = torch.arange(row.position, row.position + n, device=self.device).unsqueeze(0)
+        mask = torch.cat([row.pmask, row.pmask.new_ones(1, n)], dim=1)
+        return {"input_ids": ids, "attention_mask": mask, "position_ids": pos, "cache": row.pcache}
+
+    def _fresh_inputs(self, rows: list[Row], width: int) -> dict[str, Any]:
+        """The first forward of each row, left-padded to ``width`` (a long prompt's first chunk)."""
+        ids = torch.full((len(rows), width), self._pad, dtype=torch.long, device=self.device)
+        mask = torch.zeros(len(rows), width, dtype=torch.long, device=self.device)
+        for i, r in enumerate(rows):
+            take = r.prompt_ids[:width]
+            ids[i, width - len(take) :] = torch.tensor(take, device=self.device)
+            mask[i, width - len(take) :] = 1
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        return {"input_ids": ids, "attention_mask": mask, "position_ids": pos}
+
+    def decode(self, g: Group) -> tuple[list[int], torch.Tensor]:
+        """One decode forward over every row of ``g``: the sampled tokens and their logits."""
+        rows = g.rows
+        self.host.ensure_resident([r.entry for r in rows])
+        g.cache.reserve(1)
+        ids = torch.tensor([[r.last_token] for r in rows], device=self.device)
+        pos = torch.tensor([[r.position] for r in rows], device=self.device)
+        mask = g.cache.step_mask(1, self.dtype)
+        logits, _ = self._forward([r.entry for r in rows], {"input_ids": ids, "attention_mask": mask, "position_ids": pos, "cache": g.cache})
+        g.cache.advance(1)
+        tokens = self.sample(logits, rows)
+        for row, token in zip(rows, tokens, strict=True):
+            row.position += 1
+            row.last_token = token
+        return tokens, logits
+
+    @staticmethod
+    def sample(logits: torch.Tensor, rows: Sequence[Row]) -> list[int]:
+        """One token per row from its own sampling settings and seeded generator."""
+        return pick(logits, [r.request.sampling for r in rows], [r.generator for r in rows])  # type: ignore[misc]

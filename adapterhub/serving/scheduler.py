@@ -1,0 +1,96 @@
+"""Who runs this step: admission, and how many prompt tokens are prefilled in which forward.
+
+The scheduler decides and touches no tensor; :mod:`.runner` carries its decisions out.
+Its policies, each for a measured reason (docs/serving.md, "Scheduling"):
+
+* **admission** is FIFO: the oldest waiting request is admitted while fewer than
+  ``max_running`` rows are busy and its ``prompt + max_tokens`` fits in what
+  ``max_kv_tokens`` has left. A request that does not fit blocks those behind it, so a
+  large request is never starved by a stream of small ones.
+* **the prefill budget** of a step bounds the time prompts add to it: ``max_prefill_tokens``
+  while rows decode (a 64-token chunk of SmolLM2-135M costs about one decode step on two
+  CPU cores), 4× that when the batch is less than half full (every decode step costs about
+  the same whatever its row count, so filling the batch now buys fuller steps later),
+  and 8× with nothing decoding (nobody to stall).
+* **one prefill forward per step while rows decode**: every forward reads all the weights
+  again (~100 ms of a 64-token chunk's ~220 ms on this CPU), so several small forwards
+  would stall the batch longer than one. Short fresh prompts of one group therefore
+  share a left-padded forward; a prompt longer than the budget is chunked alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from adapterhub.serving.config import EngineConfig
+from adapterhub.serving.rows import Row
+
+
+@dataclass(frozen=True)
+class PrefillWork:
+    """One prefill forward: the next ``n`` prompt tokens of ``rows[0]`` alone (a *chunk*
+    of a request begun earlier), or the whole prompts of fresh ``rows`` left-padded to
+    width ``n``."""
+
+    rows: tuple[Row, ...]
+    n: int
+
+    @property
+    def continues(self) -> bool:
+        """True for the next chunk of a request whose prefill began in an earlier forward."""
+        return self.rows[0].done_prefill > 0
+
+    @property
+    def cost(self) -> int:
+        return self.n * len(self.rows)
+
+
+class Scheduler:
+    """The engine's policies over rows it is given (it owns no row; see module docs)."""
+
+    def __init__(self, config: EngineConfig, max_prefill_tokens: int, group_key: Callable[[Row], str]) -> None:
+        self.config = config
+        self.max_prefill_tokens = max_prefill_tokens
+        self._group_key = group_key  # rows of one key may share a forward
+
+    def admit(self, waiting: Sequence[Row], busy: Sequence[Row]) -> list[Row]:
+        """Which ``waiting`` rows (oldest first) start prefilling now, given the ``busy``
+        ones (prefilling or decoding)."""
+        n = len(busy)
+        reserved = sum(r.reserved for r in busy)
+        out: list[Row] = []
+        for row in waiting:
+            if n >= self.config.max_running:
+                break
+            if n and reserved + row.reserved > self.config.max_kv_tokens:
+                break  # FIFO: wait for rows to finish rather than let smaller ones pass
+            out.append(row)
+            n += 1
+            reserved += row.reserved
+        return out
+
+    def prefill_budget(self, decoding: int, prefilling: int) -> int:
+        """Prompt tokens this step may prefill, given how many rows decode and wait."""
+        if not decoding:
+            return 8 * self.max_prefill_tokens
+        if 2 * decoding <= self.config.max_running and prefilling > 1:
+            return 4 * self.max_prefill_tokens
+        return self.max_prefill_tokens
+
+    def next_prefill(self, prefilling: Sequence[Row], budget: int) -> PrefillWork:
+        """The next forward for the head of ``prefilling`` (admission order), within ``budget``."""
+        head = prefilling[0]
+        left = len(head.prompt_ids) - head.done_prefill
+        if head.done_prefill or left >= budget:
+            return PrefillWork((head,), min(left, budget))
+        rows, width, key = [head], left, self._group_key(head)
+        for row in prefilling[1:]:
+            wider = max(width, len(row.prompt_ids))
+            if row.done_prefill or self._group_key(row) != key or wider * (len(rows) + 1) > budget:
+                break
+            rows.append(row)
+            width = wider
+        # Invariant the runner relies on: fresh rows share a forward only when each fits
+        # whole, so only a request prefilled alone is ever left half done.
+        return PrefillWork(tuple(rows), width)
