@@ -86,17 +86,34 @@ def formatter(fmt: str) -> logging.Formatter:
     return JsonFormatter() if fmt == "json" else TextFormatter()
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at each record, not the one at setup (a test
+    harness swaps it, and a stream closed since must not break later logging)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def configure(level: str = "info", fmt: str = "text", *, prompts: bool = False, stream: Any = None) -> logging.Handler:
     """Route ``adapterhub.*`` and ``uvicorn.*`` logs to one stderr handler in ``fmt``.
 
     Idempotent: a second call replaces the handler this module installed, never another
-    one (a test's capture handler, an embedding application's).
+    one (a test's capture handler, an embedding application's). Records still propagate
+    to the root logger, which has no handler in a server process.
     """
     global LOG_PROMPTS
     if level not in LEVELS:
         raise ValueError(f"invalid --log-level {level!r}: expected one of {', '.join(LEVELS)}")
     LOG_PROMPTS = prompts
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler: logging.StreamHandler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()  # type: ignore[type-arg]
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(formatter(fmt))
     for name in ("adapterhub", "uvicorn", "uvicorn.error"):
@@ -107,7 +124,9 @@ def configure(level: str = "info", fmt: str = "text", *, prompts: bool = False, 
             continue  # propagates to "uvicorn"
         logger.addHandler(handler)
         logger.setLevel(level.upper())
-        logger.propagate = False
+        # uvicorn's own config (log_config=None keeps it off) would stop propagation;
+        # we leave it on so a root handler (pytest's capture) still sees every record.
+        logger.propagate = name == "adapterhub"
     # Our own access lines (request id, key name, adapter, timings) replace uvicorn's,
     # which know none of these.
     logging.getLogger("uvicorn.access").disabled = True

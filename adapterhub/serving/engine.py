@@ -58,6 +58,17 @@ CLOSE_JOIN_S = 30.0
 """How long :meth:`Engine.close` waits for a step in progress (one forward) to end."""
 
 
+def _max_prompt_chars(tokenizer: Any, max_tokens: int) -> int | None:
+    """Characters that ``max_tokens`` tokens can cover at most: the longest vocabulary
+    entry times the window, doubled for normalizers that compose characters. None when
+    the tokenizer does not list its vocabulary (then every prompt is tokenized)."""
+    try:
+        longest = max(len(t) for t in tokenizer.get_vocab())
+    except Exception:  # noqa: BLE001 - a bound is an optimisation, never a requirement
+        return None
+    return 2 * longest * max_tokens if longest > 0 else None
+
+
 class Engine:
     """Continuous-batching server of one ``AdapterHost`` (see module docs).
 
@@ -84,6 +95,7 @@ class Engine:
             resolve_ttl_s=self.config.resolve_ttl_s,
             wake=self._wake,
         )
+        self.max_prompt_chars = _max_prompt_chars(host.tokenizer, self.max_model_len)
         self.runner = Runner(host)
         self.scheduler = Scheduler(self.config, self.max_prefill_tokens, lambda r: self.runner.group_key(r.entry))
         self._cv = threading.Condition()
@@ -303,6 +315,13 @@ class Engine:
     def _tokenize(self, row: Row, entry: PoolEntry | None) -> None:
         req = row.request
         text = self.host.render(req.prompt if req.prompt is not None else req.chat(), entry, raw=req.raw)
+        if self.max_prompt_chars is not None and len(text) > self.max_prompt_chars:
+            # Cannot fit whatever the tokenizer does: refused without tokenizing it (a
+            # 4 MB prompt costs seconds of tokenizer time, much of it holding the GIL).
+            raise ContextLengthError(
+                f"the prompt has {len(text)} characters, more than {self.max_model_len} tokens can hold "
+                f"(at most {self.max_prompt_chars} characters for this tokenizer)"
+            )
         ids = self.host.tokenizer(text, add_special_tokens=False)["input_ids"]
         if not ids:
             raise ContextLengthError("the prompt is empty after tokenization")

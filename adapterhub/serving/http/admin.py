@@ -3,6 +3,7 @@ engine's single-flight :meth:`Engine.load` and :meth:`Engine.unload`."""
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
@@ -11,11 +12,14 @@ from starlette.responses import JSONResponse, Response
 
 from adapterhub.errors import AdapterhubError
 from adapterhub.refs import adapter_name
+from adapterhub.serving.http.access import note
 from adapterhub.serving.http.errors import ApiError, api_error, not_found
-from adapterhub.serving.http.parsing import read_json
+from adapterhub.serving.http.parsing import ClientGone, read_json
 
 if TYPE_CHECKING:
     from adapterhub.serving.http.state import ServerState
+
+log = logging.getLogger(__name__)
 
 LOAD_TIMEOUT_S = 300.0
 
@@ -25,9 +29,10 @@ async def admin(state: ServerState, request: HttpRequest, action: str) -> Respon
     ref: Any = None
     try:
         principal = state.principal(request)
+        note(key=principal.name)
         if not principal.admin:
             raise ApiError(403, "this key may not load or unload adapters", "permission_error", "forbidden")
-        body = await read_json(request)
+        body = await read_json(request, state.limits)
         ref = body.get("model", body.get("adapter"))
         if not isinstance(ref, str) or not ref:
             raise ApiError(400, "invalid model: expected the adapter reference", param="model")
@@ -40,7 +45,11 @@ async def admin(state: ServerState, request: HttpRequest, action: str) -> Respon
             removed = await run_in_threadpool(_unload, state, ref)
             result = {"unloaded": removed}
         state.metrics.requests.labels(action, "200", "-", principal.name).inc()
+        note(adapter=result.get("id"))
+        log.info("adapter %s by key %s", action, principal.name, extra={"fields": {"ref": ref, "result": result}})
         return JSONResponse(result)
+    except ClientGone:
+        return Response(status_code=499)
     except ApiError as e:
         state.metrics.requests.labels(action, str(e.status), "-", "-").inc()
         return e.response()

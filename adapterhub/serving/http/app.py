@@ -7,7 +7,8 @@ lives here (see DESIGN.md, "Serving"). The modules beside this one each do one j
 - :mod:`.completions`: ``/v1/completions`` and ``/v1/chat/completions`` (SSE streaming);
 - :mod:`.models`: ``/v1/models``; :mod:`.admin`: adapter load/unload;
 - :mod:`.parsing`: request bodies; :mod:`.formatting`: OpenAI's wire formats;
-- :mod:`.errors`: errors to statuses; :mod:`.state`: auth and ``model`` resolution.
+- :mod:`.errors`: errors to statuses; :mod:`.state`: auth, ``model`` resolution, limits;
+- :mod:`.access`: request ids, access lines, crash logs and the event loop's lag.
 
 ``model`` picks the adapter: a pool name, a registry reference (``team/x``,
 ``team/x@1.0.0``, ``team/x:stable``) or the base alias (no adapter).
@@ -19,29 +20,32 @@ from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from adapterhub.serving.http.access import AccessLog, note
 from adapterhub.serving.http.admin import admin
 from adapterhub.serving.http.completions import complete
-from adapterhub.serving.http.errors import ApiError, internal_error
+from adapterhub.serving.http.errors import ApiError
 from adapterhub.serving.http.keys import KeyRing
 from adapterhub.serving.http.metrics import CONTENT_TYPE
 from adapterhub.serving.http.models import list_models
-from adapterhub.serving.http.state import ServerState
+from adapterhub.serving.http.state import HttpLimits, ServerState
 
 if TYPE_CHECKING:
     from adapterhub.serving.engine import Engine
 
-__all__ = ["ApiError", "ServerState", "create_app"]
+__all__ = ["ApiError", "HttpLimits", "ServerState", "create_app"]
 
 
 def create_app(
     engine: Engine, *, base_alias: str | None = None, keys: KeyRing | None = None, registry_url: str | None = None,
+    limits: HttpLimits | None = None,
 ) -> Starlette:
     """The ASGI app serving ``engine`` (started here if it is not yet)."""
-    state = ServerState(engine, base_alias or engine.host.base.name, keys, registry_url)
+    state = ServerState(engine, base_alias or engine.host.base.name, keys, registry_url, limits or HttpLimits())
 
     async def completions(request: HttpRequest) -> Response:
         return await complete(state, request, "completions")
@@ -59,7 +63,9 @@ def create_app(
     async def metrics(request: HttpRequest) -> Response:
         # With keys, only an admin key may scrape: labels name adapters and keys.
         try:
-            if not state.principal(request).admin:
+            principal = state.principal(request)
+            note(key=principal.name)
+            if not principal.admin:
                 raise ApiError(403, "only an admin key may read the metrics", "permission_error", "forbidden")
         except ApiError as e:
             return e.response()
@@ -68,6 +74,7 @@ def create_app(
     async def models(request: HttpRequest) -> Response:
         try:
             principal = state.principal(request)
+            note(key=principal.name)
             return JSONResponse(await run_in_threadpool(list_models, state, principal, request.query_params))
         except ApiError as e:
             return e.response()
@@ -84,9 +91,6 @@ def create_app(
     async def bad_method(request: HttpRequest, exc: Exception) -> Response:
         return ApiError(405, f"method {request.method} not allowed on {request.url.path}").response()
 
-    async def crash(request: HttpRequest, exc: Exception) -> Response:
-        return internal_error().response()
-
     routes = [
         Route("/v1/completions", completions, methods=["POST"]),
         Route("/v1/chat/completions", chat, methods=["POST"]),
@@ -96,7 +100,10 @@ def create_app(
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={404: not_found_route, 405: bad_method, Exception: crash})
+    # AccessLog is the outermost layer we own: it logs and answers any exception a route
+    # did not handle (500 with the request id), so no crash handler is needed here.
+    app = Starlette(routes=routes, exception_handlers={404: not_found_route, 405: bad_method},
+                    middleware=[Middleware(AccessLog, lag=state.lag)])
     app.state.server = state
     engine.start()
     return app

@@ -13,12 +13,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from adapterhub import logs
 from adapterhub.hookspecs import hookimpl
+from adapterhub.logs import add_log_options
 from adapterhub.net import is_loopback
 from adapterhub.serving.options import adapter_budget_bytes, add_engine_options, engine_config
 
 if TYPE_CHECKING:
     from adapterhub.protocols.command import Command
+    from adapterhub.serving.http.state import HttpLimits
+
+# Mirrors of adapterhub.serving.http.state's defaults: this module is imported at every CLI
+# start, where Starlette must not load (a test holds the two equal).
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+DEFAULT_BODY_TIMEOUT_S = 30.0
+DEFAULT_MAX_CONNECTIONS = 1024
 
 
 class ServeCommand:
@@ -38,6 +47,16 @@ class ServeCommand:
         parser.add_argument("--threads", type=int, default=None, metavar="N",
                             help="torch CPU threads (default: torch's; 1 avoids spin-waiting on a busy machine)")
         add_engine_options(parser)
+        http = parser.add_argument_group("HTTP limits (docs/serving-http.md)")
+        http.add_argument("--max-body-bytes", type=int, default=None, metavar="N",
+                          help=f"largest request body; larger ones get 413 before they are read [default: {DEFAULT_MAX_BODY_BYTES} (4 MiB)]")
+        http.add_argument("--body-timeout", type=float, default=None, metavar="S",
+                          help=f"seconds a request body may take to arrive; slower ones get 408 [default: {DEFAULT_BODY_TIMEOUT_S:g}]")
+        http.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS, metavar="N",
+                          help=f"open connections and requests at once; more get 503 at once [default: {DEFAULT_MAX_CONNECTIONS}]")
+        http.add_argument("--keep-alive", type=int, default=5, metavar="S",
+                          help="seconds an idle keep-alive connection stays open [default: 5]")
+        add_log_options(parser, prompts=True)
 
     def run(self, args: argparse.Namespace) -> int:
         from adapterhub.errors import ConfigError
@@ -51,10 +70,17 @@ class ServeCommand:
             raise ConfigError("invalid --grace: must be >= 0")
         if args.threads is not None and args.threads < 1:
             raise ConfigError("invalid --threads: must be >= 1")
+        limits = http_limits(args)
+        if args.max_connections < 1:
+            raise ConfigError("invalid --max-connections: must be >= 1")
+        if args.keep_alive < 1:
+            raise ConfigError("invalid --keep-alive: must be >= 1 second")
         keys = KeyRing.from_file(args.api_keys) if args.api_keys else None
         if keys is None and not is_loopback(args.host):
             print(f"warning: serving on {args.host} without --api-keys: anyone who can reach it may use "
                   "every adapter and load/unload adapters", file=sys.stderr)
+
+        logs.configure(args.log_level, args.log_format, prompts=args.log_prompts)  # every check passed: serving now
 
         import torch
         import uvicorn
@@ -71,7 +97,7 @@ class ServeCommand:
         engine = Engine(host, config, registry_url=args.registry)
         try:
             _preload(engine, args.adapter)
-            app = create_app(engine, base_alias=args.base, keys=keys, registry_url=args.registry)
+            app = create_app(engine, base_alias=args.base, keys=keys, registry_url=args.registry, limits=limits)
             state = app.state.server
 
             class _Server(uvicorn.Server):
@@ -84,8 +110,10 @@ class ServeCommand:
                         self._captured_signals = [s for s in self._captured_signals if s != sig]
 
             server = _Server(uvicorn.Config(
-                app, host=args.host, port=args.port, log_level="info",
+                app, host=args.host, port=args.port, log_level=args.log_level,
+                log_config=None,  # logs.configure set the handlers: one stream, one format
                 timeout_graceful_shutdown=int(args.grace) or None,
+                limit_concurrency=args.max_connections, timeout_keep_alive=args.keep_alive,
             ))
             print(f"serving {args.base} on http://{args.host}:{args.port}/v1 "
                   f"({'keys: ' + str(len(keys)) if keys else 'no keys'})", file=sys.stderr)
@@ -93,6 +121,21 @@ class ServeCommand:
         finally:
             engine.close()
         return 0
+
+
+def http_limits(args: argparse.Namespace) -> HttpLimits:
+    """The :class:`HttpLimits` the flags ask for (one-line errors for bad values)."""
+    from adapterhub.errors import ConfigError
+    from adapterhub.serving.http.state import HttpLimits
+
+    if args.max_body_bytes is not None and args.max_body_bytes < 1:
+        raise ConfigError("invalid --max-body-bytes: must be >= 1")
+    if args.body_timeout is not None and not args.body_timeout > 0:
+        raise ConfigError("invalid --body-timeout: must be > 0 seconds")
+    return HttpLimits(
+        max_body_bytes=args.max_body_bytes or DEFAULT_MAX_BODY_BYTES,
+        body_timeout_s=args.body_timeout or DEFAULT_BODY_TIMEOUT_S,
+    )
 
 
 def _preload(engine: Any, refs: list[str]) -> None:

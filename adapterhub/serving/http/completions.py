@@ -13,16 +13,28 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from adapterhub import logs
 from adapterhub.errors import AdapterhubError
+from adapterhub.serving.http.access import note, request_id
 from adapterhub.serving.http.errors import ApiError, api_error, shutting_down
 from adapterhub.serving.http.formatting import DONE, Call, sse, usage
-from adapterhub.serving.http.keys import ANONYMOUS
-from adapterhub.serving.http.parsing import get_field, messages_of, prompt_of, read_json, sampling
+from adapterhub.serving.http.keys import ANONYMOUS, Principal
+from adapterhub.serving.http.parsing import (
+    ClientGone,
+    get_field,
+    messages_of,
+    parse_json,
+    prompt_of,
+    read_body,
+    sampling,
+)
 from adapterhub.serving.request import Completion, Delta, make_request
 
 if TYPE_CHECKING:
@@ -30,37 +42,61 @@ if TYPE_CHECKING:
     from adapterhub.serving.http.state import ServerState
 
 
+@dataclass
+class _Prepared:
+    handle: RequestHandle
+    model: str
+    stream: bool
+    include_usage: bool
+    want_logprobs: bool
+
+
+def _prepare(state: ServerState, principal: Principal, raw: bytes, kind: str, rid: str | None) -> _Prepared:
+    """Everything between the body's bytes and a queued engine request: parse, check,
+    render the prompt and tokenize it (in ``submit``). Runs in a worker thread: a
+    100,000-token prompt takes a while to tokenize, and no other stream may wait for it."""
+    body = parse_json(raw)
+    asked = body.get("model")
+    model = asked if isinstance(asked, str) else "-"
+    note(model=model)
+    adapter = state.adapter_for(principal, asked)
+    params = sampling(body, kind)
+    prompt: Any = messages_of(body) if kind == "chat" else prompt_of(body)
+    if logs.LOG_PROMPTS:
+        note(prompt=prompt)
+    stream = get_field(body, "stream", (bool,), False)
+    opts = body.get("stream_options")
+    include_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
+    try:
+        req = make_request(prompt, adapter, raw=kind == "completions", request_id=rid, **params)
+        handle = state.engine.submit(req)
+    except (AdapterhubError, ValueError) as exc:
+        err = api_error(exc, model)
+        if err.code == "context_length_exceeded" and kind == "completions":
+            err.param = "prompt"
+        raise err from None
+    return _Prepared(handle, model, stream, include_usage, bool(params.get("logprobs")))
+
+
 async def complete(state: ServerState, request: HttpRequest, kind: str) -> Response:
     """Answer one completion call of ``kind`` ("completions" or "chat")."""
     principal = ANONYMOUS
-    model = "-"
     try:
         if state.draining:
             raise shutting_down()
         principal = state.principal(request)
-        body = await read_json(request)
-        asked = body.get("model")
-        model = asked if isinstance(asked, str) else "-"
-        adapter = state.adapter_for(principal, asked)
-        params = sampling(body, kind)
-        prompt: Any = messages_of(body) if kind == "chat" else prompt_of(body)
-        stream = get_field(body, "stream", (bool,), False)
-        opts = body.get("stream_options")
-        include_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
-        try:
-            req = make_request(prompt, adapter, raw=kind == "completions", **params)
-            handle = state.engine.submit(req)
-        except (AdapterhubError, ValueError) as exc:
-            err = api_error(exc, model)
-            if err.code == "context_length_exceeded" and kind == "completions":
-                err.param = "prompt"
-            raise err from None
+        note(key=principal.name)
+        raw = await read_body(request, state.limits)
+        p = await run_in_threadpool(_prepare, state, principal, raw, kind, request_id())
+    except ClientGone:
+        state.metrics.requests.labels(kind, "499", "-", principal.name).inc()
+        return Response(status_code=499)
     except ApiError as e:
         state.metrics.requests.labels(kind, str(e.status), "-", principal.name).inc()
         return e.response()
-    call = Call(state, kind, model, principal, handle, bool(params.get("logprobs")))
-    if stream:
-        return await _stream(call, include_usage)
+    call = Call(state, kind, p.model, principal, p.handle, p.want_logprobs)
+    if p.stream:
+        return await _stream(call, p.include_usage)
     return await _whole(call, request)
 
 
@@ -164,7 +200,7 @@ class _ChunkWriter:
         for d in batch:
             call.observe(d)
             if d.finish_reason is not None:
-                self.completion = call.handle.result(timeout=5)
+                self.completion = call.handle.result(timeout=0)  # published with the last delta
             chunk = call.chunk(d, self.n == 0, self.offset)
             self.offset += len(d.text)
             if self.completion is not None:

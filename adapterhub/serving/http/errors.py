@@ -6,6 +6,7 @@ Every error a client can cause ends here as ``{"error": {"message", "type", "cod
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from starlette.responses import JSONResponse
@@ -23,6 +24,9 @@ from adapterhub.errors import (
     QueueFullError,
     StoreError,
 )
+from adapterhub.serving.http.access import request_id
+
+log = logging.getLogger("adapterhub.serving.http")
 
 RETRY_AFTER_S = 1
 
@@ -37,7 +41,11 @@ class ApiError(Exception):
         self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "code": self.code, "param": self.param}}
+        err: dict[str, Any] = {"message": self.message, "type": self.type, "code": self.code, "param": self.param}
+        rid = request_id()
+        if rid is not None:  # what an operator greps the server log for
+            err["request_id"] = rid
+        return {"error": err}
 
     def response(self) -> JSONResponse:
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
@@ -68,9 +76,12 @@ def api_error(exc: BaseException, model: str | None = None) -> ApiError:
     if isinstance(exc, EngineClosedError):
         return shutting_down()
     if isinstance(exc, StoreError):
+        log.warning("registry unavailable: %s", _msg(exc), extra={"fields": {"request_id": request_id()}})
         return ApiError(503, f"the registry is unavailable: {_msg(exc)}", "server_error", "registry_unavailable")
     if isinstance(exc, AdapterhubError):
         return ApiError(400, _msg(exc))
+    # Not a client's doing: the traceback goes to the log, the client gets the id only.
+    log.error("request failed", exc_info=exc, extra={"fields": {"request_id": request_id(), "model": model}})
     return internal_error()
 
 

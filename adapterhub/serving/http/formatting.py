@@ -9,6 +9,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from adapterhub import logs
+from adapterhub.serving.http.access import note
 from adapterhub.serving.request import Completion, Delta, TokenLogprob
 
 if TYPE_CHECKING:
@@ -93,13 +95,19 @@ class Call:
         self.last_token_at = d.t
 
     def count(self, status: int, c: Completion | None) -> None:
+        """Metrics and the access line's fields, once, when the call ends."""
         m, adapter = self.state.metrics, self.label(c) if status < 400 or c is not None else "-"
         m.requests.labels(self.kind, str(status), adapter, self.principal.name).inc()
+        submitted = self.handle.submitted
+        note(status=status, adapter=adapter,
+             ttft_ms=None if self.first_token_at is None else round((self.first_token_at - submitted) * 1000.0, 1))
         if c is None:
             return
+        note(prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens, finish_reason=c.finish_reason)
+        if logs.LOG_PROMPTS:
+            note(completion=c.text)
         m.prompt_tokens.labels(adapter).inc(c.prompt_tokens)
         m.completion_tokens.labels(adapter).inc(c.completion_tokens)
-        submitted = self.handle.submitted
         m.latency.labels(adapter).observe((self.last_token_at or time.perf_counter()) - submitted)
         if self.first_token_at is not None:
             m.ttft.labels(adapter).observe(self.first_token_at - submitted)

@@ -78,6 +78,10 @@ class Metrics:
             "adapterhub_request_seconds", "engine submit to last token", ["adapter"],
             buckets=_LATENCY_BUCKETS, registry=r,
         )
+        self.loop_lag = Histogram(
+            "adapterhub_event_loop_lag_seconds", "how late the HTTP event loop ran a 20 ms probe (time it was blocked)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0), registry=r,
+        )
         r.register(_EngineCollector(stats))
 
     def render(self) -> bytes:

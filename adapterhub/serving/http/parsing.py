@@ -2,29 +2,88 @@
 
 Unknown fields are ignored (as OpenAI does); a known field of the wrong type is a 400
 naming it.
+
+A body is read under two limits (:class:`~adapterhub.serving.http.state.HttpLimits`):
+its size, checked against ``Content-Length`` before a byte is read and again while a
+chunked body streams in (413, never buffered past the cap), and the time it may take to
+arrive (408), so a client trickling a body holds one connection for a bounded time.
+Parsing the JSON is left to the caller's thread (:func:`parse_json`): a 4 MB body takes
+tens of milliseconds to parse, which no other stream should wait for.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from starlette.requests import ClientDisconnect
 from starlette.requests import Request as HttpRequest
 
 from adapterhub.serving.http.errors import ApiError
+
+if TYPE_CHECKING:
+    from adapterhub.serving.http.state import HttpLimits
 
 DEFAULT_MAX_TOKENS = {"completions": 16, "chat": 256}
 """As OpenAI: 16 for /v1/completions; chat (unbounded there) gets 256, capped to the window."""
 
 
-async def read_json(request: HttpRequest) -> dict[str, Any]:
+class ClientGone(Exception):
+    """The client disconnected while its body was being read (nobody to answer)."""
+
+
+def too_large(limit: int) -> ApiError:
+    return ApiError(413, f"the request body is larger than {limit} bytes (--max-body-bytes)",
+                    code="request_too_large")
+
+
+async def read_body(request: HttpRequest, limits: HttpLimits) -> bytes:
+    """The raw body, within ``limits`` (413 / 408; :class:`ClientGone` if the client left)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            n = int(declared)
+        except ValueError:
+            raise ApiError(400, "invalid Content-Length header") from None
+        if n > limits.max_body_bytes:
+            raise too_large(limits.max_body_bytes)  # refused before a byte is read
+    chunks: list[bytes] = []
+
+    async def collect() -> None:
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limits.max_body_bytes:  # a chunked body states no length up front
+                raise too_large(limits.max_body_bytes)
+            chunks.append(chunk)
+
     try:
-        body = json.loads(await request.body())
+        await asyncio.wait_for(collect(), timeout=limits.body_timeout_s)
+    except TimeoutError:
+        raise ApiError(408, f"the request body did not arrive within {limits.body_timeout_s:g} s (--body-timeout)",
+                       code="request_timeout") from None
+    except ClientDisconnect:
+        raise ClientGone() from None
+    return b"".join(chunks)
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
+    """A JSON object body (run it off the event loop: see module docs)."""
+    try:
+        body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ApiError(400, "the request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
     return body
+
+
+async def read_json(request: HttpRequest, limits: HttpLimits) -> dict[str, Any]:
+    """:func:`read_body` then :func:`parse_json` in a thread (small admin bodies)."""
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(parse_json, await read_body(request, limits))
 
 
 def get_field(body: dict[str, Any], name: str, kinds: tuple[type, ...], default: Any = None) -> Any:

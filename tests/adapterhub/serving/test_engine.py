@@ -246,6 +246,26 @@ def test_context_overflow_refused_before_the_batch(host: AdapterHost) -> None:
         eng.submit(make_request("hi", None, max_tokens=window))
 
 
+def test_a_prompt_too_long_for_any_tokenization_is_refused_untokenized(host: AdapterHost, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Engine(host, EngineConfig(max_model_len=64)) as eng:
+        bound = eng.max_prompt_chars
+        assert bound == 2 * 12 * 64  # the tiny tokenizer's longest entry is <|im_start|> (12)
+        calls: list[int] = []
+        real = host.tokenizer.__class__.__call__
+
+        def counting(self: object, text: str, *a: object, **k: object) -> object:
+            calls.append(len(text))
+            return real(self, text, *a, **k)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(host.tokenizer.__class__, "__call__", counting)
+        with pytest.raises(ContextLengthError, match=f"more than 64 tokens can hold .at most {bound} characters"):
+            eng.submit(make_request("a" * (bound + 1), None, raw=True, max_tokens=1))
+        assert calls == []  # never tokenized
+        with pytest.raises(ContextLengthError, match="context window of 64"):
+            eng.submit(make_request("a" * bound, None, raw=True, max_tokens=1))
+        assert calls == [bound]  # under the bound: tokenized, then refused by its token count
+
+
 def test_engine_close_cancels_and_refuses(host: AdapterHost) -> None:
     eng = Engine(host, EngineConfig(max_running=1))
     h = eng.submit(make_request(PROMPTS[0], None, max_tokens=300))

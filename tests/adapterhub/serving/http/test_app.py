@@ -224,7 +224,8 @@ def test_bad_requests_are_400(url: str, body: Any, param: str | None) -> None:
     r = _post(url, "/v1/completions", body)
     assert r.status_code == 400, r.text
     err = r.json()["error"]
-    assert set(err) == {"message", "type", "code", "param"} and err["type"] == "invalid_request_error"
+    assert set(err) == {"message", "type", "code", "param", "request_id"} and err["type"] == "invalid_request_error"
+    assert err["request_id"] == r.headers["x-request-id"]
     assert err["param"] == param
     assert "Traceback" not in r.text
 
