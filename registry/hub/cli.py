@@ -47,14 +47,17 @@ class HubCommand:
             from .tokens import TokenRing
 
             tokens = TokenRing.from_file(args.tokens)
-        store = Registry(args.registry, progress=False).store(args.registry)
+        # The hub writes through this client (index, pending markers, push's checks),
+        # exactly as `adapterhub push --to` the same store would.
+        registry = Registry(args.registry, progress=False)
+        store = registry.store(args.registry)
 
         import uvicorn
 
         from .app import build_app
         from .state import HubState
 
-        state = HubState.open(store, tokens=tokens, ttl_s=args.refresh)
+        state = HubState.open(store, tokens=tokens, ttl_s=args.refresh, registry=registry)
         state.public_url = args.public_url.rstrip("/") if args.public_url else None
         if args.max_upload is not None:
             state.max_blob_bytes = int(args.max_upload * 1024 * 1024)
