@@ -60,6 +60,7 @@ from adapterhub.errors import (
 )
 from adapterhub.manifest import MAX_MANIFEST_BYTES
 
+from .access import note_caller, request_id_of
 from .query import SearchQuery, search
 from .state import HubState
 from .tokens import ANONYMOUS_READER, COOKIE, HubPrincipal, authenticate
@@ -73,7 +74,7 @@ from .transfer import (
     served_size,
 )
 
-log = logging.getLogger("adapterhub.hub.api")
+log = logging.getLogger("adapterhub.registry.hub.api")
 
 PREFIX = "/api/v1"
 API_VERSION = 1
@@ -100,16 +101,21 @@ _ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
 )
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None,
+                   request_id: str | None = None) -> JSONResponse:
     line = " ".join(message.split())[:500] or code  # one line, bounded
-    return JSONResponse({"error": {"status": status, "code": code, "message": line}}, status_code=status, headers=headers)
+    error: dict[str, object] = {"status": status, "code": code, "message": line}
+    if request_id is not None:
+        error["request_id"] = request_id  # what to quote when asking the hub's operator
+    return JSONResponse({"error": error}, status_code=status, headers=headers)
 
 
-def _answer(exc: Exception, state: HubState) -> JSONResponse:
+def _answer(exc: Exception, state: HubState, request: Request) -> JSONResponse:
+    rid = request_id_of(request)
     if isinstance(exc, ApiError):
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
+        return error_response(exc.status, exc.code, exc.message, exc.headers, rid)
     if isinstance(exc, HTTPException):
-        return error_response(exc.status_code, "http_error", str(exc.detail), dict(exc.headers or {}))
+        return error_response(exc.status_code, "http_error", str(exc.detail), dict(exc.headers or {}), rid)
     match = next(((status, code) for kind, status, code in _ERRORS if isinstance(exc, kind)), None)
     if match is None:
         raise exc
@@ -118,11 +124,12 @@ def _answer(exc: Exception, state: HubState) -> JSONResponse:
     if status >= 500:
         # The store's own message can name paths or endpoints of the hub's machine: it
         # goes to the hub's log, the client gets the kind of failure.
-        log.warning("hub API: store failure: %s: %s", type(exc).__name__, exc)
+        log.error("store failure in %s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc,
+                  exc_info=exc, extra={"fields": {"request_id": rid}})
         message = "the hub's store is unavailable, try again later" if status == 503 else "the hub's store failed (see the hub's log)"
-        return error_response(status, code, message, headers)
+        return error_response(status, code, message, headers, rid)
     # Stores name themselves by URL (file:///srv/...): clients see "this hub" instead.
-    return error_response(status, code, str(exc).replace(f" in {state.store.url}", "").replace(state.store.url, "this hub"), headers)
+    return error_response(status, code, str(exc).replace(f" in {state.store.url}", "").replace(state.store.url, "this hub"), headers, rid)
 
 
 def _endpoint(state: HubState, fn: Callable[[Request], Awaitable[Response]]) -> Endpoint:
@@ -131,7 +138,7 @@ def _endpoint(state: HubState, fn: Callable[[Request], Awaitable[Response]]) -> 
         try:
             return await fn(request)
         except (ApiError, HTTPException, AdapterhubError) as exc:
-            return _answer(exc, state)
+            return _answer(exc, state, request)
     return run
 
 
@@ -146,6 +153,7 @@ def _reader(request: Request, state: HubState) -> HubPrincipal:
     who = authenticate(state.tokens, request.headers.get("authorization"), state.sessions.lookup(request.cookies.get(COOKIE)))
     if who is None:
         raise AuthenticationError("this hub needs a token to read (send 'Authorization: Bearer <token>')")
+    note_caller(request, who.name)
     return who
 
 
@@ -156,6 +164,7 @@ def _writer(request: Request, state: HubState, name: str | None = None, *, every
     who = authenticate(state.tokens, request.headers.get("authorization"))
     if who is None or who is ANONYMOUS_READER:
         raise AuthenticationError("writing needs a write token (send 'Authorization: Bearer <token>')")
+    note_caller(request, who.name)
     if who.scope != "write":
         raise AccessDeniedError(f"token {who.name!r} has read scope; writing needs a write token")
     if name is not None and not who.can_write(name):

@@ -27,6 +27,7 @@ from starlette.routing import BaseRoute, Route
 from adapterhub.errors import AdapterhubError, AdapterNotFoundError, ConfigError
 
 from . import charts
+from .access import note_caller
 from .query import Entry, SearchQuery, Snapshot, search
 from .state import HubState
 from .tokens import ANONYMOUS_READER, COOKIE, HubPrincipal, authenticate
@@ -106,6 +107,7 @@ def _principal(request: Request, state: HubState) -> HubPrincipal:
         raise _Denied(error_page(request, state, 401, str(exc))) from None
     if who is None:
         raise _Denied(RedirectResponse("/login?" + urlencode({"next": request.url.path}), status_code=303))
+    note_caller(request, who.name)
     return who
 
 
