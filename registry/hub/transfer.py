@@ -1,11 +1,12 @@
 """Blob bytes in and out of the hub: ranged, ETag-ed downloads and verified, capped uploads.
 
-Downloads stream the store's file (a local store's blob file directly; any other store's
-blob is first fetched and verified into an unlinked temp file) with ``ETag`` = the
+Blobs are read and written through the registry client (``Registry.open_blob`` /
+``put_blob``). Downloads stream the store's file (a local store's blob file directly; any
+other store's blob is first fetched and verified into an unlinked temp file) with ``ETag`` = the
 sha256, ``Accept-Ranges: bytes`` and single-range ``Range`` requests (206, or 416 when
 unsatisfiable; several ranges are answered with the whole blob, as RFC 9110 allows).
 Uploads stream into a temp file, refusing more than the hub's cap, and only a body whose
-sha256 is the digest in the URL is handed to the store's ``put_blob`` (which verifies it
+sha256 is the digest in the URL is handed to ``Registry.put_blob`` (the store verifies it
 again, as every store does): nothing unverified becomes visible.
 """
 
