@@ -249,7 +249,7 @@ def routes(state: HubState) -> list[BaseRoute]:
             query = SearchQuery.parse(request.query_params, request.query_params.getlist("where"))
         except ValueError as exc:
             raise ApiError(400, "bad_request", str(exc)) from None
-        snap = await _blocking(state.cache.snapshot)
+        snap = await state.cache.current()  # cached, or built in a worker thread
         results = search(snap, query, visible=who.can_read)
         return JSONResponse({
             "total": results.total, "page": results.page, "per_page": results.per_page, "pages": results.pages,
