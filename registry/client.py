@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from adapterhub.registry import remotes
 from adapterhub.registry.atomic import is_temp_name, remove_stale_temps, sha256_file
@@ -140,6 +140,18 @@ class Registry:
             self._stores[target] = remotes.open_store(url)
         return self._stores[target]
 
+    @classmethod
+    def for_store(cls, store: Store, *, progress: bool = False) -> Registry:
+        """A registry whose default target is ``store``: a local store becomes the
+        registry's own (so writes keep its search index), any other is routed by URL."""
+        if isinstance(store, LocalStore):
+            reg = cls(root=store.root, progress=progress)
+            reg.local, reg.index = store, Index(store)
+            return reg
+        reg = cls(store.url, progress=progress)
+        reg.use_store(store.url, store)
+        return reg
+
     def use_store(self, url_or_remote: str, store: Store) -> None:
         """Route ``url_or_remote`` to an already-built store (e.g. an http store given an
         explicit token) instead of building one from the catalog on first use."""
@@ -220,7 +232,7 @@ class Registry:
                 if data is not None and put_verified is not None:
                     put_verified(entry.sha256, data, bar)
                 else:
-                    store.put_blob(entry.sha256, src / entry.path, bar)
+                    self.put_blob(entry.sha256, src / entry.path, to, bar)
         crash_point("after-blobs")
         final, created = self._create_version(store, manifest, name, version)
         crash_point("after-manifest")
@@ -252,12 +264,7 @@ class Registry:
             final = manifest.model_copy(update={"name": name, "version": v})
             data = final.to_json().encode()
             try:
-                if store is self.local:
-                    with self.index.change():
-                        store.put_version(name, v, data)
-                        self.index.add_version(final)
-                else:
-                    store.put_version(name, v, data)
+                self._put_version(store, name, v, data, final)
                 return final, True
             except VersionExistsError:
                 if version is not None:
@@ -267,6 +274,89 @@ class Registry:
                         return final, False
                     raise VersionExistsError(f"{name}@{v} already exists in {store.url} with different contents (versions are immutable: push a new version)") from None
         raise VersionExistsError(f"could not find a free version for {name} after 32 tries (concurrent pushes?)")
+
+    def _put_version(self, store: Store, name: str, version: str, data: bytes, manifest: Manifest | None) -> None:
+        """The conditional create, with the local index updated inside the same change
+        (pending marker first: a process killed in between leaves the index rebuilt)."""
+        if store is not self.local:
+            store.put_version(name, version, data)
+            return
+        with self.index.change():
+            store.put_version(name, version, data)
+            if manifest is None:
+                try:
+                    manifest = parse_manifest(data, f"{name}@{version}")
+                except ValueError:
+                    return  # as a rebuild does: unparseable manifests are not indexed
+            if manifest.name == name and manifest.version == version:
+                self.index.add_version(manifest)
+
+    # -- the steps of a push, one call each (a server publishing for a client: the hub) ------
+    def put_blob(self, digest: str, source: Path, to: str | None = None, progress: Progress | None = None) -> None:
+        """Store the file ``source`` as blob ``digest``; the store verifies the sha256."""
+        self.store(to).put_blob(digest, source, progress)
+
+    def check_version(self, name: str, version: str, data: bytes, to: str | None = None) -> Manifest:
+        """The checks :meth:`push` makes, on manifest bytes whose blobs are already in
+        the store (``registry/received.py``); ManifestError / IntegrityError if refused."""
+        from adapterhub.registry.received import check_received
+
+        return check_received(self.store(to), validate_name(name), validate_version(version), data)
+
+    def create_version(self, name: str, version: str, data: bytes, to: str | None = None, manifest: Manifest | None = None) -> None:
+        """Create ``name@version`` from manifest bytes, only if it does not exist
+        (VersionExistsError otherwise, whatever the bytes); the local index follows."""
+        self._put_version(self.store(to), validate_name(name), validate_version(version), data, manifest)
+
+    def delete_version(self, name: str, version: str, to: str | None = None) -> None:
+        """Delete one version's manifest (tags and blobs are left: see :meth:`rm`, ``gc``)."""
+        store = self.store(to)
+        if store is self.local:
+            with self.index.change():
+                store.delete_version(name, version)
+                self.index.remove_version(name, version)
+        else:
+            store.delete_version(name, version)
+
+    def add_record(self, name: str, version: str, data: bytes, to: str | None = None) -> str:
+        """Append raw record bytes (at most :data:`MAX_RECORD_BYTES`) to a version; its id."""
+        if len(data) > MAX_RECORD_BYTES:
+            raise ConfigError(f"evaluation record for {name}@{version} is {len(data)} bytes, over {MAX_RECORD_BYTES}")
+        return self.store(to).add_record(name, version, data)
+
+    def delete_blob(self, digest: str, to: str | None = None) -> None:
+        self.store(to).delete_blob(digest)
+
+    def blob_size(self, digest: str, from_: str | None = None) -> int | None:
+        """A blob's stored size; None when absent; -1 when the store has it but cannot say."""
+        from adapterhub.registry.received import stored_size
+
+        return stored_size(self.store(from_), digest)
+
+    def open_blob(self, digest: str, size: int | None = None, from_: str | None = None) -> tuple[BinaryIO, int]:
+        """An open file of a blob's bytes and its size (blocking). A local store's blob
+        file is opened as it is (verified when written); any other store's blob is fetched
+        and verified (``size`` needed) into a temp file, unlinked at once."""
+        import tempfile
+
+        store = self.store(from_)
+        if isinstance(store, LocalStore):
+            try:
+                fh = open(store.blob_path(digest), "rb")
+            except FileNotFoundError:
+                raise AdapterNotFoundError(f"blob {digest} not found") from None
+            return fh, os.fstat(fh.fileno()).st_size
+        if size is None:
+            raise ValueError(f"open_blob of {digest} from {store.url} needs the blob's size")
+        fd, name = tempfile.mkstemp(prefix=".adapterhub-blob-")
+        os.close(fd)
+        try:
+            store.get_blob(digest, Path(name), size)  # verified before it lands
+            fh = open(name, "rb")
+        finally:
+            # The open handle keeps the bytes; nothing is left behind whatever happens next.
+            Path(name).unlink(missing_ok=True)
+        return fh, size
 
     @staticmethod
     def _holds_same(store: Store, name: str, version: str, final: Manifest) -> bool:
@@ -389,9 +479,7 @@ class Registry:
             data = json.dumps(record, sort_keys=True, allow_nan=False).encode()
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"evaluation record for {name}@{version} is not plain JSON: {exc}") from None
-        if len(data) > MAX_RECORD_BYTES:
-            raise ConfigError(f"evaluation record for {name}@{version} is {len(data)} bytes, over {MAX_RECORD_BYTES}")
-        return store.add_record(name, version, data)
+        return self.add_record(name, version, data, to)
 
     def evaluations(self, ref: str, from_: str | None = None) -> list[dict[str, Any]]:
         store = self.store(from_)
@@ -419,12 +507,7 @@ class Registry:
             for t, tv in store.list_tags(r.name).items():
                 if tv == v:
                     store.delete_tag(r.name, t)
-            if store is self.local:
-                with self.index.change():
-                    store.delete_version(r.name, v)
-                    self.index.remove_version(r.name, v)
-            else:
-                store.delete_version(r.name, v)
+            self.delete_version(r.name, v, to)
             removed.append(f"{r.name}@{v}")
         remaining = store.list_versions(r.name)
         tags = store.list_tags(r.name)

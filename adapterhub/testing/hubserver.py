@@ -55,7 +55,11 @@ def running_hub(
     validate: bool = True,
     max_blob_bytes: int | None = None,
 ) -> Iterator[RunningHub]:
-    """Serve ``store`` (a Store, or a directory for a local store) as a hub; yields its URL and state."""
+    """Serve ``store`` (a Store, or a directory for a local store) as a hub; yields its URL and state.
+
+    The hub writes through a :class:`~adapterhub.registry.client.Registry` over the store;
+    a local store is that registry's own, so its search index follows the hub's writes.
+    """
     from adapterhub.registry.hub.app import build_app
     from adapterhub.registry.hub.state import HubState
     from adapterhub.registry.hub.tokens import TokenRing

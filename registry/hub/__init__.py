@@ -9,7 +9,12 @@ Modules, one owner each:
 * ``api``     — the JSON API, including the raw store routes the ``http(s)://`` store
   plugin (``registry/http.py``) speaks;
 * ``tokens``  — bearer tokens (read / write scope, adapter globs);
+* ``sessions`` — the pages' login sessions (the cookie holds a random id, never a token);
+* ``access``  — the request log: request ids, access lines, failures with tracebacks;
 * ``app``     — the Starlette app that puts them together; ``cli`` — the command.
+
+Every write goes through the registry client (``registry/client.py``, ``Registry``) that
+``adapterhub push`` uses, never the store below it.
 
 The hub keeps no state of its own beyond the query cache, which it can rebuild from the
 store at any time: several hub processes can serve one S3 bucket.

@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any, TypeVar
 
-from adapterhub.registry.local import DIGEST_RE, LocalStore
+from adapterhub.registry.local import DIGEST_RE
 from adapterhub.registry.names import (
     DEFAULT_TAG,
     NO_NAMESPACE,
@@ -60,12 +60,12 @@ from adapterhub.errors import (
 )
 from adapterhub.manifest import MAX_MANIFEST_BYTES
 
+from .access import note_caller, request_id_of
 from .query import SearchQuery, search
 from .state import HubState
 from .tokens import ANONYMOUS_READER, COOKIE, HubPrincipal, authenticate
 from .transfer import (
     ApiError,
-    blob_size,
     etag_matches,
     etag_of,
     file_response,
@@ -74,7 +74,7 @@ from .transfer import (
     served_size,
 )
 
-log = logging.getLogger("adapterhub.hub.api")
+log = logging.getLogger("adapterhub.registry.hub.api")
 
 PREFIX = "/api/v1"
 API_VERSION = 1
@@ -101,16 +101,21 @@ _ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
 )
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None,
+                   request_id: str | None = None) -> JSONResponse:
     line = " ".join(message.split())[:500] or code  # one line, bounded
-    return JSONResponse({"error": {"status": status, "code": code, "message": line}}, status_code=status, headers=headers)
+    error: dict[str, object] = {"status": status, "code": code, "message": line}
+    if request_id is not None:
+        error["request_id"] = request_id  # what to quote when asking the hub's operator
+    return JSONResponse({"error": error}, status_code=status, headers=headers)
 
 
-def _answer(exc: Exception, state: HubState) -> JSONResponse:
+def _answer(exc: Exception, state: HubState, request: Request) -> JSONResponse:
+    rid = request_id_of(request)
     if isinstance(exc, ApiError):
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
+        return error_response(exc.status, exc.code, exc.message, exc.headers, rid)
     if isinstance(exc, HTTPException):
-        return error_response(exc.status_code, "http_error", str(exc.detail), dict(exc.headers or {}))
+        return error_response(exc.status_code, "http_error", str(exc.detail), dict(exc.headers or {}), rid)
     match = next(((status, code) for kind, status, code in _ERRORS if isinstance(exc, kind)), None)
     if match is None:
         raise exc
@@ -119,11 +124,12 @@ def _answer(exc: Exception, state: HubState) -> JSONResponse:
     if status >= 500:
         # The store's own message can name paths or endpoints of the hub's machine: it
         # goes to the hub's log, the client gets the kind of failure.
-        log.warning("hub API: store failure: %s: %s", type(exc).__name__, exc)
+        log.error("store failure in %s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc,
+                  exc_info=exc, extra={"fields": {"request_id": rid}})
         message = "the hub's store is unavailable, try again later" if status == 503 else "the hub's store failed (see the hub's log)"
-        return error_response(status, code, message, headers)
+        return error_response(status, code, message, headers, rid)
     # Stores name themselves by URL (file:///srv/...): clients see "this hub" instead.
-    return error_response(status, code, str(exc).replace(f" in {state.store.url}", "").replace(state.store.url, "this hub"), headers)
+    return error_response(status, code, str(exc).replace(f" in {state.store.url}", "").replace(state.store.url, "this hub"), headers, rid)
 
 
 def _endpoint(state: HubState, fn: Callable[[Request], Awaitable[Response]]) -> Endpoint:
@@ -132,7 +138,7 @@ def _endpoint(state: HubState, fn: Callable[[Request], Awaitable[Response]]) -> 
         try:
             return await fn(request)
         except (ApiError, HTTPException, AdapterhubError) as exc:
-            return _answer(exc, state)
+            return _answer(exc, state, request)
     return run
 
 
@@ -144,9 +150,10 @@ async def _blocking(fn: Callable[..., T], *args: Any) -> T:
 # --- who is calling ------------------------------------------------------------------------
 def _reader(request: Request, state: HubState) -> HubPrincipal:
     # The pages' login cookie may read here too (download links on pages); never write.
-    who = authenticate(state.tokens, request.headers.get("authorization"), request.cookies.get(COOKIE))
+    who = authenticate(state.tokens, request.headers.get("authorization"), state.sessions.lookup(request.cookies.get(COOKIE)))
     if who is None:
         raise AuthenticationError("this hub needs a token to read (send 'Authorization: Bearer <token>')")
+    note_caller(request, who.name)
     return who
 
 
@@ -157,6 +164,7 @@ def _writer(request: Request, state: HubState, name: str | None = None, *, every
     who = authenticate(state.tokens, request.headers.get("authorization"))
     if who is None or who is ANONYMOUS_READER:
         raise AuthenticationError("writing needs a write token (send 'Authorization: Bearer <token>')")
+    note_caller(request, who.name)
     if who.scope != "write":
         raise AccessDeniedError(f"token {who.name!r} has read scope; writing needs a write token")
     if name is not None and not who.can_write(name):
@@ -241,7 +249,7 @@ def routes(state: HubState) -> list[BaseRoute]:
             query = SearchQuery.parse(request.query_params, request.query_params.getlist("where"))
         except ValueError as exc:
             raise ApiError(400, "bad_request", str(exc)) from None
-        snap = await _blocking(state.cache.snapshot)
+        snap = await state.cache.current()  # cached, or built in a worker thread
         results = search(snap, query, visible=who.can_read)
         return JSONResponse({
             "total": results.total, "page": results.page, "per_page": results.per_page, "pages": results.pages,
@@ -280,7 +288,7 @@ def routes(state: HubState) -> list[BaseRoute]:
         name, v = _name(request), _version(request)
         if request.method == "DELETE":
             _writer(request, state, name)
-            await _blocking(store.delete_version, name, v)
+            await state.write(state.client.delete_version, name, v)
             state.cache.forget(name, v)
             state.cache.invalidate()
             return Response(status_code=204)
@@ -292,9 +300,10 @@ def routes(state: HubState) -> list[BaseRoute]:
         if request.method == "PUT":
             _writer(request, state, name)
             data = await _body(request, MAX_MANIFEST_BYTES, "manifest")
-            if state.validate:
-                await _blocking(_check_manifest, state, name, v, data)
-            await _blocking(store.put_version, name, v, data)  # conditional: 409 if it exists
+            # What `adapterhub push` checks, then its conditional create (409 if the
+            # version exists) with the local index updated, through the same client calls.
+            checked = await _blocking(state.client.check_version, name, v, data) if state.validate else None
+            await state.write(state.client.create_version, name, v, data, None, checked)
             state.cache.invalidate()
             digest = _sha256(data)
             return JSONResponse({"ref": f"{name}@{v}", "sha256": digest, "size": len(data)}, status_code=201,
@@ -313,7 +322,7 @@ def routes(state: HubState) -> list[BaseRoute]:
             _writer(request, state, name)
             data = await _body(request, MAX_RECORD_BYTES, "evaluation record")
             _check_record(data, strict=state.validate)
-            rid = await _blocking(store.add_record, name, v, data)
+            rid = await _blocking(state.client.add_record, name, v, data)
             return JSONResponse({"id": rid}, status_code=201)
         _can_read(_reader(request, state), name)
         raw = await _blocking(store.list_records, name, v)
@@ -337,12 +346,11 @@ def routes(state: HubState) -> list[BaseRoute]:
             return JSONResponse({"name": name, "tag": t, "version": await _blocking(store.get_tag, name, t)})
         _writer(request, state, name)
         if request.method == "DELETE":
-            await _blocking(store.delete_tag, name, t)
+            await state.write(state.client.rm, f"{name}:{t}")
             state.cache.invalidate()
             return Response(status_code=204)
         v = _tag_body(await _body(request, MAX_SMALL_BODY, "tag"))
-        await _blocking(store.get_version, name, v)  # 404 unless the version exists: no dangling tags
-        await _blocking(store.set_tag, name, t, v)
+        await state.write(state.client.tag, f"{name}@{v}", t)  # 404 unless the version exists: no dangling tags
         state.cache.invalidate()
         return JSONResponse({"name": name, "tag": t, "version": v})
 
@@ -363,18 +371,18 @@ def routes(state: HubState) -> list[BaseRoute]:
             _writer(request, state)
             tmp = await receive_upload(request, digest, state.max_blob_bytes)
             try:
-                await _blocking(store.put_blob, digest, tmp)
+                await _blocking(state.client.put_blob, digest, tmp)
             finally:
                 tmp.unlink(missing_ok=True)
             return JSONResponse({"digest": digest}, status_code=201, headers={"ETag": etag_of(digest)})
         if request.method == "DELETE":
             _writer(request, state, everything=True)
-            await _blocking(store.delete_blob, digest)
+            await _blocking(state.client.delete_blob, digest)
             return Response(status_code=204)
         _reader(request, state)
         # Blobs are content-addressed and shared between adapters: any reader may fetch
         # one by digest (it must know the digest, which only a readable manifest lists).
-        if request.method == "HEAD" and not isinstance(store, LocalStore):
+        if request.method == "HEAD":
             # Only the size: never fetch a blob from a remote store to answer HEAD.
             return file_response(request, None, await _blocking(served_size, state, digest), etag_of(digest), "application/octet-stream")
         fh, size = await _blocking(open_blob, state, digest)
@@ -420,27 +428,6 @@ def _show(state: HubState, name: str, version: str) -> dict[str, Any]:
         "manifest": json.loads(m.model_dump_json()),
         "evaluations": evaluations,
     }
-
-
-def _check_manifest(state: HubState, name: str, version: str, data: bytes) -> None:
-    """What makes a version publishable here, checked before it exists (422 if not).
-
-    The client validated the weights before uploading them (``registry/validate.py``);
-    here the manifest must parse strictly, name this URL's ``name@version``, and every
-    file it lists must already be in the store at the recorded size, so a version never
-    becomes visible with a missing or truncated blob.
-    """
-    from adapterhub.manifest import parse_manifest
-
-    m = parse_manifest(data, f"manifest of {name}@{version}")
-    if m.name != name or m.version != version:
-        raise ManifestError(f"the manifest names {m.name}@{m.version}, but it is pushed as {name}@{version}")
-    for f in m.files:
-        size = blob_size(state.store, f.sha256)
-        if size is None:
-            raise IntegrityError(f"blob {f.sha256[:16]}... of {f.path} is not on this hub: upload the blobs before the manifest")
-        if size >= 0 and size != f.size:
-            raise IntegrityError(f"blob {f.sha256[:16]}... of {f.path} holds {size} bytes, the manifest says {f.size}")
 
 
 def _check_record(data: bytes, strict: bool) -> None:

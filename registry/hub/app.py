@@ -8,17 +8,20 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from . import api, pages
+from .access import AccessLog, request_id_of
 from .state import HubState
 
 STATIC = Path(__file__).with_name("static")
 
 
-def build_app(state: HubState) -> Starlette:
+def build_app(state: HubState) -> ASGIApp:
+    """The hub as one ASGI app: Starlette's routes inside the access log (:mod:`.access`)."""
     routes: list[BaseRoute] = [
         *api.routes(state),
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
@@ -28,16 +31,19 @@ def build_app(state: HubState) -> Starlette:
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         if request.url.path.startswith("/api/"):
-            return JSONResponse({"error": {"status": exc.status_code, "message": exc.detail}}, status_code=exc.status_code)
+            return api.error_response(exc.status_code, "http_error", str(exc.detail), dict(exc.headers or {}), request_id_of(request))
         return pages.error_page(request, state, exc.status_code, str(exc.detail))
 
     async def crash(request: Request, exc: Exception) -> Response:
-        # Never a traceback to the client; the server log has it (uvicorn logs the raise).
+        # Never a traceback to the client. The access log middleware around this app logs
+        # it, once, with the request id (Starlette re-raises it after this answer).
+        # The x-request-id header is added on the way out, as on every answer.
+        rid = request_id_of(request)
         if request.url.path.startswith("/api/"):
-            return JSONResponse({"error": {"status": 500, "message": "internal error"}}, status_code=500)
-        return pages.error_page(request, state, 500, "internal error")
+            return api.error_response(500, "internal", "internal error", None, rid)
+        return pages.error_page(request, state, 500, "internal error" + (f" (request id {rid})" if rid else ""))
 
     handlers: dict[Any, Any] = {HTTPException: http_error, Exception: crash}
     app = Starlette(routes=routes, exception_handlers=handlers)
     app.state.hub = state
-    return app
+    return AccessLog(app)

@@ -11,6 +11,8 @@ import signal
 import sys
 from typing import Any
 
+from adapterhub.logs import add_log_options
+
 
 class HubCommand:
     name = "hub"
@@ -29,6 +31,10 @@ class HubCommand:
                             help="largest blob a push may upload, in MB (default 16384: 16 GiB; a larger one gets 413)")
         parser.add_argument("--public-url", default=None, metavar="URL",
                             help="address clients reach this hub at, for the snippets on adapter pages (default: the request's)")
+        parser.add_argument("--forwarded-allow-ips", default="127.0.0.1,::1", metavar="IPS",
+                            help="comma-separated proxy addresses (or *) whose X-Forwarded-Proto/-For are trusted, so the "
+                                 "login cookie is Secure behind an https proxy (default 127.0.0.1,::1)")
+        add_log_options(parser)
 
     def run(self, args: argparse.Namespace) -> int:
         from adapterhub.registry.client import Registry
@@ -42,19 +48,27 @@ class HubCommand:
             raise ConfigError("invalid --refresh: must be >= 0 seconds")
         if args.max_upload is not None and not args.max_upload > 0:
             raise ConfigError("invalid --max-upload: must be > 0 MB")
+        allow_ips = _allow_ips(args.forwarded_allow_ips)
         tokens = None
         if args.tokens is not None:
             from .tokens import TokenRing
 
             tokens = TokenRing.from_file(args.tokens)
-        store = Registry(args.registry, progress=False).store(args.registry)
+        # The hub writes through this client (index, pending markers, push's checks),
+        # exactly as `adapterhub push --to` the same store would.
+        registry = Registry(args.registry, progress=False)
+        store = registry.store(args.registry)
+        from adapterhub import logs
+
+        # Only once every option is checked: the command's own errors stay one plain line.
+        logs.configure(args.log_level, args.log_format)
 
         import uvicorn
 
         from .app import build_app
         from .state import HubState
 
-        state = HubState.open(store, tokens=tokens, ttl_s=args.refresh)
+        state = HubState.open(store, tokens=tokens, ttl_s=args.refresh, registry=registry)
         state.public_url = args.public_url.rstrip("/") if args.public_url else None
         if args.max_upload is not None:
             state.max_blob_bytes = int(args.max_upload * 1024 * 1024)
@@ -73,8 +87,29 @@ class HubCommand:
                     # would die by SIGTERM); a clean stop exits 0 instead.
                     self._captured_signals = [s for s in self._captured_signals if s != sig]
 
-        # Access lines show method, path and status; tokens travel only in headers, which
-        # are never logged.
-        _Server(uvicorn.Config(build_app(state), host=args.host, port=args.port, log_level="info",
+        # log_config=None: keep the handler logs.configure() installed (uvicorn's own
+        # dictConfig would replace it); the access lines are the hub's (registry/hub/access.py).
+        # proxy_headers: request.url.scheme is the proxy's https only for the addresses trusted.
+        _Server(uvicorn.Config(build_app(state), host=args.host, port=args.port, log_level=args.log_level,
+                               log_config=None, access_log=False, proxy_headers=True, forwarded_allow_ips=allow_ips,
                                timeout_graceful_shutdown=10)).run()
         return 0
+
+
+def _allow_ips(raw: str) -> list[str]:
+    """``--forwarded-allow-ips``: ``*`` or addresses / networks, each checked now (one line if not)."""
+    import ipaddress
+
+    from adapterhub.errors import ConfigError
+
+    items = [item.strip() for item in raw.split(",") if item.strip()]
+    if not items:
+        raise ConfigError("invalid --forwarded-allow-ips: give addresses (comma-separated) or *")
+    for item in items:
+        if item == "*":
+            continue
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ConfigError(f"invalid --forwarded-allow-ips entry {item[:60]!r}: expected an IP address, a network (10.0.0.0/8) or *") from None
+    return items

@@ -27,12 +27,12 @@ from starlette.routing import BaseRoute, Route
 from adapterhub.errors import AdapterhubError, AdapterNotFoundError, ConfigError
 
 from . import charts
+from .access import note_caller
 from .query import Entry, SearchQuery, Snapshot, search
 from .state import HubState
-from .tokens import ANONYMOUS_READER, HubPrincipal, authenticate
+from .tokens import ANONYMOUS_READER, COOKIE, HubPrincipal, authenticate
 
 TEMPLATES = Path(__file__).with_name("templates")
-COOKIE = "adapterhub_token"
 MAX_COMPARE = 4
 
 _env = Environment(
@@ -102,11 +102,12 @@ class _Denied(Exception):
 def _principal(request: Request, state: HubState) -> HubPrincipal:
     """Who is looking: a bearer token, the login cookie, or anonymous where allowed."""
     try:
-        who = authenticate(state.tokens, request.headers.get("authorization"), request.cookies.get(COOKIE))
+        who = authenticate(state.tokens, request.headers.get("authorization"), state.sessions.lookup(request.cookies.get(COOKIE)))
     except AdapterhubError as exc:
         raise _Denied(error_page(request, state, 401, str(exc))) from None
     if who is None:
         raise _Denied(RedirectResponse("/login?" + urlencode({"next": request.url.path}), status_code=303))
+    note_caller(request, who.name)
     return who
 
 
@@ -140,7 +141,7 @@ async def _entry(state: HubState, ref: str, who: HubPrincipal) -> Entry | None:
     """The entry for ``ref``, refreshing the cache once if the store has the name but the
     snapshot does not yet (pushed since the last refresh)."""
     try:
-        name, entry = _resolve(state.cache.snapshot(), ref)
+        name, entry = _resolve(await state.cache.current(), ref)
     except (AdapterhubError, ValueError):
         return None
     if not who.can_read(name):
@@ -252,7 +253,7 @@ def _where_values(request: Request) -> list[str]:
 async def browse(request: Request, state: HubState, who: HubPrincipal) -> Response:
     params = {k: v for k, v in request.query_params.items() if k != "where"}
     where = _where_values(request)
-    snap = state.cache.snapshot()
+    snap = await state.cache.current()
     error = None
     try:
         query = SearchQuery.parse(params, where)
@@ -287,7 +288,7 @@ async def adapter(request: Request, state: HubState, who: HubPrincipal) -> Respo
         return error_page(request, state, 404, f"No adapter {ref!r} in this hub.")
     deltas, threshold, rows = _forgetting(entry, records)
     m = entry.manifest
-    snap = state.cache.snapshot()
+    snap = await state.cache.current()
     versions = snap.versions.get(entry.name, (entry,))
     share = m.trainable_parameters / m.base.num_parameters if m.base.num_parameters else None
     return render(
@@ -309,7 +310,7 @@ async def compare(request: Request, state: HubState, who: HubPrincipal) -> Respo
     if not 2 <= len(refs) <= MAX_COMPARE:
         return render(request, state, "compare.html", status=200 if not refs else 400, entries=[], refs=refs,
                       error=None if not refs else f"Compare takes 2 to {MAX_COMPARE} adapters; got {len(refs)}.",
-                      names=sorted(state.cache.snapshot().latest)[:500])
+                      names=sorted((await state.cache.current()).latest)[:500])
     entries: list[Entry] = []
     records: list[list[dict[str, Any]]] = []
     for ref in refs:
@@ -378,15 +379,42 @@ async def login(request: Request) -> Response:
     if who is None:
         return render(request, state, "login.html", status=401, next=nxt, error="That token is not valid here.", open_read=state.tokens is None)
     response = RedirectResponse(nxt, status_code=303)
-    # HttpOnly (no script reads it), SameSite=Strict (no cross-site request carries it);
-    # the cookie only ever grants reading pages: the API's writes take the header only.
-    response.set_cookie(COOKIE, token, httponly=True, samesite="strict", secure=request.url.scheme == "https", max_age=7 * 86400)
+    # The cookie holds a random session id, never the token (:mod:`.sessions`).
+    # HttpOnly (no script reads it), SameSite=Strict (no cross-site request carries it),
+    # Secure behind https (the scheme is the proxy's when it is trusted:
+    # --forwarded-allow-ips); it only ever grants reading: the API's writes take the header.
+    sid = state.sessions.create(who)
+    response.set_cookie(COOKIE, sid, httponly=True, samesite="strict", secure=request.url.scheme == "https",
+                        max_age=int(state.sessions.ttl_s))
     return response
 
 
+def _same_origin(request: Request, state: HubState) -> bool:
+    """Does the request come from this hub's own pages? (Origin, else Referer; neither:
+    not a browser form, so nothing a cross-site page could have sent with the cookie.)"""
+    from urllib.parse import urlsplit
+
+    ours = {f"{request.url.scheme}://{request.url.netloc}".lower()}
+    if state.public_url:
+        pub = urlsplit(state.public_url)
+        ours.add(f"{pub.scheme}://{pub.netloc}".lower())
+    origin = request.headers.get("origin")
+    if origin is not None:
+        return origin.strip().lower() in ours
+    referer = request.headers.get("referer")
+    if referer is not None:
+        ref = urlsplit(referer.strip())
+        return f"{ref.scheme}://{ref.netloc}".lower() in ours
+    return True
+
+
 async def logout(request: Request) -> Response:
+    state: HubState = request.app.state.hub
+    if not _same_origin(request, state):
+        return error_page(request, state, 403, "Signing out is only possible from this hub's own pages.")
+    state.sessions.delete(request.cookies.get(COOKIE))  # the old cookie stops working at once
     response = RedirectResponse("/", status_code=303)
-    response.delete_cookie(COOKIE)
+    response.delete_cookie(COOKIE, httponly=True, samesite="strict", secure=request.url.scheme == "https")
     return response
 
 
@@ -397,5 +425,5 @@ def routes(state: HubState) -> list[BaseRoute]:
         Route("/compare", _guarded(compare), methods=["GET"]),
         Route("/plugins", _guarded(plugins), methods=["GET"]),
         Route("/login", login, methods=["GET", "POST"]),
-        Route("/logout", logout, methods=["POST", "GET"]),
+        Route("/logout", logout, methods=["POST"]),  # never GET: a link or an <img> must not sign out
     ]

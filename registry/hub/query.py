@@ -254,36 +254,67 @@ def search(snapshot: Snapshot, query: SearchQuery, visible: Callable[[str], bool
 
 
 class QueryCache:
-    """The current :class:`Snapshot` of a store, refreshed in the background past ``ttl_s``."""
+    """The current :class:`Snapshot` of a store, refreshed in the background past ``ttl_s``.
+
+    Threads: request handlers on the event loop call only :meth:`current` (which never
+    lists the store on the loop: a build runs in a worker thread), :meth:`invalidate`
+    and :meth:`forget`; builds run in worker threads and the background refresh thread.
+    Every field below is read and written under ``_lock`` (short, never held across a
+    store call); ``_build_lock`` only keeps two builds from listing the store at once.
+    """
 
     def __init__(self, store: Store, ttl_s: float = 30.0) -> None:
         self.store = store
         self.ttl_s = ttl_s
+        self._lock = threading.Lock()
+        self._build_lock = threading.Lock()  # one build at a time
         self._manifests: dict[tuple[str, str], Manifest] = {}
+        self._forgotten: list[tuple[str, str | None]] = []  # forget() calls during the running build
         self._snapshot: Snapshot | None = None
-        self._build_lock = threading.Lock()  # one refresh at a time
         self._refreshing = False
         self._dirty = False
 
+    def cached(self) -> Snapshot | None:
+        """The snapshot to serve now without touching the store; None: a build is needed
+        first (none yet, or a write went through this hub). Starts a background refresh
+        when the snapshot is older than the TTL (it is still served meanwhile)."""
+        with self._lock:
+            snap = self._snapshot
+            if snap is None or self._dirty:
+                return None
+            if time.monotonic() - snap.built_at > self.ttl_s and not self._refreshing:
+                self._refreshing = True
+                threading.Thread(target=self._background, name="hub-index-refresh", daemon=True).start()
+            return snap
+
+    async def current(self) -> Snapshot:
+        """:meth:`snapshot` for async handlers: the cached one, else built in a worker thread."""
+        snap = self.cached()
+        if snap is not None:
+            return snap
+        from starlette.concurrency import run_in_threadpool
+
+        return await run_in_threadpool(self.snapshot)
+
     def snapshot(self) -> Snapshot:
-        snap = self._snapshot
-        if snap is None or self._dirty:
-            with self._build_lock:
-                if self._snapshot is None or self._dirty:
-                    # Cleared before the build: a write landing during it marks it again.
-                    self._dirty = False
-                    self._snapshot = self._build()
-                return self._snapshot
-        if time.monotonic() - snap.built_at > self.ttl_s and not self._refreshing:
-            self._refreshing = True
-            threading.Thread(target=self._background, name="hub-index-refresh", daemon=True).start()
-        return snap
+        """The current snapshot, building it first when needed (blocking: call in a thread)."""
+        snap = self.cached()
+        if snap is not None:
+            return snap
+        with self._build_lock:
+            with self._lock:
+                if self._snapshot is not None and not self._dirty:
+                    return self._snapshot  # another thread built it while this one waited
+                # Cleared before the build: a write landing during it marks it again.
+                self._dirty = False
+            return self._rebuild()
 
     def refresh(self) -> Snapshot:
-        """Rebuild now (after a write through this hub, or on demand)."""
+        """Rebuild now (after a write through this hub, or on demand; blocking)."""
         with self._build_lock:
-            self._snapshot = self._build()
-            return self._snapshot
+            with self._lock:
+                self._dirty = False
+            return self._rebuild()
 
     def invalidate(self) -> None:
         """A write went through this hub: the next :meth:`snapshot` rebuilds first.
@@ -292,28 +323,49 @@ class QueryCache:
         or two tags): the listing runs once, on the next read, and this process reads
         its own writes. Other hub processes see them within their TTL.
         """
-        self._dirty = True
+        with self._lock:
+            self._dirty = True
 
     def forget(self, name: str, version: str | None = None) -> None:
         """Drop cached manifests of a deleted version (or every version of ``name``)."""
-        for key in [k for k in self._manifests if k[0] == name and (version is None or k[1] == version)]:
-            del self._manifests[key]
+        with self._lock:
+            self._forgotten.append((name, version))
+            for key in [k for k in self._manifests if _forgets(k, name, version)]:
+                del self._manifests[key]
 
     def _background(self) -> None:
         try:
             with self._build_lock:
-                self._snapshot = self._build()
+                self._rebuild()
         except Exception:  # noqa: BLE001 - a failed refresh keeps serving the old snapshot
             log.exception("hub index refresh failed; serving the previous snapshot")
         finally:
-            self._refreshing = False
+            with self._lock:
+                self._refreshing = False
 
-    def _build(self) -> Snapshot:
+    def _rebuild(self) -> Snapshot:
+        """Under ``_build_lock``: list the store (no lock held) and install the result."""
+        with self._lock:
+            known = dict(self._manifests)
+            self._forgotten.clear()
+        snap, manifests = self._build(known)
+        with self._lock:
+            # A manifest forgotten while this build ran may have been read before the
+            # delete: it is not kept (the forget's invalidate() rebuilds once more).
+            for name, version in self._forgotten:
+                for key in [k for k in manifests if _forgets(k, name, version)]:
+                    del manifests[key]
+            self._manifests = manifests
+            self._snapshot = snap
+        return snap
+
+    def _build(self, known: dict[tuple[str, str], Manifest]) -> tuple[Snapshot, dict[tuple[str, str], Manifest]]:
+        """A snapshot of the store, reading only manifests not in ``known``; and the manifests it holds."""
+        manifests: dict[tuple[str, str], Manifest] = {}
         versions: dict[str, tuple[Entry, ...]] = {}
         tags_of: dict[str, dict[str, str]] = {}
         latest: dict[str, Entry] = {}
         unreadable: list[str] = []
-        seen: set[tuple[str, str]] = set()
         for name in sorted(self.store.list_names()):
             names_versions = sorted(self.store.list_versions(name), key=version_key)
             if not names_versions:
@@ -325,8 +377,7 @@ class QueryCache:
             entries = []
             for v in names_versions:
                 key = (name, v)
-                seen.add(key)
-                manifest = self._manifests.get(key)
+                manifest = known.get(key)
                 if manifest is None:
                     try:
                         manifest = parse_manifest(self.store.get_version(name, v), f"{name}@{v}")
@@ -334,7 +385,7 @@ class QueryCache:
                         unreadable.append(f"{name}@{v}")
                         log.warning("hub: skipping %s@%s: %s", name, v, exc)
                         continue
-                    self._manifests[key] = manifest
+                manifests[key] = manifest
                 entries.append(Entry.of(name, v, manifest, by_version.get(v, ())))
             if not entries:
                 continue
@@ -342,7 +393,11 @@ class QueryCache:
             tags_of[name] = tags
             pinned = tags.get(DEFAULT_TAG)
             latest[name] = next((e for e in entries if e.version == pinned), entries[-1])
-        for key in set(self._manifests) - seen:
-            del self._manifests[key]  # deleted versions: a re-created one is read afresh
-        return Snapshot(versions=versions, tags=tags_of, latest=latest, built_at=time.monotonic(),
+        # Only what the store listed is kept: a deleted, then re-created version is read afresh.
+        snap = Snapshot(versions=versions, tags=tags_of, latest=latest, built_at=time.monotonic(),
                         unreadable=tuple(unreadable), facet_values=_facets(latest, tags_of))
+        return snap, manifests
+
+
+def _forgets(key: tuple[str, str], name: str, version: str | None) -> bool:
+    return key[0] == name and (version is None or key[1] == version)

@@ -19,8 +19,9 @@ digests and compared in constant time (:mod:`adapterhub.bearer`); they never app
 logs or errors.
 
 Clients send ``Authorization: Bearer <token>``. The browser pages also accept the login
-cookie (:data:`COOKIE`), which only ever grants reading: the API's writes take the
-header alone, so no cross-site form can write with a visitor's cookie.
+cookie (:data:`COOKIE`, a session id mapped to a principal by :mod:`.sessions`), which
+only ever grants reading: the API's writes take the header alone, so no cross-site form
+can write with a visitor's cookie.
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ from adapterhub.bearer import (
 )
 from adapterhub.errors import AuthenticationError
 
-COOKIE = "adapterhub_token"
-"""The pages' login cookie (read-only)."""
+COOKIE = "adapterhub_session"
+"""The pages' login cookie: a session id (:mod:`.sessions`), never a token; read-only."""
 
 Scope = Literal["read", "write"]
 
@@ -156,13 +157,14 @@ class TokenRing:
         return len(self._ring)
 
 
-def authenticate(ring: TokenRing | None, authorization_header: str | None, cookie_token: str | None = None) -> HubPrincipal | None:
+def authenticate(ring: TokenRing | None, authorization_header: str | None, session: HubPrincipal | None = None) -> HubPrincipal | None:
     """Who presents these credentials; None: nobody, and this hub does not read to anonymous.
 
     A presented token that is malformed or unknown raises :class:`AuthenticationError`
     (401) rather than falling back to anonymous, so a mistyped token is reported, not
-    silently downgraded. The cookie counts only when no header is sent and grants read
-    scope whatever its token's scope.
+    silently downgraded. ``session`` is the login cookie's principal (looked up by the
+    caller; an unknown or forged cookie is simply no session): it counts only when no
+    header is sent and grants read scope whatever its token's scope.
     """
     if ring is None:
         return ANONYMOUS_READER  # no tokens file: read-only, open to read
@@ -174,9 +176,6 @@ def authenticate(ring: TokenRing | None, authorization_header: str | None, cooki
         if who is None:
             raise AuthenticationError("invalid token: it is not one of this hub's tokens")
         return who
-    if cookie_token:
-        who = ring.lookup(cookie_token)
-        if who is None:
-            raise AuthenticationError("invalid login cookie: its token is not one of this hub's tokens (log in again)")
-        return replace(who, scope="read")
+    if session is not None:
+        return replace(session, scope="read")
     return ANONYMOUS_READER if ring.public_read else None

@@ -1,11 +1,12 @@
 """Blob bytes in and out of the hub: ranged, ETag-ed downloads and verified, capped uploads.
 
-Downloads stream the store's file (a local store's blob file directly; any other store's
-blob is first fetched and verified into an unlinked temp file) with ``ETag`` = the
+Blobs are read and written through the registry client (``Registry.open_blob`` /
+``put_blob``). Downloads stream the store's file (a local store's blob file directly; any
+other store's blob is first fetched and verified into an unlinked temp file) with ``ETag`` = the
 sha256, ``Accept-Ranges: bytes`` and single-range ``Range`` requests (206, or 416 when
 unsatisfiable; several ranges are answered with the whole blob, as RFC 9110 allows).
 Uploads stream into a temp file, refusing more than the hub's cap, and only a body whose
-sha256 is the digest in the URL is handed to the store's ``put_blob`` (which verifies it
+sha256 is the digest in the URL is handed to ``Registry.put_blob`` (the store verifies it
 again, as every store does): nothing unverified becomes visible.
 """
 
@@ -20,13 +21,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
 
-from adapterhub.registry.local import LocalStore
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from adapterhub.errors import AdapterNotFoundError, IntegrityError
-from adapterhub.protocols.store import Store
 
 from .state import HubState
 
@@ -124,20 +123,6 @@ async def _chunks(fh: BinaryIO, start: int, end: int) -> AsyncIterator[bytes]:
         fh.close()
 
 
-def blob_size(store: Store, digest: str) -> int | None:
-    """The stored size of a blob; None when absent; -1 when present but the store cannot say."""
-    if isinstance(store, LocalStore):
-        try:
-            return os.stat(store.blob_path(digest)).st_size
-        except FileNotFoundError:
-            return None
-    sized = getattr(store, "blob_size", None)
-    if callable(sized):
-        got = sized(digest)
-        return None if got is None else int(got)
-    return -1 if store.has_blob(digest) else None
-
-
 def _size_from_index(state: HubState, digest: str) -> int | None:
     """The size a published manifest records for ``digest`` (stores that cannot say)."""
     for attempt in range(2):
@@ -152,7 +137,7 @@ def _size_from_index(state: HubState, digest: str) -> int | None:
 
 def served_size(state: HubState, digest: str) -> int:
     """The size the hub serves a blob with; AdapterNotFoundError when it serves none."""
-    size = blob_size(state.store, digest)
+    size = state.client.blob_size(digest)
     if size is not None and size < 0:
         # The store has it but cannot say how big: get_blob needs the size to verify, so
         # take it from the manifest that publishes the blob. Unpublished blobs are not
@@ -165,24 +150,7 @@ def served_size(state: HubState, digest: str) -> int:
 
 def open_blob(state: HubState, digest: str) -> tuple[BinaryIO, int]:
     """An open file of the blob's bytes and its size (blocking: call in a thread)."""
-    store = state.store
-    if isinstance(store, LocalStore):
-        try:
-            fh = open(store.blob_path(digest), "rb")
-        except FileNotFoundError:
-            raise AdapterNotFoundError(f"blob {digest} not found") from None
-        return fh, os.fstat(fh.fileno()).st_size
-    size = served_size(state, digest)
-    fd, name = tempfile.mkstemp(prefix=".hub-blob-")
-    os.close(fd)
-    try:
-        store.get_blob(digest, Path(name), size)  # verified before it lands
-        fh = open(name, "rb")
-    finally:
-        # Unlinked at once: the open handle keeps the bytes, and nothing is left behind
-        # whatever happens to the response.
-        Path(name).unlink(missing_ok=True)
-    return fh, size
+    return state.client.open_blob(digest, served_size(state, digest))
 
 
 def _write(fh: BinaryIO, h: hashlib._Hash, data: bytes) -> None:

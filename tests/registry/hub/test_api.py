@@ -115,8 +115,14 @@ def test_a_wrong_token_is_401_never_anonymous_and_a_cookie_never_writes(hub: Run
     for header in ("Bearer nope-not-a-token", "Basic YWRtaW46YWRtaW4=", "Bearer"):
         r = call(hub, "GET", "/search", headers={"Authorization": header})
         assert r.status_code == 401 and "nope" not in r.text
-    cookies = {"adapterhub_token": token_for("admin")}
+    # The pages' login cookie (a session id) reads through the API too, and never writes.
+    login = httpx.post(hub.url + "/login", content=f"token={token_for('admin')}",
+                       headers={"content-type": "application/x-www-form-urlencoded"}, timeout=30)
+    assert login.status_code == 303
+    cookies = dict(login.cookies)
     assert call(hub, "GET", "/adapters/team/x", cookies=cookies).status_code == 200
+    # A token in place of the session id is no session: anonymous, and this hub needs a token.
+    assert call(hub, "GET", "/adapters/team/x", cookies={"adapterhub_session": token_for("admin")}).status_code == 401
     r = call(hub, "PUT", "/adapters/team/x/tags/cookie", cookies=cookies, content=b'{"version": "1.0.0"}')
     assert r.status_code == 401 and "cookie" not in HttpStore(hub.url, token=token_for("admin")).list_tags("team/x")
     me = call(hub, "GET", "/", "teamreader").json()["you"]
@@ -359,7 +365,7 @@ def test_tokens_never_appear_in_the_server_log(hub: RunningHub, caplog: pytest.L
         for method, path in [("GET", "/search"), ("PUT", "/adapters/team/x/tags/logcheck"), ("GET", "/blobs/zz"),
                              ("PUT", "/adapters/team/x/versions/1.0.0/manifest"), ("GET", "/adapters/team/x")]:
             call(hub, method, path, headers={"Authorization": who_header}, content=b'{"version": "1.0.0"}' if method == "PUT" else None)
-    call(hub, "GET", "/search", cookies={"adapterhub_token": wrong})
+    call(hub, "GET", "/search", cookies={"adapterhub_session": wrong})
     HttpStore(hub.url, token=token_for("team")).list_tags("team/x")
     # The access log is on (request lines are logged), so the check below proves something.
     assert any(r.name == "uvicorn.access" for r in caplog.records)

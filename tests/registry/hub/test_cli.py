@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -30,6 +31,9 @@ def test_bad_options_fail_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "--port" in capsys.readouterr().err
     assert main(["hub", "--max-upload", "0"]) != 0
     assert "invalid --max-upload" in capsys.readouterr().err
+    assert main(["hub", "--forwarded-allow-ips", "10.0.0.1,proxy.example"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "invalid --forwarded-allow-ips entry 'proxy.example'" in err and len(err.splitlines()) == 1
     bad = tmp_path / "tokens.yaml"
     bad.write_text("tokens:\n  - name: a\n    token: secret-value-123\n    scope: admin\n")
     assert main(["hub", "--tokens", str(bad)]) != 0
@@ -45,7 +49,8 @@ def test_hub_process_serves_refreshes_and_stops_on_sigterm(tmp_path: Path) -> No
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "ADAPTERHUB_HOME": str(tmp_path / "home")}
     proc = subprocess.Popen(
-        [sys.executable, "-c", ENTRY, "hub", "--registry", store, "--port", str(port), "--refresh", "0.2", "--max-upload", "0.5"],
+        [sys.executable, "-c", ENTRY, "hub", "--registry", store, "--port", str(port), "--refresh", "0.2", "--max-upload", "0.5",
+         "--log-format", "json", "--log-level", "info", "--forwarded-allow-ips", "127.0.0.1"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -71,6 +76,11 @@ def test_hub_process_serves_refreshes_and_stops_on_sigterm(tmp_path: Path) -> No
         assert proc.wait(30) == 0
         err = proc.stderr.read() if proc.stderr else ""
         assert "1 adapter from" in err and "read-only, open to read" in err
+        # --log-format json: one object per line; the access lines are the hub's, with ids.
+        records = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+        access = [r for r in records if r["logger"] == "adapterhub.registry.hub.access"]
+        assert any(r["path"] == "/a/team/summaries" and r["status"] == 200 and r["request_id"] and r["token"] == "-" for r in access)
+        assert not [r for r in records if r["logger"] == "uvicorn.access"]
     finally:
         if proc.poll() is None:
             proc.kill()

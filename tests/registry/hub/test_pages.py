@@ -235,7 +235,7 @@ def test_tokens_gate_pages_and_limit_what_a_token_sees(sample_store: LocalStore,
         assert get(url + "/", headers={"Authorization": "Bearer wrong-token-000000"}).status_code == 401
         with httpx.Client(base_url=url, timeout=30) as browser:
             bad = browser.post("/login?next=/", content="token=nope", headers={"content-type": "application/x-www-form-urlencoded"})
-            assert bad.status_code == 401 and "adapterhub_token" not in bad.headers.get("set-cookie", "")
+            assert bad.status_code == 401 and "adapterhub_session" not in bad.headers.get("set-cookie", "")
             ok = browser.post("/login?next=" + quote("//evil.example"), content="token=read-token-123456",
                               headers={"content-type": "application/x-www-form-urlencoded"})
             assert ok.status_code == 303 and ok.headers["location"] == "/"  # never an open redirect

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from pathlib import Path
 
@@ -94,3 +96,43 @@ def test_refresh_sees_pushes_and_deletes_and_reads_each_manifest_once(store: Loc
     assert len(reads) == n + 1  # only the new manifest was read
     store.delete_version("new/one", "1.0.0")
     assert "new/one" not in cache.refresh().latest
+
+
+class _RecordingStore:
+    """A real local store that records, for every listing, whether it ran on an event loop."""
+
+    def __init__(self, inner: LocalStore) -> None:
+        self.inner = inner
+        self.url = inner.url
+        self.listings: list[tuple[str, bool]] = []
+
+    def list_names(self):  # type: ignore[no-untyped-def]
+        try:
+            asyncio.get_running_loop()
+            on_loop = True
+        except RuntimeError:
+            on_loop = False
+        self.listings.append((threading.current_thread().name, on_loop))
+        return self.inner.list_names()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+def test_pages_never_list_the_store_on_the_event_loop(store: LocalStore) -> None:
+    import httpx
+    from adapterhub.registry.hub.app import build_app
+    from adapterhub.registry.hub.state import HubState
+
+    from adapterhub.serving.http.inprocess import serve_in_process
+
+    recording = _RecordingStore(store)
+    state = HubState.open(recording, ttl_s=0)  # type: ignore[arg-type]  # every request also starts a background refresh
+    with serve_in_process(build_app(state)) as url:
+        for path in ("/", "/a/team/sentiment", "/compare", "/compare?a=team/sentiment@1.0.0&b=team/sentiment@1.1.0",
+                     "/a/team/nope", "/?q=sentiment"):
+            state.cache.invalidate()  # as after a write: the next page needs a rebuild first
+            assert httpx.get(url + path, timeout=30).status_code in (200, 404), path
+        time.sleep(0.2)  # let the last background refresh finish
+    assert recording.listings, "the pages never listed the store: the test proves nothing"
+    assert not [t for t, on_loop in recording.listings if on_loop], recording.listings
