@@ -53,6 +53,57 @@ def test_compare_flags_drops_over_threshold_only():
     assert not rows["bleu"].flagged and rows["bleu"].delta == pytest.approx(15.0)
 
 
+def _scored(task: str, correct: list[int]) -> TaskEvaluation:
+    """A real accuracy result (per-example statistics included) with the given outcomes."""
+    from adapterhub.evaluation.scoring import resolve_evaluator
+
+    evaluator, options = resolve_evaluator("accuracy")
+    preds = ["yes" if c else "no" for c in correct]
+    res = evaluator.score(preds, [["yes"]] * len(correct), **options)
+    return TaskEvaluation(task, "test", len(correct), "0" * 64, 4, preds, [res], 0.1)
+
+
+def _verdict(base: list[int], adapted: list[int]) -> tuple[str | None, object]:
+    [row] = compare("t", _scored("t", base), _scored("t", adapted), threshold=2.0)
+    return row.verdict, row
+
+
+def test_verdict_clear_drop_is_forgotten():
+    # 200 examples, the adapter loses 40 answers the base had and gains none: −20 points,
+    # and the paired interval sits far below −2.
+    base = [1] * 150 + [0] * 50
+    adapted = [0] * 40 + [1] * 110 + [0] * 50
+    verdict, row = _verdict(base, adapted)
+    assert verdict == "forgotten"
+    assert row.flagged and row.n == 200 and row.delta == pytest.approx(-20.0)
+    assert row.ci_high < -2 and row.ci_low <= row.delta <= row.ci_high
+    assert row.resolution == pytest.approx((row.ci_high - row.ci_low) / 2)
+
+
+def test_verdict_noisy_drop_is_unresolved_not_flagged():
+    # 8 examples, −12.5 points (one answer lost): a point estimate far over the threshold,
+    # but the interval runs from −37.5 to 0 and cannot tell it from no change.
+    base = [1, 1, 1, 0, 1, 0, 1, 1]
+    adapted = [0, 1, 1, 0, 1, 0, 1, 1]
+    verdict, row = _verdict(base, adapted)
+    assert row.delta == pytest.approx(-12.5)
+    assert verdict == "unresolved" and not row.flagged
+    assert row.ci_low < -2 <= row.ci_high
+
+
+def test_verdict_gain_is_kept():
+    base = [0] * 30 + [1] * 30
+    adapted = [1] * 20 + [0] * 10 + [1] * 30
+    verdict, row = _verdict(base, adapted)
+    assert verdict == "kept" and row.delta > 0 and row.ci_low >= -2 and not row.flagged
+
+
+def test_paired_verdict_is_reproducible():
+    base = [1, 0, 1, 1, 0, 1, 1, 0, 1, 1] * 3
+    adapted = [1, 0, 0, 1, 0, 1, 1, 0, 1, 0] * 3
+    assert _verdict(base, adapted)[1] == _verdict(base, adapted)[1]
+
+
 def test_general_text_sample_is_fixed():
     texts, info = general_text_sample()
     again, info2 = general_text_sample()
