@@ -94,3 +94,15 @@ def test_refresh_sees_pushes_and_deletes_and_reads_each_manifest_once(store: Loc
     assert len(reads) == n + 1  # only the new manifest was read
     store.delete_version("new/one", "1.0.0")
     assert "new/one" not in cache.refresh().latest
+
+
+def test_filter_no_task_forgotten(store: LocalStore) -> None:
+    snap = QueryCache(store).snapshot()
+    # full-baseline forgets three tasks (intervals wholly below −2): out. The others'
+    # drops are unresolved or kept: in.
+    got = names(search(snap, SearchQuery.parse({"no_forgotten": "1"})))
+    assert got == ["ops/faq@2.0.0", "team/sentiment@1.1.0", "team/summaries@0.3.0"]
+    # sentiment 1.0.0's report predates intervals: its flagged point drop (−6.1) counts.
+    every = names(search(snap, SearchQuery(no_forgotten=True, all_versions=True)))
+    assert "team/sentiment@1.0.0" not in every and "ops/full-baseline@1.0.0" not in every
+    assert len(names(search(snap, SearchQuery.parse({"no_forgotten": ""})))) == 4  # off: everything
