@@ -227,7 +227,8 @@ def run_forgetting_detailed(
         rows=rows,
         perplexity_base=ppl_base,
         perplexity_adapted=ppl_adapted,
-        interval={"method": "paired-bootstrap", "level": LEVEL, "resamples": RESAMPLES, "seed": SEED},
+        interval={"method": "paired-bootstrap", "level": LEVEL, "resamples": RESAMPLES, "seed": SEED,
+                  "fallback": "newcombe-paired: proportions whose pairs all agree (the bootstrap would give width 0)"},
         generation={
             "own_task": own,
             "limit": limit,

@@ -13,7 +13,9 @@ the same inputs and seed give the same interval on every machine.
   that re-computes the corpus score from the resampled examples' summed sufficient
   statistics, not an average of sentence scores (which is a different metric).
 * **Differences on the same examples** (forgetting): the paired bootstrap: one resample of
-  example indices is applied to both models, so example difficulty cancels out.
+  example indices is applied to both models, so example difficulty cancels out. For a
+  proportion where every pair agrees, the bootstrap collapses to a point; there
+  Newcombe's paired Wilson interval is used instead.
 
 Every resample is a row of multinomial counts over the examples, so a mean, a corpus
 statistic and a paired difference are all the same matrix product.
@@ -49,7 +51,7 @@ class Interval:
     high: float
     n: int
     method: str
-    """``wilson``, ``bootstrap`` or ``paired-bootstrap``."""
+    """``wilson``, ``bootstrap``, ``paired-bootstrap`` or ``newcombe-paired``."""
     level: float = LEVEL
     resamples: int | None = None
     seed: int | None = None
@@ -195,7 +197,37 @@ def paired_interval(
     counts = resample_counts(base.n, resamples, seed)
     diffs = adapted.weighted(counts) - base.weighted(counts)
     lo, hi = percentile(diffs, level)
-    return Interval(adapted.value() - base.value(), lo, hi, base.n, "paired-bootstrap", level, resamples, seed)
+    delta = adapted.value() - base.value()
+    if hi - lo == 0 and base.kind == adapted.kind == "proportion":
+        # Every pair agrees (no example right in one model and wrong in the other): the
+        # bootstrap has nothing to resample and returns a zero-width interval, which on 8
+        # examples would claim certainty. Newcombe's paired interval does not collapse.
+        lo, hi = newcombe_paired(base.stats[:, 0], adapted.stats[:, 0], level)
+        return Interval(delta, 100 * lo, 100 * hi, base.n, "newcombe-paired", level)
+    return Interval(delta, lo, hi, base.n, "paired-bootstrap", level, resamples, seed)
+
+
+def newcombe_paired(base: npt.ArrayLike, adapted: npt.ArrayLike, level: float = LEVEL) -> tuple[float, float]:
+    """Interval of ``mean(adapted) − mean(base)`` for paired 0/1 outcomes, as fractions:
+    Newcombe (1998), "Improved confidence intervals for the difference between binomial
+    proportions based on paired data", Statistics in Medicine 17:2635-2650, method 10
+    (Wilson score intervals of both margins, combined with the phi correlation)."""
+    b = np.asarray(base, dtype=bool)
+    a = np.asarray(adapted, dtype=bool)
+    n = len(b)
+    both, only_a, only_b, neither = int((a & b).sum()), int((a & ~b).sum()), int((~a & b).sum()), int((~a & ~b).sum())
+    p1, p2 = (both + only_a) / n, (both + only_b) / n  # adapted, base
+    l1, u1 = wilson(both + only_a, n, level)
+    l2, u2 = wilson(both + only_b, n, level)
+    margins = (both + only_a) * (only_b + neither) * (both + only_b) * (only_a + neither)
+    # phi with Newcombe's correction: a positive ad − bc is shrunk by n/2 (never below 0).
+    raw = both * neither - only_a * only_b
+    cross = max(raw - n / 2, 0.0) if raw > 0 else float(raw)
+    phi = cross / math.sqrt(margins) if margins else 0.0
+    d = p1 - p2
+    below = math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
+    above = math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
+    return (max(-1.0, d - below), min(1.0, d + above))
 
 
 def verdict(low: float, high: float, threshold: float) -> Verdict:

@@ -64,10 +64,14 @@ def forgetting_summary(report: ForgettingReport) -> str:
     held = [r for r in with_ci if r.task != (report.generation or {}).get("own_task")] or with_ci
     widest = max(held, key=lambda r: r.resolution or 0.0)
     finest = min(held, key=lambda r: r.resolution or 0.0)
+    flat = sum(1 for r in with_ci if r.resolution == 0)
+    caveat = (f" {flat} row(s) show no variation between the models on these examples: a zero-width interval there "
+              "is not evidence of precision." if flat else "")
     return (f"{counts['forgotten']} forgotten, {counts['unresolved']} unresolved, {counts['kept']} kept "
             f"(forgotten: the whole 95% interval lies below −{t:g}). At these sample sizes a drop is called "
             f"forgotten only once it exceeds about {t:g} + the interval's half-width: from {t + (finest.resolution or 0):.1f} "
-            f"points ({finest.task}, n={finest.n}) to {t + (widest.resolution or 0):.1f} points ({widest.task}, n={widest.n}).")
+            f"points ({finest.task}, n={finest.n}) to {t + (widest.resolution or 0):.1f} points ({widest.task}, n={widest.n})."
+            + caveat)
 
 
 def forgetting_markdown(report: ForgettingReport, title: str = "Forgetting report") -> str:

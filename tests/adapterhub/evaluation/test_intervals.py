@@ -15,6 +15,7 @@ from adapterhub.evaluation.intervals import (
     ci_text,
     examples_for,
     interval,
+    newcombe_paired,
     paired_interval,
     percentile,
     verdict,
@@ -122,6 +123,32 @@ def test_interval_kinds_per_evaluator() -> None:
     lo, hi = wilson(3, 4)
     assert interval(Statistic.of("proportion", [1, 0, 1, 1])).low == pytest.approx(100 * lo)
     assert interval(Statistic.of("proportion", [1, 0, 1, 1])).high == pytest.approx(100 * hi)
+
+
+def test_paired_proportions_that_all_agree_do_not_collapse() -> None:
+    # 8 examples, both models right on the same 5: no discordant pair, so every bootstrap
+    # resample gives a difference of exactly 0. That would claim certainty on 8 examples;
+    # Newcombe's paired interval is used instead, and it is wide.
+    same = [1, 1, 1, 1, 1, 0, 0, 0]
+    iv = paired_interval(Statistic.of("proportion", same), Statistic.of("proportion", same))
+    assert iv.method == "newcombe-paired" and iv.value == 0.0
+    assert iv.low < -20 and iv.high > 20 and iv.low == pytest.approx(-iv.high)
+    assert verdict(iv.low, iv.high, 2.0) == "unresolved"
+    # n/n correct in both: the margins are empty, phi is 0, the bound is Wilson's for 0/n.
+    lo, hi = newcombe_paired([0, 0], [0, 0])
+    assert hi == pytest.approx(wilson(0, 2)[1]) and lo == pytest.approx(-hi)
+
+
+def test_newcombe_paired_covers_the_true_difference() -> None:
+    # 2,000 paired experiments of 30 examples: base right 70 % of the time; the adapter
+    # loses 15 % of those and gains 10 % of the rest (true difference −7.5 points).
+    rng = np.random.default_rng(3)
+    truth = 0.7 * 0.85 + 0.3 * 0.1 - 0.7
+    base = rng.random((2000, 30)) < 0.7
+    u = rng.random((2000, 30))
+    adapted = np.where(base, u > 0.15, u < 0.1)
+    covered = sum(lo <= truth <= hi for lo, hi in (newcombe_paired(b, a) for b, a in zip(base, adapted, strict=True)))
+    assert 0.93 <= covered / 2000 <= 0.99  # Newcombe's method 10 runs slightly conservative
 
 
 def test_paired_interval_needs_the_same_examples() -> None:
