@@ -150,8 +150,10 @@ def test_report_rows_flags_perplexity_and_base_cache(scenario, tmp_path, monkeyp
     own_row = rows[("echo-own", "exact_match")]
     assert own_row.base == 100.0
     assert own_row.adapted < 98.0 and own_row.flagged and own_row.delta == pytest.approx(own_row.adapted - 100.0)
-    for r in rep.rows:
-        assert r.flagged == (r.base - r.adapted > 2.0)
+    for r in rep.rows:  # flagged now means forgotten: the whole paired interval below −2
+        assert r.flagged == (r.verdict == "forgotten") and r.ci_low is not None and r.ci_high is not None
+        assert r.ci_low <= r.delta <= r.ci_high and r.n == (5 if r.task == "echo-own" else 3)
+        assert r.flagged == (r.ci_high < -2.0)
     assert math.isfinite(rep.perplexity_base) and math.isfinite(rep.perplexity_adapted)
     assert rep.perplexity_base != rep.perplexity_adapted
     gen = rep.generation
@@ -170,6 +172,14 @@ def test_report_rows_flags_perplexity_and_base_cache(scenario, tmp_path, monkeyp
     assert calls == {"base_generate": 0, "perplexity": 1}
     assert [r.model_dump() for r in again.rows] == [r.model_dump() for r in rep.rows]
     assert all(run.base[t].cached is False for t in run.base)
+
+
+def test_per_task_limits(scenario):
+    # --resolve sizes each task on its own: limits override limit per task.
+    tiny, own, other, adapter_dir = scenario
+    run = run_forgetting_detailed(tiny, adapter_dir, [own, other], limit=2, limits={"echo-own": 4}, cache=False, progress=False)
+    assert {r.task: r.n for r in run.report.rows} == {"echo-own": 4, "echo-other": 2}
+    assert run.report.generation["tasks"]["echo-own"]["examples"] == 4
 
 
 def test_full_finetune_adapter_path(tiny, tmp_path, memory_task):
