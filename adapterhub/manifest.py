@@ -11,9 +11,17 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+)
 
 from adapterhub.errors import ManifestError
 
@@ -26,6 +34,38 @@ MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Optional(_Strict):
+    """A model whose fields added after format_version 1 was fixed (``_ADDED``) are left
+    out of its JSON while unset: a manifest or report without them serialises byte for
+    byte as before (its sha256 and signatures hold), and adapterhub releases that predate
+    them, which refuse unknown fields, can still read it."""
+
+    _ADDED: ClassVar[frozenset[str]] = frozenset()
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_additions(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        for key in self._ADDED:
+            if key in out and out[key] in (None, {}, []):
+                del out[key]
+        return out
+
+
+class MetricInterval(_Strict):
+    """A metric's sample size and confidence interval, stored so that readers (the hub,
+    ``show``) never recompute them. Bounds are on the metric's headline scale."""
+
+    n: int = Field(ge=0)
+    low: float | None = None
+    high: float | None = None
+    level: float = Field(default=0.95, gt=0, lt=1)
+    method: str = Field(max_length=64)
+    """``wilson`` (proportions), ``bootstrap`` (resampled examples, corpus score
+    recomputed), ``paired-bootstrap`` (a difference on the same examples), ``none``."""
+    resamples: int | None = Field(default=None, ge=1)
+    seed: int | None = None
 
 
 class FileEntry(_Strict):
@@ -64,25 +104,49 @@ class Provenance(_Strict):
     loss_curve: list[float] = Field(default_factory=list, max_length=100_000)
 
 
-class ForgettingRow(_Strict):
+class ForgettingRow(_Optional):
+    """One task and metric, base vs adapted on the same examples.
+
+    Reports written before intervals have only the first six fields; ``flagged`` then
+    meant a point drop over the threshold. With an interval, ``flagged`` is
+    ``verdict == "forgotten"``: what a reader that only knows ``flagged`` should act on.
+    """
+
+    _ADDED = frozenset({"n", "ci_low", "ci_high", "verdict", "resolution"})
+
     task: str = Field(max_length=256)
     metric: str = Field(max_length=128)
     base: float
     adapted: float
     delta: float
     flagged: bool
+    n: int | None = Field(default=None, ge=0)
+    ci_low: float | None = None
+    ci_high: float | None = None
+    verdict: Literal["forgotten", "unresolved", "kept"] | None = None
+    """*forgotten*: the whole interval lies below −threshold; *unresolved*: it straddles
+    −threshold; *kept*: it lies at or above it."""
+    resolution: float | None = Field(default=None, ge=0)
+    """The interval's half-width: at this ``n``, a change smaller than this many points
+    cannot be told from no change."""
 
 
-class ForgettingReport(_Strict):
+class ForgettingReport(_Optional):
+    _ADDED = frozenset({"interval"})
+
     threshold: float
     rows: list[ForgettingRow] = Field(default_factory=list, max_length=10_000)
     perplexity_base: float | None = None
     perplexity_adapted: float | None = None
     generation: dict[str, Any] = Field(default_factory=dict)
     created: datetime | None = None
+    interval: dict[str, Any] | None = None
+    """How the rows' intervals were computed: method, level, resamples, seed."""
 
 
-class Manifest(_Strict):
+class Manifest(_Optional):
+    _ADDED = frozenset({"intervals"})
+
     # strict: JSON ``true`` or ``1.0`` must not pass as version 1 (lax int coercion would).
     format_version: int = Field(strict=True)
     name: str = Field(min_length=1, max_length=200)
@@ -96,6 +160,9 @@ class Manifest(_Strict):
     trainable_parameters: int = Field(default=0, ge=0)
     provenance: Provenance = Field(default_factory=Provenance)
     metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
+    intervals: dict[str, dict[str, MetricInterval]] = Field(default_factory=dict)
+    """``intervals[task][metric]``: ``n`` and the 95 % interval of ``metrics[task][metric]``
+    (absent in manifests written before intervals, and for metrics without one)."""
     forgetting: ForgettingReport | None = None
     description: str = Field(default="", max_length=10_000)
     created: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))

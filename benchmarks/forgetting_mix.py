@@ -33,13 +33,14 @@ import json
 import math
 import os
 import platform
-import random
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from adapterhub.evaluation.intervals import bootstrap_ci
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -93,18 +94,8 @@ def parse_args() -> argparse.Namespace:
 
 
 # ---- statistics ------------------------------------------------------------------------
-
-
-def bootstrap_ci(diffs: Sequence[float], n: int, seed: int, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of ``diffs`` (paired: one value per test example)."""
-    if not diffs:
-        return (float("nan"), float("nan"))
-    rng = random.Random(seed)
-    k = len(diffs)
-    means = sorted(sum(diffs[rng.randrange(k)] for _ in range(k)) / k for _ in range(n))
-    lo = means[int((1 - level) / 2 * n)]
-    hi = means[min(n - 1, int((1 + level) / 2 * n))]
-    return (lo, hi)
+# The paired bootstrap is adapterhub's own (adapterhub.evaluation.intervals.bootstrap_ci),
+# the one the forgetting report uses; this script only supplies per-example scores.
 
 
 def per_example_scores(task: str, predictions: Sequence[str], examples: Sequence[Any]) -> dict[str, list[float]]:

@@ -140,10 +140,14 @@ class LsCommand:
         return 0
 
 
-def _metrics_text(metrics: dict[str, dict[str, float]]) -> str:
+def _metrics_text(metrics: dict[str, dict[str, float]], intervals: dict[str, dict[str, Any]] | None = None) -> str:
+    """``task.metric=value``, with the stored ``[low, high] n=N`` when there is one."""
     parts: list[str] = []
     for task, values in sorted(metrics.items()):
-        parts.extend(f"{task}.{m}={v:.4g}" for m, v in sorted(values.items()))
+        for m, v in sorted(values.items()):
+            iv = (intervals or {}).get(task, {}).get(m) or {}
+            ci = f" [{iv['low']:.4g}, {iv['high']:.4g}] n={iv['n']}" if iv.get("low") is not None and iv.get("high") is not None else ""
+            parts.append(f"{task}.{m}={v:.4g}{ci}")
     return " ".join(parts)
 
 
@@ -206,11 +210,17 @@ class ShowCommand:
             f"  created:     {m['created']}",
         ]
         if m.get("metrics"):
-            lines.append(f"  metrics:     {_metrics_text(m['metrics'])}")
+            lines.append(f"  metrics:     {_metrics_text(m['metrics'], m.get('intervals'))}")
         if m.get("forgetting"):
             rows = m["forgetting"].get("rows", [])
-            flagged = [r for r in rows if r.get("flagged")]
-            lines.append(f"  forgetting:  {len(rows)} row(s), {len(flagged)} flagged")
+            if any(r.get("verdict") for r in rows):  # verdicts as stored, never recomputed
+                counts = {v: sum(r.get("verdict") == v for r in rows) for v in ("forgotten", "unresolved", "kept")}
+                n = sorted({r["n"] for r in rows if isinstance(r.get("n"), int)})
+                lines.append(f"  forgetting:  {len(rows)} row(s): {counts['forgotten']} forgotten, {counts['unresolved']} unresolved, "
+                             f"{counts['kept']} kept (n={'/'.join(map(str, n)) or '?'})")
+            else:
+                flagged = [r for r in rows if r.get("flagged")]
+                lines.append(f"  forgetting:  {len(rows)} row(s), {len(flagged)} flagged")
         for rec in info["evaluations"]:
             kind = rec.get("kind", "evaluation")
             lines.append(f"  evaluation:  {kind} {json.dumps(rec, sort_keys=True)[:160]}")

@@ -93,9 +93,10 @@ def run_demo(settings: DemoSettings, out: Path, *, fresh: bool = False, as_json:
     _say(f"base model loaded in {base_load_s:.1f} s")
 
     _stage(1, "zero-shot evaluation of the base model")
-    base_metrics = {job.task: _eval(base, job.task, None, job.eval_limit) for job in settings.jobs}
-    for task, m in base_metrics.items():
-        _say(f"  base on {task}: {_fmt_metrics(m)}")
+    base_evals = {job.task: _eval(base, job.task, None, job.eval_limit) for job in settings.jobs}
+    base_metrics = {task: m for task, (m, _) in base_evals.items()}
+    for task, (m, ivs) in base_evals.items():
+        _say(f"  base on {task}: {_fmt_metrics(m, ivs)}")
 
     rows: list[dict[str, Any]] = []
     state_file = out / "state.json"
@@ -109,12 +110,14 @@ def run_demo(settings: DemoSettings, out: Path, *, fresh: bool = False, as_json:
         if job.task in manifest.metrics and manifest.forgetting is not None:
             _say("  reusing the evaluation stored in the manifest (--fresh re-evaluates)")
             adapted, report = dict(manifest.metrics[job.task]), manifest.forgetting
+            stored = manifest.intervals.get(job.task, {})
+            adapted_ivs = {m: iv.model_dump(exclude_none=True) for m, iv in stored.items()}
         else:
-            adapted = _eval(base, job.task, adir, job.eval_limit)
+            adapted, adapted_ivs = _eval(base, job.task, adir, job.eval_limit)
             report = _forgetting(base, adir, settings).report
             from adapterhub.artifact import update_manifest
 
-            update_manifest(adir, metrics={job.task: adapted}, forgetting=report)
+            update_manifest(adir, metrics={job.task: adapted}, intervals={job.task: adapted_ivs}, forgetting=report)
         baselines = _baselines(base, job, adir)
         _stage(4, f"pushing {job.name} to the local registry")
         from adapterhub.artifact import sha256_file
@@ -130,7 +133,8 @@ def run_demo(settings: DemoSettings, out: Path, *, fresh: bool = False, as_json:
             state_file.write_text(json.dumps(state, indent=2) + "\n")
             _say(f"  {ref}")
         rows.append({"job": job, "dir": adir, "ref": ref, "train": result, "base": base_metrics[job.task],
-                     "adapted": adapted, "forgetting": report, "baselines": baselines})
+                     "base_intervals": base_evals[job.task][1], "adapted": adapted, "adapted_intervals": adapted_ivs,
+                     "forgetting": report, "baselines": baselines})
 
     _stage(5, "one AdapterHost, both adapters, one mixed batch")
     from adapterhub.host import AdapterHost
@@ -163,15 +167,22 @@ def run_demo(settings: DemoSettings, out: Path, *, fresh: bool = False, as_json:
     return summary
 
 
-def _fmt_metrics(m: dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:.1f}" for k, v in m.items())
+def _fmt_metrics(m: dict[str, float], intervals: dict[str, dict[str, Any]]) -> str:
+    from adapterhub.evaluation.intervals import ci_text
+
+    def one(k: str, v: float) -> str:
+        iv = intervals.get(k, {})
+        return f"{k} {v:.1f} {ci_text(iv.get('low'), iv.get('high'))} (n={iv.get('n', '?')})"
+
+    return ", ".join(one(k, v) for k, v in m.items())
 
 
-def _eval(base: Any, task: str, adapter: Path | None, limit: int) -> dict[str, float]:
+def _eval(base: Any, task: str, adapter: Path | None, limit: int) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
+    """The task's metrics and, per metric, n and the 95 % interval."""
     from adapterhub.evaluation.harness import run_eval
 
     run = run_eval(base, [task], adapter=str(adapter) if adapter else None, limit=limit, progress=True)
-    return run.metrics()[task]
+    return run.metrics()[task], run.intervals()[task]
 
 
 def _train(base: Any, job: Job, adir: Path) -> dict[str, Any]:
@@ -196,8 +207,9 @@ def _forgetting(base: Any, adir: Path, settings: DemoSettings) -> Any:
 
     run = run_forgetting_detailed(base, adir, None, settings.forgetting_limit,
                                   max_new_tokens=settings.forgetting_max_new_tokens, progress=True)
-    flagged = [f"{r.task}/{r.metric}" for r in run.report.rows if r.flagged]
-    _say(f"  forgetting: {len(run.report.rows)} task/metric rows, flagged drops: {', '.join(flagged) or 'none'}; "
+    verdicts = ", ".join(f"{r.task}/{r.metric} {r.verdict}" for r in run.report.rows if r.verdict in ("forgotten", "unresolved"))
+    _say(f"  forgetting: {len(run.report.rows)} task/metric rows (n={settings.forgetting_limit} each), "
+         f"forgotten or unresolved: {verdicts or 'none'}; "
          f"general-text perplexity {run.report.perplexity_base:.2f} → {run.report.perplexity_adapted:.2f}")
     return run
 
@@ -252,7 +264,9 @@ def _row_summary(r: dict[str, Any]) -> dict[str, Any]:
         "train_seconds": round(r["train"]["seconds"], 1),
         "steps": r["train"]["steps"],
         "base": r["base"],
+        "base_intervals": r["base_intervals"],
         "adapted": r["adapted"],
+        "adapted_intervals": r["adapted_intervals"],
         "forgetting": r["forgetting"].model_dump(mode="json"),
         "baselines": r["baselines"],
     }

@@ -34,6 +34,13 @@ _LAZY = {
     "EvalRun": "adapterhub.evaluation.harness",
     "resolve_adapter": "adapterhub.evaluation.loading",
     "EvalModels": "adapterhub.evaluation.loading",
+    # confidence intervals (numpy only)
+    "wilson": "adapterhub.evaluation.intervals",
+    "bootstrap_ci": "adapterhub.evaluation.intervals",
+    "interval": "adapterhub.evaluation.intervals",
+    "paired_interval": "adapterhub.evaluation.intervals",
+    "Statistic": "adapterhub.evaluation.intervals",
+    "Interval": "adapterhub.evaluation.intervals",
     # forgetting, cache, reports
     "run_forgetting": "adapterhub.evaluation.forgetting",
     "run_forgetting_detailed": "adapterhub.evaluation.forgetting",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +41,8 @@ class BaselineRow:
     shots_dropped: int = 0
     seconds: float = 0.0
     cached: bool = False
+    intervals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per metric: ``n`` and the 95 % interval (``TaskEvaluation.interval_records``)."""
 
     @staticmethod
     def of(evaluation: TaskEvaluation, label: str, kind: str) -> BaselineRow:
@@ -49,7 +51,13 @@ class BaselineRow:
             label=label, kind=kind, shots=int(rec.get("shots", 0)), metrics=evaluation.headline(),
             examples=evaluation.examples, prompt_tokens_mean=evaluation.prompt_tokens_mean,
             shots_dropped=int(rec.get("shots_dropped", 0)), seconds=round(evaluation.seconds, 2), cached=evaluation.cached,
+            intervals=evaluation.interval_records(),
         )
+
+    def interval(self, metric: str) -> tuple[float, float] | None:
+        found = self.intervals.get(metric) or {}
+        low, high = found.get("low"), found.get("high")
+        return (float(low), float(high)) if low is not None and high is not None else None
 
 
 @dataclass
@@ -66,12 +74,15 @@ class Comparison:
 
     def table(self) -> list[tuple[str, ...]]:
         """Header plus one row per model/prompting, values on the metric's 0–100 scale."""
-        out: list[tuple[str, ...]] = [("model", "shots", self.metric, "prompt_tok", "examples", "seconds")]
+        from adapterhub.evaluation.intervals import ci_text
+
+        out: list[tuple[str, ...]] = [("model", "shots", self.metric, "ci95", "prompt_tok", "n", "seconds")]
         for r in self.rows:
             value = r.metrics.get(self.metric)
+            iv = r.interval(self.metric)
             out.append((
                 r.label, str(r.shots) + (f" (-{r.shots_dropped})" if r.shots_dropped else ""),
-                f"{value:.1f}" if value is not None else "-",
+                f"{value:.1f}" if value is not None else "-", ci_text(*iv) if iv else "-",
                 f"{r.prompt_tokens_mean:.0f}" if r.prompt_tokens_mean is not None else "-",
                 str(r.examples), f"{r.seconds:.1f}" + (" (cached)" if r.cached else ""),
             ))
@@ -83,7 +94,10 @@ class Comparison:
             f"# {self.task}: base few-shot vs adapters ({self.base})", "",
             f"Same first {self.rows[0].examples if self.rows else 0} test examples for every row; shots drawn from the "
             f"train split with seed {self.seed}; adapters zero-shot. `prompt_tok` is the mean prompt length in tokens "
-            "(the context the shots cost); `(-n)` after the shots: n shots dropped to fit the context window.", "",
+            "(the context the shots cost); `(-n)` after the shots: n shots dropped to fit the context window. "
+            "`ci95`: the 95 % interval over the n test examples (Wilson for accuracy-like proportions, a seeded "
+            "bootstrap over examples for corpus metrics); two rows whose intervals overlap widely are not told apart "
+            "by these examples.", "",
             "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1),
         ]
         lines += ["| " + " | ".join(r) + " |" for r in body]
@@ -167,15 +181,20 @@ def chart(comparison: Comparison, path: Path) -> Path:
     rows = comparison.rows
     values = [r.metrics.get(comparison.metric, 0.0) for r in rows]
     colors = ["#9aa5b1" if r.kind == "base" else "#3b7dd8" for r in rows]
-    labels = [short_label(r.label) + (f"\n{r.prompt_tokens_mean:.0f} tok" if r.prompt_tokens_mean is not None else "") for r in rows]
+    labels = [short_label(r.label) + "\n" + ", ".join(
+        ([f"{r.prompt_tokens_mean:.0f} tok"] if r.prompt_tokens_mean is not None else []) + [f"n={r.examples}"]) for r in rows]
     fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(rows) + 1.5), 3.8))
+    whiskers = [r.interval(comparison.metric) for r in rows]
     bars = ax.bar(range(len(rows)), values, color=colors)
+    for i, (v, iv) in enumerate(zip(values, whiskers, strict=True)):
+        if iv is not None:
+            ax.errorbar(i, v, yerr=[[v - iv[0]], [iv[1] - v]], color="black", capsize=3, linewidth=1)
     for bar, v in zip(bars, values, strict=True):
         ax.annotate(f"{v:.1f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
     ax.set_xticks(range(len(rows)))
     ax.set_xticklabels(labels, fontsize=8)
-    ax.set_ylabel(f"{comparison.metric} (0–100)")
-    ax.set_ylim(0, max(100.0, max(values, default=0.0) * 1.1))
+    ax.set_ylabel(f"{comparison.metric} (0–100), 95 % intervals")
+    ax.set_ylim(0, max(100.0, max([v for iv in whiskers if iv for v in iv] + values, default=0.0) * 1.1))
     ax.set_title(f"{comparison.task}: base few-shot vs adapters", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,7 +111,12 @@ class EvalCommand:
         parser.add_argument("--tasks", "-t", help="comma-separated task packs (default with --forgetting: own task + every other installed pack)")
         parser.add_argument("--limit", "-n", type=int, help="first N test examples per task (default: all; --forgetting: 20)")
         parser.add_argument("--forgetting", action="store_true", help="evaluate base and adapted model and report per-task deltas")
-        parser.add_argument("--threshold", type=float, default=2.0, help="flag drops larger than this many points on 0–100 (default 2)")
+        parser.add_argument("--threshold", type=float, default=2.0,
+                            help="forgetting: a task is forgotten when its whole 95%% interval lies below −THRESHOLD points (default 2)")
+        parser.add_argument("--resolve", type=float, metavar="POINTS",
+                            help="forgetting: after a pilot at --limit, pick n per task for 95%% intervals of ±POINTS")
+        parser.add_argument("--budget", type=float, metavar="SECONDS",
+                            help="with --resolve: seconds the whole run may take, pilot included (default 600)")
         parser.add_argument("--batch-size", type=int, default=8, help="generation batch size (default 8)")
         parser.add_argument("--max-new-tokens", type=int, help="override each task's generation length")
         parser.add_argument("--template", help="prompt template (default: the adapter's, else auto)")
@@ -140,6 +146,14 @@ class EvalCommand:
             raise ConfigError(f"--context-window must be at least 1, got {args.context_window}")
         if args.forgetting and args.shots:
             raise ConfigError("--forgetting compares zero-shot outputs; drop --shots")
+        if (args.resolve is not None or args.budget is not None) and not args.forgetting:
+            raise ConfigError("--resolve and --budget size a forgetting report; add --forgetting")
+        if args.budget is not None and args.resolve is None:
+            raise ConfigError("--budget limits --resolve; give --resolve POINTS too")
+        if args.resolve is not None and not args.resolve > 0:
+            raise ConfigError(f"--resolve must be above 0 points, got {args.resolve:g}")
+        if args.budget is not None and not args.budget > 0:
+            raise ConfigError(f"--budget must be above 0 seconds, got {args.budget:g}")
         if args.forgetting:
             return self._forgetting(args)
         if not args.base and not args.adapter:
@@ -170,10 +184,12 @@ class EvalCommand:
             print_json(doc)
             return 0
         rows = [
-            (t.task, t.examples, t.shots["shots"], _tokens(t.prompt_tokens_mean), m, f"{v:.2f}", "yes" if t.cached else "", f"{t.seconds:.1f}")
+            (t.task, t.examples, t.shots["shots"], _tokens(t.prompt_tokens_mean), m, f"{v:.2f}", _ci(t.intervals().get(m)),
+             "yes" if t.cached else "", f"{t.seconds:.1f}")
             for t in run.tasks for m, v in t.headline().items()
         ]
-        print_table(("task", "examples", "shots", "prompt_tok", "metric", "value", "cached", "seconds"), rows)
+        print_table(("task", "n", "shots", "prompt_tok", "metric", "value", "ci95", "cached", "seconds"), rows)
+        print(_ci_note([iv for t in run.tasks for iv in t.intervals().values()]))
         for t in run.tasks:
             if t.shots.get("shots_dropped"):
                 print(f"{t.task}: {t.shots['shots_dropped']} shots dropped to fit the context window of "
@@ -198,11 +214,14 @@ class EvalCommand:
         if args.template:
             raise ConfigError("--forgetting always uses the adapter's own template; drop --template")
         source = resolve_adapter(args.adapter, args.registry)
-        run = run_forgetting_detailed(
-            args.base, source, _tasks_arg(args.tasks), args.limit or DEFAULT_LIMIT, args.threshold,
-            batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, cache=not args.no_cache,
-            progress=True, device=args.device, registry_url=args.registry,
-        )
+        options: dict[str, Any] = {
+            "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "cache": not args.no_cache,
+            "progress": True, "device": args.device, "registry_url": args.registry,
+        }
+        t0 = time.perf_counter()
+        run = run_forgetting_detailed(args.base, source, _tasks_arg(args.tasks), args.limit or DEFAULT_LIMIT, args.threshold, **options)
+        if args.resolve is not None:
+            run = _resolve(run, source, args, options, time.perf_counter() - t0)
         saved = None if args.no_save else save_forgetting(source, run.report, args.registry)
         files: dict[str, Path] = {}
         if args.report is not None:
@@ -218,12 +237,12 @@ class EvalCommand:
                 doc["report_files"] = {k: str(v) for k, v in files.items()}
             print_json(doc)
             return 0
+        from adapterhub.evaluation.report import forgetting_summary, forgetting_table
+
+        head, body = forgetting_table(run.report)
+        print_table(head, body)
+        print("\n" + forgetting_summary(run.report))
         rep = run.report
-        rows = [
-            (r.task + (" (own)" if r.task == run.own_task else ""), r.metric, f"{r.base:.2f}", f"{r.adapted:.2f}", f"{r.delta:+.2f}", "FLAG" if r.flagged else "")
-            for r in rep.rows
-        ]
-        print_table(("task", "metric", "base", "adapted", "delta", "drop>" + f"{rep.threshold:g}"), rows)
         if rep.perplexity_base is not None and rep.perplexity_adapted is not None:
             print(f"\ngeneral-text perplexity: base {rep.perplexity_base:.2f} -> adapted {rep.perplexity_adapted:.2f}")
         if saved:
@@ -231,6 +250,29 @@ class EvalCommand:
         if files:
             print(f"report written to {args.report}", file=sys.stderr)
         return 0
+
+
+def _resolve(pilot: Any, source: Any, args: argparse.Namespace, options: dict[str, Any], pilot_s: float) -> Any:
+    """Re-run the report with n per task sized for ±``--resolve`` (:mod:`.resolve`)."""
+    from adapterhub.catalog import get_catalog
+    from adapterhub.evaluation import resolve
+    from adapterhub.evaluation.forgetting import run_forgetting_detailed
+
+    cat = get_catalog()
+    available = {t: len(cat.task(t).load("test")) if t in cat.tasks else pilot.base[t].examples for t in pilot.base}
+    budget = args.budget if args.budget is not None else resolve.DEFAULT_BUDGET_S
+    plans = resolve.plan(pilot, args.resolve, budget, available, spent_s=pilot_s)
+    for line in resolve.describe(plans, args.resolve):
+        print(f"--resolve: {line}", file=sys.stderr)
+    run = pilot
+    if resolve.grows(plans):
+        sizes = ", ".join(f"{p.task} {p.n}" for p in plans)
+        print(f"--resolve: pilot took {pilot_s:.0f} s; evaluating again with n = {sizes}", file=sys.stderr)
+        run = run_forgetting_detailed(args.base, source, list(pilot.base), pilot.report.generation.get("limit"), args.threshold,
+                                      limits={p.task: p.n for p in plans}, **options)
+    run.report = run.report.model_copy(update={"generation": {**run.report.generation,
+                                                              "resolve": resolve.record(plans, args.resolve, budget, pilot_s)}})
+    return run
 
 
 def _shots_arg(value: str) -> list[int]:
@@ -295,6 +337,24 @@ class CompareBaselinesCommand:
         return 0
 
 
+def _ci(found: Any) -> str:
+    from adapterhub.evaluation.intervals import ci_text
+
+    return ci_text(found.low, found.high) if found is not None else "-"
+
+
+def _ci_note(intervals: Any) -> str:
+    """One line under a table saying how its intervals were computed."""
+    methods = {iv.method for iv in intervals}
+    parts = []
+    if "wilson" in methods:
+        parts.append("Wilson for proportions")
+    boot = [iv for iv in intervals if iv.method == "bootstrap"]
+    if boot:
+        parts.append(f"bootstrap over examples for corpus metrics ({boot[0].resamples} resamples, seed {boot[0].seed})")
+    return "ci95: 95% interval, " + ("; ".join(parts) if parts else "none for these metrics") + "; n = test examples"
+
+
 def _tokens(mean: float | None) -> str:
     return f"{mean:.0f}" if mean is not None else "-"
 
@@ -315,7 +375,12 @@ def _save_metrics(source: Any, run: Any, registry_url: str | None) -> str | None
         from adapterhub.artifact import update_manifest
 
         merged = {**source.manifest.metrics, **run.metrics()}
-        update_manifest(source.directory, metrics=merged)
+        # The intervals go with the numbers they belong to: a task re-evaluated without
+        # an interval must not keep the old run's.
+        fresh = run.intervals()
+        intervals: dict[str, Any] = {t: v for t, v in source.manifest.intervals.items() if t not in fresh}
+        intervals.update(fresh)
+        update_manifest(source.directory, metrics=merged, intervals=intervals)
         return f"manifest of {source.directory}"
     from adapterhub.registry.client import Registry
 

@@ -2,8 +2,13 @@
 on a held-out suite of other tasks, plus the perplexity of a fixed general-text sample.
 
 For every task and headline metric (0–100, higher is better) a row records base,
-adapted, ``delta = adapted - base`` and ``flagged = base - adapted > threshold`` (default
-2 points). Loss-style metrics (lower is better) are not rows; the general-text
+adapted, ``delta = adapted - base``, ``n`` and the delta's paired-bootstrap 95 % interval
+(both models on the same examples, one resample of example indices for both, the
+metric recomputed on each: :mod:`.intervals`). The verdict reads the interval against
+``-threshold`` (default 2 points): *forgotten* when it lies wholly below, *unresolved*
+when it straddles it, *kept* otherwise; ``flagged`` is *forgotten*. ``resolution`` is the
+interval's half-width: at that ``n`` a drop is only called forgotten once it exceeds
+about threshold + resolution. Loss-style metrics (lower is better) are not rows; the general-text
 perplexity is reported on its own, because the choice of measure changes the
 conclusion: an adapter can keep every task score and still drift on plain text.
 
@@ -22,13 +27,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adapterhub.errors import EvaluationError, MissingPackageError
+from adapterhub.evaluation.intervals import LEVEL, RESAMPLES
 
 if TYPE_CHECKING:
     from adapterhub.evaluation.cache import PredictionCache
@@ -40,6 +46,8 @@ if TYPE_CHECKING:
 
 DEFAULT_LIMIT = 20
 DEFAULT_THRESHOLD = 2.0
+SEED = 0
+"""Seed of the paired bootstrap: the same outputs always give the same interval."""
 SAMPLE_SOURCES: tuple[tuple[str, int], ...] = (("chitchat", 24), ("faq-instruct", 24))
 PERPLEXITY_RULE = 1
 """Bumped whenever the perplexity computation changes, so cached base values are not reused."""
@@ -91,18 +99,28 @@ def general_text_sample() -> tuple[list[str], dict[str, Any]]:
     return texts, {"sources": used, "texts": len(texts), "sha256": digest}
 
 
-def compare(task: str, base: TaskEvaluation, adapted: TaskEvaluation, threshold: float) -> list[ForgettingRow]:
-    """One row per higher-is-better headline metric of the task."""
+def compare(task: str, base: TaskEvaluation, adapted: TaskEvaluation, threshold: float, seed: int = SEED) -> list[ForgettingRow]:
+    """One row per higher-is-better headline metric of the task, with its paired interval
+    when the evaluator gives per-example statistics (else the point delta alone)."""
+    from adapterhub.evaluation.intervals import paired_interval, verdict
     from adapterhub.manifest import ForgettingRow
 
     lower = base.lower_is_better() | adapted.lower_is_better()
     b, a = base.headline(), adapted.headline()
+    sb, sa = base.statistics(), adapted.statistics()
     rows = []
     for metric, b_val in b.items():
         if metric in lower or metric not in a:
             continue
         delta = a[metric] - b_val
-        rows.append(ForgettingRow(task=task, metric=metric, base=b_val, adapted=a[metric], delta=delta, flagged=-delta > threshold))
+        if metric in sb and metric in sa and sb[metric].n == sa[metric].n:
+            iv = paired_interval(sb[metric], sa[metric], seed=seed)
+            v = verdict(iv.low, iv.high, threshold)
+            rows.append(ForgettingRow(task=task, metric=metric, base=b_val, adapted=a[metric], delta=delta, flagged=v == "forgotten",
+                                      n=iv.n, ci_low=iv.low, ci_high=iv.high, verdict=v, resolution=iv.half_width))
+        else:  # a third-party evaluator without statistics: the point delta, as before
+            rows.append(ForgettingRow(task=task, metric=metric, base=b_val, adapted=a[metric], delta=delta,
+                                      flagged=-delta > threshold, n=base.examples))
     return rows
 
 
@@ -142,8 +160,12 @@ def run_forgetting_detailed(
     progress: bool = True,
     device: str | None = None,
     registry_url: str | None = None,
+    limits: Mapping[str, int] | None = None,
 ) -> ForgettingRun:
-    """Evaluate base and adapted model and build the :class:`ForgettingReport`."""
+    """Evaluate base and adapted model and build the :class:`ForgettingReport`.
+
+    ``limits`` overrides ``limit`` per task (``--resolve`` sizes each task on its own).
+    """
     from adapterhub.evaluation.cache import PredictionCache
     from adapterhub.evaluation.harness import evaluate_task, resolve_tasks
     from adapterhub.evaluation.loading import (
@@ -177,7 +199,7 @@ def run_forgetting_detailed(
     base_gen = models.base_generator()
     for pack in packs:
         run.base[pack.name] = evaluate_task(
-            pack, base_gen, limit=limit, max_new_tokens=max_new_tokens, progress=progress,
+            pack, base_gen, limit=(limits or {}).get(pack.name, limit), max_new_tokens=max_new_tokens, progress=progress,
             cache=store, cache_key=base_key, label="base",
         )
     ppl_key = None
@@ -197,7 +219,7 @@ def run_forgetting_detailed(
     adapted_gen = models.adapted_generator()
     for pack in packs:
         run.adapted[pack.name] = evaluate_task(
-            pack, adapted_gen, limit=limit, max_new_tokens=max_new_tokens, progress=progress, label="adapted"
+            pack, adapted_gen, limit=(limits or {}).get(pack.name, limit), max_new_tokens=max_new_tokens, progress=progress, label="adapted"
         )
     rows = [row for pack in packs for row in compare(pack.name, run.base[pack.name], run.adapted[pack.name], threshold)]
     run.report = ForgettingReport(
@@ -205,6 +227,8 @@ def run_forgetting_detailed(
         rows=rows,
         perplexity_base=ppl_base,
         perplexity_adapted=ppl_adapted,
+        interval={"method": "paired-bootstrap", "level": LEVEL, "resamples": RESAMPLES, "seed": SEED,
+                  "fallback": "newcombe-paired: proportions whose pairs all agree (the bootstrap would give width 0)"},
         generation={
             "own_task": own,
             "limit": limit,

@@ -30,6 +30,7 @@ from adapterhub.evaluation.scoring import resolve_evaluator
 if TYPE_CHECKING:
     from adapterhub.evaluation.cache import PredictionCache
     from adapterhub.evaluation.generation import Generator
+    from adapterhub.evaluation.intervals import Interval, Statistic
     from adapterhub.protocols.evaluator import EvalResult
     from adapterhub.protocols.task import Example, Split, TaskPack
 
@@ -51,6 +52,8 @@ class TaskEvaluation:
     shots: dict[str, Any] = field(default_factory=lambda: {"shots": 0, "seed": None})
     """How the prompts were built: shots, seed, shots_dropped, min_shots,
     prompt_tokens_mean, context_window (:meth:`ShotPlan.record`)."""
+    _statistics: dict[str, Statistic] | None = field(default=None, repr=False, compare=False)
+    _intervals: dict[str, Interval] | None = field(default=None, repr=False, compare=False)
 
     @property
     def prompt_tokens_mean(self) -> float | None:
@@ -66,6 +69,33 @@ class TaskEvaluation:
     def lower_is_better(self) -> set[str]:
         return {k for res in self.results for k in res.lower_is_better}
 
+    def statistics(self) -> dict[str, Statistic]:
+        """Per headline metric, what its interval is resampled from (evaluators that give
+        none are absent). Computed once: sacrebleu re-reads the corpus for it."""
+        if self._statistics is None:
+            self._statistics = {}
+            for res in self.results:
+                if res.statistics is not None:
+                    self._statistics.update({k: v for k, v in res.statistics().items() if k in res.headline})
+        return self._statistics
+
+    def intervals(self) -> dict[str, Interval]:
+        """Per headline metric, ``n`` and the 95 % interval (Wilson for proportions, the
+        seeded bootstrap over examples otherwise); the point value is the evaluator's."""
+        from dataclasses import replace
+
+        from adapterhub.evaluation.intervals import interval
+
+        if self._intervals is None:
+            head = self.headline()
+            self._intervals = {m: replace(interval(stat), value=head[m]) for m, stat in self.statistics().items()}
+        return self._intervals
+
+    def interval_records(self) -> dict[str, dict[str, Any]]:
+        """Every headline metric's stored interval; a metric without one keeps its ``n``."""
+        found = self.intervals()
+        return {m: found[m].record() if m in found else {"n": self.examples, "method": "none"} for m in self.headline()}
+
     def to_dict(self, predictions: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
             "task": self.task,
@@ -77,6 +107,7 @@ class TaskEvaluation:
             "cached": self.cached,
             **self.shots,
             "metrics": self.headline(),
+            "intervals": self.interval_records(),
             "results": {r.evaluator: r.corpus for r in self.results},
         }
         if predictions:
@@ -254,6 +285,7 @@ class EvalRun:
         return {
             "kind": "eval",
             "metrics": self.metrics(),
+            "intervals": self.intervals(),
             "shots": first.get("shots", 0),
             "seed": first.get("seed"),
             "tasks": {t.task: {"examples": t.examples, "split": t.split, "data_sha256": t.data_hash, **t.shots} for t in self.tasks},
@@ -261,6 +293,10 @@ class EvalRun:
 
     def metrics(self) -> dict[str, dict[str, float]]:
         return {t.task: t.headline() for t in self.tasks}
+
+    def intervals(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """``{task: {metric: {n, low, high, level, method, ...}}}`` (the manifest's ``intervals``)."""
+        return {t.task: t.interval_records() for t in self.tasks}
 
 
 def run_eval(

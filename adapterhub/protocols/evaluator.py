@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -25,6 +25,11 @@ class EvalResult:
     precision/recall/fmeasure; bleu: sacrebleu's 0–100 score and signature).
     ``headline`` maps metric names to a 0–100 "higher is better" number used for
     tables and forgetting deltas. ``per_example`` is optional per-row detail.
+
+    ``statistics`` (optional, lazy so that ``adapterhub score`` never pays for it) returns,
+    per headline metric, an :class:`adapterhub.evaluation.intervals.Statistic`: the
+    per-example sufficient statistics the metric is recomputed from on a resample of the
+    examples. Without it a metric is reported with ``n`` but no interval.
     """
 
     evaluator: str
@@ -32,6 +37,7 @@ class EvalResult:
     headline: dict[str, float]
     per_example: list[dict[str, Any]] | None = None
     lower_is_better: frozenset[str] = field(default_factory=frozenset)
+    statistics: Callable[[], Mapping[str, Any]] | None = field(default=None, repr=False, compare=False)
 
 
 @runtime_checkable

@@ -28,6 +28,9 @@ The hooks, in the order :meth:`score` calls them:
   (sacrebleu's corpus BLEU) overrides it and gets the texts as well.
 * :meth:`headline` — 0–100 "higher is better" numbers for tables (default: the key
   named like the evaluator, times ``scale``).
+* :meth:`statistics` — per headline metric, the per-example sufficient statistics its
+  confidence interval is resampled from (default: none, so no interval). Called lazily,
+  only when an interval is asked for.
 
 Rows are kept as ``per_example`` (through :meth:`example_detail`) when the options have
 ``per_example=True``; :meth:`result_name` labels the result (default: ``name``).
@@ -110,6 +113,12 @@ class ExampleEvaluator:
     def headline(self, corpus: Mapping[str, Any], options: Any) -> dict[str, float]:
         return {self.name: float(corpus[self.name]) * self.scale}
 
+    def statistics(
+        self, rows: Sequence[Row], predictions: Sequence[str], references: Sequence[Sequence[str]], options: Any
+    ) -> dict[str, Any]:
+        """``{headline metric: adapterhub.evaluation.intervals.Statistic}``; empty: no interval."""
+        return {}
+
     def example_detail(self, rows: Sequence[Row], options: Any) -> list[dict[str, Any]]:
         """What ``per_example`` shows of the rows (by default all of each row)."""
         return [dict(r) for r in rows]
@@ -137,4 +146,5 @@ class ExampleEvaluator:
             headline=self.headline(corpus, opts),
             per_example=self.example_detail(rows, opts) if keep else None,
             lower_is_better=self.lower_is_better,
+            statistics=lambda: self.statistics(rows, predictions, refs, opts),
         )

@@ -40,6 +40,14 @@ class _MatchEvaluator(ExampleEvaluator):
         correct = sum(1 for r in rows if r["correct"])
         return {self.name: correct / len(rows), "correct": correct, "total": len(rows)}
 
+    def statistics(
+        self, rows: Sequence[Row], predictions: Sequence[str], references: Sequence[Sequence[str]], options: Any
+    ) -> dict[str, Any]:
+        from adapterhub.evaluation.intervals import Statistic
+
+        # A share of correct answers: a proportion, so its interval is Wilson's.
+        return {self.name: Statistic.of("proportion", [1.0 if r["correct"] else 0.0 for r in rows])}
+
 
 class ExactMatchEvaluator(_MatchEvaluator):
     name = "exact_match"

@@ -130,6 +130,19 @@ class PerplexityEvaluator(ExampleEvaluator):
     def headline(self, corpus: Mapping[str, Any], options: Any) -> dict[str, float]:
         return {"perplexity": corpus["perplexity"]}  # lower is better; not on 0-100
 
+    def statistics(
+        self, rows: Sequence[Row], predictions: Sequence[str], references: Sequence[Sequence[str]], options: Any
+    ) -> dict[str, Any]:
+        import numpy as np
+
+        from adapterhub.evaluation.intervals import Statistic
+
+        def pooled(summed: Any) -> Any:  # token-weighted, as aggregate(): exp(Σ nll / Σ tokens)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return np.exp(summed[:, 0] / summed[:, 1])
+
+        return {"perplexity": Statistic.of("corpus", [[float(r["nll"]), float(r["tokens"])] for r in rows], pooled)}
+
     def example_detail(self, rows: Sequence[Row], options: Any) -> list[dict[str, Any]]:
         return [
             {"perplexity": math.exp(r["nll"] / r["tokens"]) if r["tokens"] else float("nan"), "tokens": r["tokens"]}

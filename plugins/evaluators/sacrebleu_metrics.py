@@ -103,6 +103,26 @@ class _SacrebleuEvaluator(ExampleEvaluator):
     def headline(self, corpus: Mapping[str, Any], options: Any) -> dict[str, float]:
         return {self.name: corpus["score"]}
 
+    def statistics(
+        self, rows: Sequence[Row], predictions: Sequence[str], references: Sequence[Sequence[str]], options: Any
+    ) -> dict[str, Any]:
+        import numpy as np
+
+        from adapterhub.evaluation.intervals import Statistic
+
+        # sacrebleu's corpus score is a function of the *summed* sentence statistics
+        # (n-gram matches and totals, lengths): its own corpus_score is exactly
+        # _aggregate_and_compute(_extract_corpus_statistics(...)). So a resample sums the
+        # drawn examples' rows and runs sacrebleu's formula on them, not a mean of
+        # sentence scores, which would be another metric.
+        metric = self.metric(options, False)
+        stats = metric._extract_corpus_statistics(list(predictions), reference_streams(references))
+
+        def score(summed: Any) -> Any:
+            return np.array([metric._compute_score_from_stats(list(row)).score for row in summed])
+
+        return {self.name: Statistic.of("corpus", stats, score)}
+
 
 class BleuEvaluator(_SacrebleuEvaluator):
     name = "bleu"

@@ -67,7 +67,16 @@ def _num(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-_env.filters.update(size=_size, count=_count, num=_num, q=lambda s: quote(str(s), safe="/@:"))
+def _ci(low: Any, high: Any, signed: bool = False) -> str:
+    """A stored interval as ``[a, b]`` (as written, never recomputed); ``—`` without one."""
+    lo, hi = _opt_float(low), _opt_float(high)
+    if lo is None or hi is None:
+        return "—"
+    f = "{:+.4g}" if signed else "{:.4g}"
+    return f"[{f.format(lo)}, {f.format(hi)}]"
+
+
+_env.filters.update(size=_size, count=_count, num=_num, ci=_ci, q=lambda s: quote(str(s), safe="/@:"))
 
 
 def adapter_url(ref: str) -> str:
@@ -207,14 +216,27 @@ def _forgetting(entry: Entry, records: Sequence[dict[str, Any]]) -> tuple[list[c
     if report is None:
         return [], None, []
     rows = [r for r in report.get("rows", []) if isinstance(r, dict)]
+    generation = report.get("generation")
+    own = generation.get("own_task") if isinstance(generation, dict) else None
     deltas = []
     for r in rows:
+        # Reports from before intervals have no n, ci_low, ci_high or verdict: drawn as
+        # before (a point delta, flagged past the threshold), never recomputed here.
         try:
-            deltas.append(charts.Delta(str(r["task"]), str(r["metric"]), float(r["delta"]), bool(r.get("flagged"))))
+            deltas.append(charts.Delta(
+                str(r["task"]), str(r["metric"]), float(r["delta"]), bool(r.get("flagged")),
+                low=_opt_float(r.get("ci_low")), high=_opt_float(r.get("ci_high")),
+                verdict=r["verdict"] if r.get("verdict") in charts.MARKS else None,
+                n=r["n"] if isinstance(r.get("n"), int) else None, own=r["task"] == own,
+            ))
         except (KeyError, TypeError, ValueError):
             continue
     threshold = report.get("threshold")
     return deltas, float(threshold) if isinstance(threshold, (int, float)) else None, rows
+
+
+def _opt_float(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _hub_url(request: Request, state: HubState) -> str:
@@ -330,7 +352,8 @@ async def compare(request: Request, state: HubState, who: HubPrincipal) -> Respo
             present = [v for v in values if v is not None]
             lower = metric in ("perplexity", "loss", "ter")
             best = (min(present) if lower else max(present)) if len(present) > 1 else None
-            rows.append({"task": task, "metric": metric, "values": values, "best": best})
+            stored = [e.manifest.intervals.get(task, {}).get(metric) for e in entries]
+            rows.append({"task": task, "metric": metric, "values": values, "best": best, "intervals": stored})
     series = []
     threshold = None
     for e, recs in zip(entries, records, strict=True):

@@ -142,6 +142,8 @@ class SearchQuery:
     page: int = 1
     per_page: int = 50
     all_versions: bool = False
+    no_forgotten: bool = False
+    """Only adapters whose forgetting report forgets no task (see :func:`forgets_nothing`)."""
 
     @classmethod
     def parse(cls, params: Mapping[str, str], where: Iterable[str] = ()) -> SearchQuery:
@@ -174,6 +176,7 @@ class SearchQuery:
             page=num("page", 1, 1, 1_000_000),
             per_page=num("per_page", 50, 1, MAX_PER_PAGE),
             all_versions=(params.get("all_versions") or "").lower() in ("1", "true", "yes"),
+            no_forgotten=(params.get("no_forgotten") or "").lower() in ("1", "true", "yes", "on"),
         )
 
 
@@ -195,8 +198,18 @@ _OPS = {
 }
 
 
+def forgets_nothing(m: Manifest) -> bool:
+    """The manifest's forgetting report marks no task forgotten. No report: unknown, so
+    False. A report from before intervals counts a point drop over its threshold
+    (``flagged``) as forgotten: the stricter reading, as its drops were never resolved."""
+    report = m.forgetting
+    return report is not None and not any(r.verdict == "forgotten" or r.flagged for r in report.rows)
+
+
 def _matches(e: Entry, query: SearchQuery, words: Sequence[str]) -> bool:
     m = e.manifest
+    if query.no_forgotten and not forgets_nothing(m):
+        return False
     if query.task is not None and m.task != query.task:
         return False
     if query.method is not None and m.method != query.method:

@@ -134,3 +134,40 @@ def test_read_manifest_errors(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").mkdir()
     with pytest.raises(ManifestError, match="is a directory"):
         read_manifest(tmp_path)
+
+
+# --- intervals: optional fields added without a format_version bump ----------------------
+
+OLD_REPORT = {  # a forgetting report as written before intervals existed
+    "threshold": 2.0,
+    "rows": [{"task": "chitchat", "metric": "rougeL", "base": 30.0, "adapted": 24.0, "delta": -6.0, "flagged": True}],
+    "perplexity_base": 10.0, "perplexity_adapted": 11.0, "generation": {"own_task": "sentiment-rt", "limit": 8},
+    "created": "2026-01-01T00:00:00Z",
+}
+
+
+def test_old_manifest_without_intervals_reads_and_writes_byte_for_byte() -> None:
+    old = {**valid(), "metrics": {"sentiment-rt": {"accuracy": 90.0}}, "forgetting": OLD_REPORT,
+           "created": "2026-01-01T00:00:00Z"}
+    m = parse_manifest(json.dumps(old))
+    assert m.intervals == {} and m.forgetting is not None and m.forgetting.rows[0].verdict is None
+    # Unset additions stay out of the JSON: the same bytes as before (sha256 and signatures
+    # hold), and adapterhub releases that refuse unknown fields still read it.
+    out = json.loads(m.to_json())
+    assert "intervals" not in out and "interval" not in out["forgetting"]
+    assert set(out["forgetting"]["rows"][0]) == set(OLD_REPORT["rows"][0])  # type: ignore[index]
+    assert parse_manifest(m.to_json()) == m
+
+
+def test_intervals_round_trip_and_stay_strict() -> None:
+    rows = [{**OLD_REPORT["rows"][0], "n": 8, "ci_low": -9.0, "ci_high": -3.0, "verdict": "forgotten", "resolution": 3.0}]  # type: ignore[index]
+    new = {**valid(), "metrics": {"sentiment-rt": {"accuracy": 90.0}},
+           "intervals": {"sentiment-rt": {"accuracy": {"n": 40, "low": 76.9, "high": 96.0, "method": "wilson"}}},
+           "forgetting": {**OLD_REPORT, "rows": rows, "interval": {"method": "paired-bootstrap", "resamples": 2000, "seed": 0}}}
+    m = parse_manifest(json.dumps(new))
+    assert m.intervals["sentiment-rt"]["accuracy"].n == 40 and m.intervals["sentiment-rt"]["accuracy"].level == 0.95
+    assert m.forgetting is not None and m.forgetting.rows[0].verdict == "forgotten"
+    assert parse_manifest(m.to_json()) == m
+    assert "verdict" in bad({**new, "forgetting": {**OLD_REPORT, "rows": [{**rows[0], "verdict": "gone"}]}})
+    assert "intervals" in bad({**new, "intervals": {"t": {"m": {"n": 1, "method": "wilson", "extra": 1}}}})
+    assert "n" in bad({**new, "intervals": {"t": {"m": {"n": -1, "method": "wilson"}}}})

@@ -95,3 +95,23 @@ def test_cli_errors_are_one_line(home: Path, capsys: pytest.CaptureFixture[str],
 def test_cli_push_name_with_nul(home: Path, make_adapter: MakeAdapter, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "push", str(make_adapter()), "bad\x00name")
     assert code == 1 and "\\x00" in err and len(err.strip().splitlines()) == 1
+
+
+def test_show_prints_stored_intervals_and_verdicts(home: Path, make_adapter: MakeAdapter, capsys: pytest.CaptureFixture[str]) -> None:
+    from adapterhub.artifact import update_manifest
+    from adapterhub.manifest import ForgettingReport
+    from adapterhub.testing.hub import forgetting_report
+
+    a = make_adapter(seed=3, metrics={"sentiment-rt": {"accuracy": 90.0}}, task="sentiment-rt")
+    update_manifest(a, intervals={"sentiment-rt": {"accuracy": {"n": 40, "low": 76.9, "high": 96.0, "method": "wilson"}}},
+                    forgetting=ForgettingReport.model_validate(forgetting_report((-9.5, -0.6, 1.5, 0.0), n=400)))
+    b = make_adapter(seed=4, metrics={"sentiment-rt": {"accuracy": 80.0}}, task="sentiment-rt")
+    update_manifest(b, forgetting=ForgettingReport.model_validate(forgetting_report((-9.5, -0.6, 1.5, 0.0))))  # before intervals
+    run(capsys, "push", str(a), "team/new@1.0.0")
+    run(capsys, "push", str(b), "team/old@1.0.0")
+    code, out, _ = run(capsys, "show", "team/new")
+    assert code == 0 and "sentiment-rt.accuracy=90 [76.9, 96] n=40" in out
+    assert "forgetting:  4 row(s): 1 forgotten, 1 unresolved, 2 kept (n=400)" in out
+    code, out, _ = run(capsys, "show", "team/old")
+    assert "sentiment-rt.accuracy=80" in out and "n=" not in out.split("metrics:")[1].splitlines()[0]
+    assert "forgetting:  4 row(s), 1 flagged" in out

@@ -40,7 +40,7 @@ def test_cli_table_json_and_png(capsys, adapter_dir, tmp_path):
     rc, out, err = run(capsys, *argv)
     assert rc == 0, err
     lines = out.splitlines()
-    assert lines[0].split() == ["MODEL", "SHOTS", "ACCURACY", "PROMPT_TOK", "EXAMPLES", "SECONDS"]
+    assert lines[0].split() == ["MODEL", "SHOTS", "ACCURACY", "CI95", "PROMPT_TOK", "N", "SECONDS"]
     assert [ln.split()[:2] for ln in lines[1:4]] == [["base", "0-shot"], ["base", "1-shot"], ["base", "5-shot"]]
     assert len(lines) == 6  # header, three base rows, two adapters
     assert {p.name for p in out_dir.iterdir()} == {"baselines.json", "baselines.md", "baselines.png"}
@@ -53,6 +53,9 @@ def test_cli_table_json_and_png(capsys, adapter_dir, tmp_path):
     assert doc["task"] == "sentiment-rt" and doc["metric"] == "accuracy" and doc["base"] == "tiny-random-llama"
     assert [(r["kind"], r["shots"]) for r in doc["rows"]] == [("base", 0), ("base", 2), ("adapter", 0), ("adapter", 0)]
     assert all(r["examples"] == 3 for r in doc["rows"])
+    for r in doc["rows"]:  # every row: n and its Wilson interval around the value
+        iv = r["intervals"]["accuracy"]
+        assert iv["n"] == 3 and iv["method"] == "wilson" and iv["low"] <= r["metrics"]["accuracy"] <= iv["high"]
     tokens = [r["prompt_tokens_mean"] for r in doc["rows"]]
     assert tokens[1] > tokens[0] == tokens[2]  # shots cost context; the adapter is prompted zero-shot
     assert doc["rows"][0]["cached"]  # base 0-shot outputs came from the eval cache this time
@@ -61,7 +64,8 @@ def test_cli_table_json_and_png(capsys, adapter_dir, tmp_path):
 def test_base_only_python_api(home):
     cmp = compare_baselines("tiny-random-llama", "sentiment-rt", [], shots=(0, 1), limit=2, progress=False)
     assert [r.label for r in cmp.rows] == ["base 0-shot", "base 1-shot"]
-    assert cmp.table()[0] == ("model", "shots", "accuracy", "prompt_tok", "examples", "seconds")
+    assert cmp.table()[0] == ("model", "shots", "accuracy", "ci95", "prompt_tok", "n", "seconds")
+    assert cmp.table()[1][3].startswith("[") and cmp.rows[0].interval("accuracy") is not None
 
 
 def test_metric_choice():
@@ -70,7 +74,9 @@ def test_metric_choice():
     assert pick_metric(rows, "rouge1") == "rouge1"
     with pytest.raises(ConfigError, match="metric 'bleu' not among"):
         pick_metric(rows, "bleu")
-    assert "| b | 0 | 2.0 | 10 | 2 |" in Comparison("t", "m", 0, rows, "rougeL").markdown()
+    assert "| b | 0 | 2.0 | - | 10 | 2 |" in Comparison("t", "m", 0, rows, "rougeL").markdown()  # no interval recorded
+    with_ci = [BaselineRow("b", "base", 0, {"rougeL": 2.0}, 2, 10.0, intervals={"rougeL": {"n": 2, "low": 0.5, "high": 3.5}})]
+    assert "| b | 0 | 2.0 | [0.5, 3.5] | 10 | 2 |" in Comparison("t", "m", 0, with_ci, "rougeL").markdown()
 
 
 def test_chart_labels_drop_directories_and_wrap():

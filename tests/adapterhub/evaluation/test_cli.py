@@ -159,6 +159,8 @@ def test_eval_base_json(capsys, home):
     assert doc["base"] == "tiny-random-llama" and doc["adapter"] is None
     [task] = doc["tasks"]
     assert task["task"] == "sentiment-rt" and task["examples"] == 2 and set(task["metrics"]) == {"accuracy"}
+    iv = task["intervals"]["accuracy"]
+    assert iv["n"] == 2 and iv["method"] == "wilson" and iv["low"] <= task["metrics"]["accuracy"] <= iv["high"]
 
 
 def test_eval_adapter_stores_metrics_and_writes_report(capsys, tiny_adapter, tmp_path):
@@ -168,8 +170,13 @@ def test_eval_adapter_stores_metrics_and_writes_report(capsys, tiny_adapter, tmp
         capsys, "eval", "--adapter", str(tiny_adapter), "--tasks", "sentiment-rt", "--limit", "2", "--report", str(tmp_path / "r")
     )
     assert rc == 0, err
-    assert out.splitlines()[0].split() == ["TASK", "EXAMPLES", "SHOTS", "PROMPT_TOK", "METRIC", "VALUE", "CACHED", "SECONDS"]
-    assert set(read_manifest(tiny_adapter).metrics) == {"sentiment-rt"}
+    assert out.splitlines()[0].split() == ["TASK", "N", "SHOTS", "PROMPT_TOK", "METRIC", "VALUE", "CI95", "CACHED", "SECONDS"]
+    assert out.splitlines()[1].split()[6:8] in (["[0.0,", "65.8]"], ["[34.2,", "100.0]"], ["[9.5,", "90.5]"])  # Wilson, n=2
+    assert "ci95: 95% interval, Wilson for proportions" in out
+    manifest = read_manifest(tiny_adapter)
+    assert set(manifest.metrics) == {"sentiment-rt"}
+    stored = manifest.intervals["sentiment-rt"]["accuracy"]  # kept with the number, for the hub and show
+    assert stored.n == 2 and stored.method == "wilson" and stored.low is not None
     assert {p.name for p in (tmp_path / "r").iterdir()} == {"results.json", "results.md", "results.png"}
 
 
@@ -186,13 +193,33 @@ def test_eval_forgetting_cli(capsys, tiny_adapter, tmp_path):
         ("sentiment-rt", "accuracy"), ("translate-sv-en", "bleu"), ("translate-sv-en", "chrf")
     }
     assert doc["perplexity_base"] > 1 and doc["perplexity_adapted"] > 1
+    assert {k: doc["interval"][k] for k in ("method", "level", "resamples", "seed")} == {
+        "method": "paired-bootstrap", "level": 0.95, "resamples": 2000, "seed": 0}
+    for row in doc["rows"]:
+        assert row["n"] == 2 and row["ci_low"] <= row["delta"] <= row["ci_high"]
+        assert row["verdict"] in ("forgotten", "unresolved", "kept") and row["flagged"] == (row["verdict"] == "forgotten")
     assert doc["stored_in"].startswith("manifest of")
     assert read_manifest(tiny_adapter).forgetting is not None
     assert {p.name for p in (tmp_path / "f").iterdir()} == {"forgetting.json", "forgetting.md", "forgetting.png"}
     # human output, base outputs now cached
     rc, out, err = run(capsys, *[a for a in argv if a != "--json"], "--no-save")
     assert rc == 0 and "general-text perplexity: base" in out and out.splitlines()[0].startswith("TASK")
+    assert out.splitlines()[0].split() == ["TASK", "METRIC", "N", "BASE", "ADAPTED", "DELTA", "CI95", "±", "VERDICT"]
+    assert "forgotten only once it exceeds about" in out
 
+
+def test_eval_forgetting_resolve_sizes_tasks_and_says_what_it_cannot(capsys, tiny_adapter):
+    # A pilot of 2 examples; ±1 point would need far more than the budget allows.
+    argv = ["eval", "--adapter", str(tiny_adapter), "--forgetting", "--tasks", "sentiment-rt", "--limit", "2",
+            "--max-new-tokens", "2", "--resolve", "1", "--budget", "1", "--no-save", "--json"]
+    rc, out, err = run(capsys, *argv)
+    assert rc == 0, err
+    plan = json.loads(out)["generation"]["resolve"]
+    assert plan["target"] == 1 and plan["budget_s"] == 1
+    task = plan["tasks"]["sentiment-rt"]
+    assert task["pilot_n"] == 2 and task["n"] >= 2
+    assert task["short_of_target"] in ("budget", "no-variation")
+    assert "--resolve: sentiment-rt:" in err
 
 @pytest.mark.parametrize(
     ("argv", "needle"),
@@ -202,6 +229,9 @@ def test_eval_forgetting_cli(capsys, tiny_adapter, tmp_path):
         (["eval", "--base", "tiny-random-llama", "--tasks", "nope"], "unknown task 'nope'"),
         (["eval", "--base", "tiny-random-llama", "--tasks", "chitchat", "--limit", "0"], "--limit must be at least 1"),
         (["eval", "--adapter", "no/such-adapter", "--tasks", "chitchat"], "no/such-adapter"),
+        (["eval", "--base", "tiny-random-llama", "--tasks", "chitchat", "--resolve", "2"], "add --forgetting"),
+        (["eval", "--adapter", "x", "--forgetting", "--budget", "60"], "give --resolve POINTS too"),
+        (["eval", "--adapter", "x", "--forgetting", "--resolve", "0"], "--resolve must be above 0"),
     ],
 )
 def test_eval_errors_are_one_line(capsys, home, argv, needle):

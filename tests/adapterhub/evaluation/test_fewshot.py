@@ -162,12 +162,15 @@ def test_published_adapter_record_says_how_it_was_evaluated(capsys, home, tmp_pa
     make_adapter("lora", model, tmp_path / "ad", config={"r": 4}, scale=0.3, task="sentiment-rt", name="sent")
     rc, out, err = run(capsys, "eval", "--adapter", str(tmp_path / "ad"), "--tasks", "sentiment-rt", "--limit", "2", "--shots", "1")
     assert rc == 0 and "few-shot metrics are not stored in the manifest" in err
-    assert out.splitlines()[0].split()[:4] == ["TASK", "EXAMPLES", "SHOTS", "PROMPT_TOK"]
+    assert out.splitlines()[0].split()[:4] == ["TASK", "N", "SHOTS", "PROMPT_TOK"]
     ref = Registry(progress=False).push(tmp_path / "ad", "team/sent", "1.0.0")
     rc, out, err = run(capsys, "eval", "--adapter", ref, "--tasks", "sentiment-rt", "--limit", "2", "--shots", "1", "--seed", "4")
     assert rc == 0, err
     [rec] = [r for r in Registry(progress=False).evaluations(ref) if r.get("kind") == "eval"]
     assert rec["shots"] == 1 and rec["seed"] == 4 and rec["tasks"]["sentiment-rt"]["shots"] == 1
+    # n and the interval travel with the record, so `show` and the hub never recompute them
+    assert rec["intervals"]["sentiment-rt"]["accuracy"]["n"] == 2
+    assert rec["intervals"]["sentiment-rt"]["accuracy"]["method"] == "wilson"
 
 
 @pytest.mark.parametrize(

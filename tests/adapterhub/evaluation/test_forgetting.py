@@ -53,6 +53,57 @@ def test_compare_flags_drops_over_threshold_only():
     assert not rows["bleu"].flagged and rows["bleu"].delta == pytest.approx(15.0)
 
 
+def _scored(task: str, correct: list[int]) -> TaskEvaluation:
+    """A real accuracy result (per-example statistics included) with the given outcomes."""
+    from adapterhub.evaluation.scoring import resolve_evaluator
+
+    evaluator, options = resolve_evaluator("accuracy")
+    preds = ["yes" if c else "no" for c in correct]
+    res = evaluator.score(preds, [["yes"]] * len(correct), **options)
+    return TaskEvaluation(task, "test", len(correct), "0" * 64, 4, preds, [res], 0.1)
+
+
+def _verdict(base: list[int], adapted: list[int]) -> tuple[str | None, object]:
+    [row] = compare("t", _scored("t", base), _scored("t", adapted), threshold=2.0)
+    return row.verdict, row
+
+
+def test_verdict_clear_drop_is_forgotten():
+    # 200 examples, the adapter loses 40 answers the base had and gains none: −20 points,
+    # and the paired interval sits far below −2.
+    base = [1] * 150 + [0] * 50
+    adapted = [0] * 40 + [1] * 110 + [0] * 50
+    verdict, row = _verdict(base, adapted)
+    assert verdict == "forgotten"
+    assert row.flagged and row.n == 200 and row.delta == pytest.approx(-20.0)
+    assert row.ci_high < -2 and row.ci_low <= row.delta <= row.ci_high
+    assert row.resolution == pytest.approx((row.ci_high - row.ci_low) / 2)
+
+
+def test_verdict_noisy_drop_is_unresolved_not_flagged():
+    # 8 examples, −12.5 points (one answer lost): a point estimate far over the threshold,
+    # but the interval runs from −37.5 to 0 and cannot tell it from no change.
+    base = [1, 1, 1, 0, 1, 0, 1, 1]
+    adapted = [0, 1, 1, 0, 1, 0, 1, 1]
+    verdict, row = _verdict(base, adapted)
+    assert row.delta == pytest.approx(-12.5)
+    assert verdict == "unresolved" and not row.flagged
+    assert row.ci_low < -2 <= row.ci_high
+
+
+def test_verdict_gain_is_kept():
+    base = [0] * 30 + [1] * 30
+    adapted = [1] * 20 + [0] * 10 + [1] * 30
+    verdict, row = _verdict(base, adapted)
+    assert verdict == "kept" and row.delta > 0 and row.ci_low >= -2 and not row.flagged
+
+
+def test_paired_verdict_is_reproducible():
+    base = [1, 0, 1, 1, 0, 1, 1, 0, 1, 1] * 3
+    adapted = [1, 0, 0, 1, 0, 1, 1, 0, 1, 0] * 3
+    assert _verdict(base, adapted)[1] == _verdict(base, adapted)[1]
+
+
 def test_general_text_sample_is_fixed():
     texts, info = general_text_sample()
     again, info2 = general_text_sample()
@@ -99,8 +150,10 @@ def test_report_rows_flags_perplexity_and_base_cache(scenario, tmp_path, monkeyp
     own_row = rows[("echo-own", "exact_match")]
     assert own_row.base == 100.0
     assert own_row.adapted < 98.0 and own_row.flagged and own_row.delta == pytest.approx(own_row.adapted - 100.0)
-    for r in rep.rows:
-        assert r.flagged == (r.base - r.adapted > 2.0)
+    for r in rep.rows:  # flagged now means forgotten: the whole paired interval below −2
+        assert r.flagged == (r.verdict == "forgotten") and r.ci_low is not None and r.ci_high is not None
+        assert r.ci_low <= r.delta <= r.ci_high and r.n == (5 if r.task == "echo-own" else 3)
+        assert r.flagged == (r.ci_high < -2.0)
     assert math.isfinite(rep.perplexity_base) and math.isfinite(rep.perplexity_adapted)
     assert rep.perplexity_base != rep.perplexity_adapted
     gen = rep.generation
@@ -119,6 +172,14 @@ def test_report_rows_flags_perplexity_and_base_cache(scenario, tmp_path, monkeyp
     assert calls == {"base_generate": 0, "perplexity": 1}
     assert [r.model_dump() for r in again.rows] == [r.model_dump() for r in rep.rows]
     assert all(run.base[t].cached is False for t in run.base)
+
+
+def test_per_task_limits(scenario):
+    # --resolve sizes each task on its own: limits override limit per task.
+    tiny, own, other, adapter_dir = scenario
+    run = run_forgetting_detailed(tiny, adapter_dir, [own, other], limit=2, limits={"echo-own": 4}, cache=False, progress=False)
+    assert {r.task: r.n for r in run.report.rows} == {"echo-own": 4, "echo-other": 2}
+    assert run.report.generation["tasks"]["echo-own"]["examples"] == 4
 
 
 def test_full_finetune_adapter_path(tiny, tmp_path, memory_task):

@@ -141,6 +141,13 @@ def test_search_and_listings_hide_what_a_token_cannot_read(hub: RunningHub) -> N
     assert r.status_code == 400 and error_of(r)["code"] == "bad_request"
 
 
+def test_search_filter_no_task_forgotten_is_on_the_api_too(hub: RunningHub) -> None:
+    # The API shares the pages' query layer. These adapters carry no forgetting report in
+    # their manifests: "no task forgotten" is unknown for them, so none is listed.
+    assert call(hub, "GET", "/search", "reader").json()["total"] >= 2
+    assert call(hub, "GET", "/search", "reader", params={"no_forgotten": "1"}).json()["total"] == 0
+
+
 def test_summary_show_tags_records_and_paging(hub: RunningHub) -> None:
     s = call(hub, "GET", "/adapters/team/x", "reader").json()
     assert s["versions"] == ["1.0.0"] and s["latest"] == "1.0.0" and s["tags"]["prod"] == "1.0.0"

@@ -2,7 +2,8 @@
 
 JavaScript is switched off in the browser: every page must work without it. The test
 searches, filters, opens an adapter page through its link, checks the metrics and the
-forgetting chart are drawn, opens a compare page, and takes screenshots. With
+forgetting chart are drawn with interval whiskers and verdict words, opens a compare
+page (own-task gain clipped), filters on "no task forgotten", and takes screenshots. With
 ``ADAPTERHUB_HUB_SCREENSHOTS=DIR`` the screenshots are kept there (``docs/hub/`` holds
 the committed ones); otherwise they go to the test's temporary directory.
 """
@@ -122,7 +123,15 @@ def test_search_filter_open_compare_in_chromium(browser: object, hub_url: str, s
     assert len(metric_rows) == 2 and any("accuracy" in r.text for r in metric_rows)
     chart = find(By.CSS_SELECTOR, "#forgetting-chart svg")
     assert chart.size["width"] > 300 and chart.size["height"] > 60  # laid out, not collapsed
-    assert len(find_all(By.CSS_SELECTOR, "#forgetting-chart rect.bar")) == 4
+    assert len(find_all(By.CSS_SELECTOR, "#forgetting-chart rect.bar")) == 5  # own task + 4 held out
+    # Each delta with its interval whisker, drawn (not collapsed), and the verdict in words.
+    whiskers = find_all(By.CSS_SELECTOR, "#forgetting-chart g.whisker")
+    # (the own task's +48 is clipped off the axis: its interval is printed, not drawn)
+    assert len(whiskers) == 4 and all(w.size["width"] > 5 for w in whiskers)
+    values = [t.text for t in find_all(By.CSS_SELECTOR, "#forgetting-chart text.value")]
+    assert any("✓ kept" in v for v in values) and any("? unresolved" in v for v in values)
+    table = find(By.CSS_SELECTOR, "#forgetting table").text
+    assert "400" in table and "? unresolved" in table and "✓ kept" in table  # n and verdicts in the table
     assert find(By.CSS_SELECTOR, "#loss-chart svg polyline").is_displayed()
     assert "adapterhub pull team/sentiment@1.1.0" in find(By.ID, "snippet-pull").text
     _shot(d, shots / "adapter.png")
@@ -131,8 +140,27 @@ def test_search_filter_open_compare_in_chromium(browser: object, hub_url: str, s
     _click_and_wait(d, find(By.LINK_TEXT, "compare"))
     assert "/compare" in d.current_url  # type: ignore[attr-defined]
     assert len(find_all(By.CSS_SELECTOR, "#compare-table thead th")) == 4
-    assert len(find_all(By.CSS_SELECTOR, "#overlay-chart rect.bar")) == 8
+    assert len(find_all(By.CSS_SELECTOR, "#overlay-chart rect.bar")) == 9
+    # The own task's +48 is clipped with its value printed; the held-out bars keep their size.
+    assert len(find_all(By.CSS_SELECTOR, "#overlay-chart rect.clipped")) == 1
+    assert "(own task, clipped; 95 % [+46.00, +50.00])" in find(By.ID, "overlay-chart").text
     _shot(d, shots / "compare.png")
+
+    # An adapter that forgets: the word, the hatching-free solid bar, and its whiskers.
+    d.get(hub_url + "/a/ops/full-baseline")  # type: ignore[attr-defined]
+    chart = find(By.ID, "forgetting-chart")
+    assert chart.text.count("▼ forgotten") == 3 and "? unresolved" in chart.text
+    assert len(find_all(By.CSS_SELECTOR, "#forgetting-chart rect.forgotten")) == 3
+    assert all(w.is_displayed() for w in find_all(By.CSS_SELECTOR, "#forgetting-chart g.whisker"))
+    _shot(d, shots / "adapter-forgetting.png")
+
+    # Search: "no task forgotten" leaves it out (a checkbox: works without JavaScript).
+    d.get(hub_url + "/")  # type: ignore[attr-defined]
+    find(By.ID, "no-forgotten").click()
+    _click_and_wait(d, find(By.ID, "search-button"))
+    names = [a.text for a in find_all(By.CSS_SELECTOR, "#results a.adapter-link")]
+    assert "ops/full-baseline" not in names and len(names) == 3
+    assert "no_forgotten=1" in d.current_url  # type: ignore[attr-defined]
 
     d.get(hub_url + "/a/no/such-adapter")  # type: ignore[attr-defined]
     assert find(By.ID, "error-heading").text == "Not found"

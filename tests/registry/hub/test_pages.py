@@ -109,6 +109,34 @@ def test_adapter_page_has_card_metrics_charts_records_versions_snippets(hub_url:
     assert "@1.1.0" in Page(get(f"{hub_url}/a/team/sentiment:stable").text).visible
 
 
+def test_adapter_page_shows_n_intervals_and_verdicts(hub_url: str) -> None:
+    page = Page(get(f"{hub_url}/a/ops/full-baseline@1.0.0").text)
+    text = page.visible
+    assert "▼ forgotten" in text and "? unresolved" in text and "✓ kept" in text
+    assert "over threshold" not in text  # that wording is only for reports without intervals
+    assert "[-11.5, -7.5]" in text  # chitchat: −9.5 ± 2, as stored (never recomputed)
+    assert "is forgotten when the whole 95 % interval" in text
+    whiskers = [a for t, a in page.tags if t == "g" and a.get("class") == "whisker"]
+    assert len(whiskers) == 4  # the own task's +100 is clipped: its interval printed, not drawn
+    rows = [a.get("class") or "" for t, a in page.tags if t == "tr"]
+    assert sum("forgotten" in c for c in rows) == 3 and sum("unresolved" in c for c in rows) == 1
+    # metrics table: the value's n and interval
+    assert "400" in text and "[0.81, 0.85]" in text
+
+
+def test_old_report_without_intervals_still_renders(hub_url: str) -> None:
+    page = Page(get(f"{hub_url}/a/team/sentiment@1.0.0").text)
+    assert "▼ over threshold" in page.visible and "predates intervals" in page.visible
+    assert not [a for t, a in page.tags if t == "g" and a.get("class") == "whisker"]
+
+
+def test_browse_filter_no_task_forgotten(hub_url: str) -> None:
+    page = Page(get(f"{hub_url}/?no_forgotten=1").text)
+    links = [a["href"] for t, a in page.tags if t == "a" and "adapter-link" in (a.get("class") or "")]
+    assert "/a/ops/full-baseline" not in links and len(links) == 3
+    assert any(t == "input" and a.get("id") == "no-forgotten" and "checked" in a for t, a in page.tags)
+
+
 @pytest.mark.parametrize("path", ["/a/nobody/here", "/a/team/sentiment@9.9.9", "/a/team/sentiment:nope", "/nowhere", "/a/"])
 def test_missing_is_a_404_page(hub_url: str, path: str) -> None:
     r = get(hub_url + path)
@@ -123,9 +151,19 @@ def test_compare_page(hub_url: str) -> None:
     assert {"compare-table", "overlay-chart"} <= page.ids()
     text = page.visible
     assert "sentiment-rt" in text and "0.83" in text and "0.79" in text
-    # Three adapters, four held-out tasks each: twelve bars, the drops over 2 marked.
+    # Three adapters, four held-out tasks each, two with an own-task row: fourteen bars.
+    # Drops: the old report's one point drop over 2, and full-baseline's three forgotten.
     rects = [a for t, a in page.tags if t == "rect" and (a.get("class") or "").startswith("bar")]
-    assert len(rects) == 12 and sum("drop" in (a.get("class") or "") for a in rects) == 4
+    assert len(rects) == 14 and sum("drop" in (a.get("class") or "") for a in rects) == 4
+    assert sum("forgotten" in (a.get("class") or "") for a in rects) == 3
+    assert "0.83" in text and "n=400" in text  # the table's n and interval under each value
+    # Own tasks went +48 (1.1.0) and 0 → 100 (full-baseline): both clipped with their
+    # values printed, so full-baseline's −1.0 on aclsum is still a bar: the axis is ±12.65
+    # (the held-out rows' widest interval end, −11.5, × 1.1), not ±110.
+    assert [a["class"] for a in rects if "clipped" in a["class"]] == ["bar kept clipped"] * 2
+    assert "+100 ✓ kept (own task, clipped; 95 % [+98.00, +100])" in text and "+48.00 ✓ kept (own task, clipped" in text
+    widths = [float(a["width"]) for a in rects if a["class"] == "bar unresolved"]
+    assert any(abs(w - 240 / 12.65) < 0.2 for w in widths)  # −1.0: 19 px (2 px on the +100 row's scale)
     assert get(f"{hub_url}/compare?a=team/sentiment").status_code == 400
     assert get(f"{hub_url}/compare?a=x&b=y&c=z&d=w&ref=v").status_code == 400
     assert get(f"{hub_url}/compare?a=team/sentiment&b=missing/one").status_code == 404

@@ -136,3 +136,15 @@ def test_pages_never_list_the_store_on_the_event_loop(store: LocalStore) -> None
         time.sleep(0.2)  # let the last background refresh finish
     assert recording.listings, "the pages never listed the store: the test proves nothing"
     assert not [t for t, on_loop in recording.listings if on_loop], recording.listings
+
+
+def test_filter_no_task_forgotten(store: LocalStore) -> None:
+    snap = QueryCache(store).snapshot()
+    # full-baseline forgets three tasks (intervals wholly below −2): out. The others'
+    # drops are unresolved or kept: in.
+    got = names(search(snap, SearchQuery.parse({"no_forgotten": "1"})))
+    assert got == ["ops/faq@2.0.0", "team/sentiment@1.1.0", "team/summaries@0.3.0"]
+    # sentiment 1.0.0's report predates intervals: its flagged point drop (−6.1) counts.
+    every = names(search(snap, SearchQuery(no_forgotten=True, all_versions=True)))
+    assert "team/sentiment@1.0.0" not in every and "ops/full-baseline@1.0.0" not in every
+    assert len(names(search(snap, SearchQuery.parse({"no_forgotten": ""})))) == 4  # off: everything
