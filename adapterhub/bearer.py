@@ -10,8 +10,11 @@ are checked the same way:
 * a malformed file is refused with one line naming the field, never echoing the value
   (it may be a secret).
 
-The two files differ in what an entry grants (serve: adapters + admin; hub: a scope +
-adapter globs), so each keeps its own pydantic model and uses the helpers here.
+Both files have one shape: a list of :class:`SecretEntry` (a name, the secret or its
+sha256, adapter globs) checked by one set of rules, with unique names and secrets
+(:func:`check_unique`). Each file's model only names its secret field (``key`` or
+``token``, through a field alias) and adds what its entries grant (serve: ``admin``;
+hub: a ``scope``).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from adapterhub.errors import ConfigError
 
@@ -62,6 +65,62 @@ def secret_digest(secret: str | None, secret_sha256: str | None) -> bytes:
         return hashlib.sha256(secret.encode()).digest()
     assert secret_sha256 is not None, "an entry holds a secret or its sha256"
     return bytes.fromhex(secret_sha256)
+
+
+class SecretEntry(BaseModel):
+    """One entry of a secrets file. Subclasses redeclare ``secret`` and ``secret_sha256``
+    with the alias their file uses (``key``/``key_sha256``, ``token``/``token_sha256``),
+    so errors name the field as the user wrote it."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=False)
+
+    name: str = Field(min_length=1, max_length=64)
+    secret: str | None = Field(default=None, min_length=8)
+    secret_sha256: str | None = None
+    adapters: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+
+    @classmethod
+    def secret_word(cls) -> str:
+        """What the file calls its secret (the alias of ``secret``)."""
+        return cls.model_fields["secret"].alias or "secret"
+
+    @field_validator("secret")
+    @classmethod
+    def _printable(cls, v: str | None) -> str | None:
+        # A header cannot carry spaces or control characters inside a secret: such an
+        # entry could never match, so it is refused instead of silently dead.
+        if v is not None and (v != v.strip() or any(ord(c) < 33 or ord(c) == 127 for c in v)):
+            raise ValueError("must not contain spaces or control characters")
+        return v
+
+    @field_validator("secret_sha256")
+    @classmethod
+    def _hex(cls, v: str | None) -> str | None:
+        return check_sha256_hex(v, cls.secret_word())
+
+    @field_validator("adapters")
+    @classmethod
+    def _patterns(cls, v: list[str]) -> list[str]:
+        return check_patterns(v)
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> SecretEntry:
+        check_one_secret(self.secret, self.secret_sha256, self.secret_word())
+        return self
+
+    def digest(self) -> bytes:
+        return secret_digest(self.secret, self.secret_sha256)
+
+
+def check_unique(entries: list[SecretEntry], what: str) -> None:
+    """No two entries of one file share a name or a secret (ValueError naming which)."""
+    names = [e.name for e in entries]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup is not None:
+        raise ValueError(f"{what} name {dup!r} appears twice")
+    digests = [e.digest() for e in entries]
+    if len(set(digests)) != len(digests):
+        raise ValueError(f"two entries hold the same {what}")
 
 
 def bearer_token(authorization: str | None) -> str | None:

@@ -31,16 +31,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from adapterhub.bearer import (
+    SecretEntry,
     SecretRing,
     bearer_token,
-    check_one_secret,
-    check_patterns,
-    check_sha256_hex,
+    check_unique,
     load_yaml_file,
-    secret_digest,
     validate_file,
 )
 from adapterhub.errors import AuthenticationError
@@ -51,43 +49,12 @@ COOKIE = "adapterhub_session"
 Scope = Literal["read", "write"]
 
 
-class TokenSpec(BaseModel):
-    """One entry of the tokens file."""
+class TokenSpec(SecretEntry):
+    """One entry of the tokens file: a :class:`~adapterhub.bearer.SecretEntry` named ``token``."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, max_length=64)
-    token: str | None = Field(default=None, min_length=8)
-    token_sha256: str | None = None
+    secret: str | None = Field(default=None, min_length=8, alias="token")
+    secret_sha256: str | None = Field(default=None, alias="token_sha256")
     scope: Scope = "read"
-    adapters: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
-
-    @field_validator("token")
-    @classmethod
-    def _printable(cls, v: str | None) -> str | None:
-        # A header cannot carry spaces or control characters inside a token: such an
-        # entry could never match, so it is refused instead of silently dead.
-        if v is not None and (v != v.strip() or any(ord(c) < 33 or ord(c) == 127 for c in v)):
-            raise ValueError("must not contain spaces or control characters")
-        return v
-
-    @field_validator("token_sha256")
-    @classmethod
-    def _hex(cls, v: str | None) -> str | None:
-        return check_sha256_hex(v, "token")
-
-    @field_validator("adapters")
-    @classmethod
-    def _patterns(cls, v: list[str]) -> list[str]:
-        return check_patterns(v)
-
-    @model_validator(mode="after")
-    def _one_secret(self) -> TokenSpec:
-        check_one_secret(self.token, self.token_sha256, "token")
-        return self
-
-    def digest(self) -> bytes:
-        return secret_digest(self.token, self.token_sha256)
 
 
 class TokensFile(BaseModel):
@@ -98,13 +65,7 @@ class TokensFile(BaseModel):
 
     @model_validator(mode="after")
     def _unique(self) -> TokensFile:
-        names = [t.name for t in self.tokens]
-        dup = next((n for n in names if names.count(n) > 1), None)
-        if dup is not None:
-            raise ValueError(f"token name {dup!r} appears twice")
-        digests = [t.digest() for t in self.tokens]
-        if len(set(digests)) != len(digests):
-            raise ValueError("two entries hold the same token")
+        check_unique(list(self.tokens), "token")
         return self
 
 

@@ -22,49 +22,25 @@ import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from adapterhub.bearer import (
+    SecretEntry,
     SecretRing,
     bearer_token,
-    check_one_secret,
-    check_patterns,
-    check_sha256_hex,
+    check_unique,
     load_yaml_file,
-    secret_digest,
     validate_file,
 )
 from adapterhub.refs import adapter_name
 
 
-class KeySpec(BaseModel):
-    """One entry of the keys file."""
+class KeySpec(SecretEntry):
+    """One entry of the keys file: a :class:`~adapterhub.bearer.SecretEntry` named ``key``."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, max_length=64)
-    key: str | None = Field(default=None, min_length=8)
-    key_sha256: str | None = None
-    adapters: list[str] = Field(default_factory=lambda: ["*"])
+    secret: str | None = Field(default=None, min_length=8, alias="key")
+    secret_sha256: str | None = Field(default=None, alias="key_sha256")
     admin: bool = False
-
-    @field_validator("key_sha256")
-    @classmethod
-    def _hex(cls, v: str | None) -> str | None:
-        return check_sha256_hex(v, "key")
-
-    @field_validator("adapters")
-    @classmethod
-    def _patterns(cls, v: list[str]) -> list[str]:
-        return check_patterns(v)
-
-    @model_validator(mode="after")
-    def _one_secret(self) -> KeySpec:
-        check_one_secret(self.key, self.key_sha256, "key")
-        return self
-
-    def digest(self) -> bytes:
-        return secret_digest(self.key, self.key_sha256)
 
 
 class KeysFile(BaseModel):
@@ -74,13 +50,7 @@ class KeysFile(BaseModel):
 
     @model_validator(mode="after")
     def _unique(self) -> KeysFile:
-        names = [k.name for k in self.keys]
-        dup = next((n for n in names if names.count(n) > 1), None)
-        if dup is not None:
-            raise ValueError(f"key name {dup!r} appears twice")
-        digests = [k.digest() for k in self.keys]
-        if len(set(digests)) != len(digests):
-            raise ValueError("two entries hold the same key")
+        check_unique(list(self.keys), "key")
         return self
 
 
