@@ -107,6 +107,7 @@ class Engine:
         self._rows: dict[Row, None] = {}
         self._dead: BaseException | None = None
         self._closing = False
+        self._closed = False
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self.counters: dict[str, int] = {
@@ -132,7 +133,9 @@ class Engine:
         and a hung fetch is left to its daemon thread.
         """
         with self._cv:
-            self._closing = True
+            if self._closed:
+                return  # closed already (a shutdown timer and the server's exit both close)
+            self._closing = self._closed = True
             self._cv.notify_all()
         self.adapters.close()  # first: settles tickets, so no row waits on a load
         if self._thread is not None:

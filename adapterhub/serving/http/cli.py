@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -100,9 +101,18 @@ class ServeCommand:
             app = create_app(engine, base_alias=args.base, keys=keys, registry_url=args.registry, limits=limits)
             state = app.state.server
 
+            grace = args.grace
+
             class _Server(uvicorn.Server):
                 def handle_exit(self, sig: int, frame: Any) -> None:
-                    state.draining = True  # new completions: 503 while running ones finish
+                    if not state.draining:
+                        state.draining = True  # new completions: 503 while running ones finish
+                        # Shortly before uvicorn's grace runs out and it cancels what still
+                        # runs (a bare 500), the engine stops: each unfinished request gets
+                        # a 503 "shutting down" (or an error event on its stream) instead.
+                        timer = threading.Timer(max(0.0, grace - min(1.0, grace / 4)), engine.close)
+                        timer.daemon = True  # a quick drain must not wait for it
+                        timer.start()
                     super().handle_exit(sig, frame)
                     if sig == signal.SIGTERM:
                         # uvicorn re-raises captured signals once drained (the process would

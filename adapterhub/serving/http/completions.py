@@ -21,7 +21,7 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from adapterhub import logs
-from adapterhub.errors import AdapterhubError
+from adapterhub.errors import AdapterhubError, EngineClosedError
 from adapterhub.serving.http.access import note, request_id
 from adapterhub.serving.http.errors import ApiError, api_error, shutting_down
 from adapterhub.serving.http.formatting import DONE, Call, sse, usage
@@ -118,9 +118,13 @@ async def _whole(call: Call, request: HttpRequest) -> Response:
         return err.response()
     finally:
         watcher.cancel()
-    if c.finish_reason == "cancelled" and handle.cancelled:  # the client went away
-        call.count(499, c)
-        return Response(status_code=499)
+    if c.finish_reason == "cancelled":
+        if handle.cancelled:  # the client went away
+            call.count(499, c)
+            return Response(status_code=499)
+        err = shutting_down()  # cut short by a shutdown: not an answer
+        call.count(err.status, c)
+        return err.response()
     call.count(200, c)
     return JSONResponse(call.body(c))
 
@@ -142,6 +146,8 @@ async def _stream(call: Call, include_usage: bool) -> Response:
     # so that a failing load still gets its own status instead of a 200 stream.
     try:
         first: list[Delta] | None = await it.__anext__()
+        if first and first[-1].finish_reason == "cancelled" and not handle.cancelled:
+            raise EngineClosedError("the server is shutting down")  # nothing streamed yet: a 503
     except StopAsyncIteration:
         first = None
     except BaseException as exc:
@@ -199,6 +205,9 @@ class _ChunkWriter:
         call, out = self.call, []
         for d in batch:
             call.observe(d)
+            if d.finish_reason == "cancelled" and not call.handle.cancelled:
+                # The server cut the stream short (shutdown): an error event, not a normal end.
+                raise EngineClosedError("the server is shutting down")
             if d.finish_reason is not None:
                 self.completion = call.handle.result(timeout=0)  # published with the last delta
             chunk = call.chunk(d, self.n == 0, self.offset)

@@ -111,3 +111,85 @@ def test_sigterm_lets_running_requests_finish_then_exits_0(tmp_path: Path) -> No
             proc.stdout.close()
         if proc.stderr:
             proc.stderr.close()
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_exits_0_within_grace_while_requests_wait_on_a_hung_registry(tmp_path: Path) -> None:
+    """8 requests wait on one cold adapter whose registry accepts the connection and never
+    answers (read timeout 120 s): SIGTERM still ends the process with 0 within --grace
+    plus the bounded loader shutdown, and every client gets an answer or a closed stream."""
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def swallow() -> None:  # accepts and holds every connection, never reads or answers
+        hole.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(hole.accept()[0])
+            except OSError:
+                continue
+
+    threading.Thread(target=swallow, daemon=True).start()
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "ADAPTERHUB_HOME": str(tmp_path / "home"), "ADAPTERHUB_HTTP_MAX_ATTEMPTS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", ENTRY, "serve", "--base", "tiny-random-llama", "--port", str(port), "--grace", "2",
+         "--threads", "1", "--registry", f"http://127.0.0.1:{hole.getsockname()[1]}"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    statuses: list[int | str] = []
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "server did not become healthy"
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+
+        def ask() -> None:
+            try:
+                r = httpx.post(url + "/v1/completions", json={"model": "team/cold", "prompt": "x", "max_tokens": 2},
+                               timeout=60)
+                statuses.append(r.status_code)
+            except httpx.TransportError as exc:
+                statuses.append(type(exc).__name__)
+
+        clients = [threading.Thread(target=ask) for _ in range(8)]
+        for t in clients:
+            t.start()
+        deadline = time.monotonic() + 30
+        while not held:  # the loader reached the registry: the requests now wait on it
+            assert time.monotonic() < deadline, "the loader never connected to the registry"
+            time.sleep(0.05)
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+        took = time.monotonic() - t0
+        for t in clients:
+            t.join(30)
+        err = proc.stderr.read() if proc.stderr else ""
+        assert code == 0, err
+        assert took < 2 + 10, f"exit took {took:.1f} s"  # grace 2 s + the loaders' bounded close
+        assert len(statuses) == 8  # every client got an answer or a closed connection, none hangs
+        # Cut short by the shutdown: "shutting down" (503), never a bare 500 from uvicorn.
+        assert statuses == [503] * 8, (statuses, err[-3000:])
+    finally:
+        stop.set()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+        for s in held:
+            s.close()
+        hole.close()
+        for f in (proc.stdout, proc.stderr):
+            if f:
+                f.close()
