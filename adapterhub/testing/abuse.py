@@ -195,7 +195,7 @@ def run_abuse(url: str, model: str, *, cases: list[Callable[[], Outcome]], warmu
               stream_tokens: int = 64, lag: Any = None) -> AbuseReport:
     """Streams alone for ``warmup_s``, then every case at once beside them (see module docs).
 
-    ``lag``: the server's :class:`~adapterhub.serving.http.access.LoopLag` when it runs in
+    ``lag``: the server's :class:`~adapterhub.access.LoopLag` when it runs in
     this process; its worst value is read for each of the two phases."""
     lag_before = None
     with _Streams(url, model, stream_tokens) as streams:

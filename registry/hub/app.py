@@ -14,7 +14,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from . import api, pages
-from .access import AccessLog, request_id_of
+from .access import access_log, request_id_of
 from .state import HubState
 
 STATIC = Path(__file__).with_name("static")
@@ -46,4 +46,4 @@ def build_app(state: HubState) -> ASGIApp:
     handlers: dict[Any, Any] = {HTTPException: http_error, Exception: crash}
     app = Starlette(routes=routes, exception_handlers=handlers)
     app.state.hub = state
-    return AccessLog(app)
+    return access_log(app)

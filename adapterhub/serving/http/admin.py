@@ -10,9 +10,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 
+from adapterhub.access import note
 from adapterhub.errors import AdapterhubError
 from adapterhub.refs import adapter_name
-from adapterhub.serving.http.access import note
 from adapterhub.serving.http.errors import ApiError, api_error, not_found
 from adapterhub.serving.http.parsing import ClientGone, read_json
 

@@ -8,7 +8,8 @@ lives here (see DESIGN.md, "Serving"). The modules beside this one each do one j
 - :mod:`.models`: ``/v1/models``; :mod:`.admin`: adapter load/unload;
 - :mod:`.parsing`: request bodies; :mod:`.formatting`: OpenAI's wire formats;
 - :mod:`.errors`: errors to statuses; :mod:`.state`: auth, ``model`` resolution, limits;
-- :mod:`.access`: request ids, access lines, crash logs and the event loop's lag.
+- :mod:`adapterhub.access` (shared with the hub): request ids, access lines, crash logs,
+  the event loop's lag.
 
 ``model`` picks the adapter: a pool name, a registry reference (``team/x``,
 ``team/x@1.0.0``, ``team/x:stable``) or the base alias (no adapter).
@@ -25,10 +26,10 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from adapterhub.serving.http.access import AccessLog, note
+from adapterhub.access import AccessLog, note
 from adapterhub.serving.http.admin import admin
 from adapterhub.serving.http.completions import complete
-from adapterhub.serving.http.errors import ApiError
+from adapterhub.serving.http.errors import ApiError, internal_error
 from adapterhub.serving.http.keys import KeyRing
 from adapterhub.serving.http.metrics import CONTENT_TYPE
 from adapterhub.serving.http.models import list_models
@@ -103,7 +104,8 @@ def create_app(
     # AccessLog is the outermost layer we own: it logs and answers any exception a route
     # did not handle (500 with the request id), so no crash handler is needed here.
     app = Starlette(routes=routes, exception_handlers={404: not_found_route, 405: bad_method},
-                    middleware=[Middleware(AccessLog, lag=state.lag)])
+                    middleware=[Middleware(AccessLog, logger="adapterhub.serving.http.access", answer_crashes=True,
+                                           error_body=lambda: internal_error().body(), lag=state.lag)])
     app.state.server = state
     engine.start()
     return app

@@ -21,8 +21,8 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from adapterhub import logs
+from adapterhub.access import note, request_id
 from adapterhub.errors import AdapterhubError, EngineClosedError
-from adapterhub.serving.http.access import note, request_id
 from adapterhub.serving.http.errors import ApiError, api_error, shutting_down
 from adapterhub.serving.http.formatting import DONE, Call, sse, usage
 from adapterhub.serving.http.keys import ANONYMOUS, Principal

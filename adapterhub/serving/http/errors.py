@@ -11,6 +11,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
+from adapterhub.access import request_id
 from adapterhub.errors import (
     AdapterhubError,
     AdapterNotFoundError,
@@ -24,7 +25,6 @@ from adapterhub.errors import (
     QueueFullError,
     StoreError,
 )
-from adapterhub.serving.http.access import request_id
 
 log = logging.getLogger("adapterhub.serving.http")
 

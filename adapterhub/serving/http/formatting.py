@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from adapterhub import logs
-from adapterhub.serving.http.access import note
+from adapterhub.access import note
 from adapterhub.serving.request import Completion, Delta, TokenLogprob
 
 if TYPE_CHECKING:

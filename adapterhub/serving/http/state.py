@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request as HttpRequest
 
+from adapterhub.access import LoopLag
 from adapterhub.refs import is_base
-from adapterhub.serving.http.access import LoopLag
 from adapterhub.serving.http.errors import ApiError, not_found
 from adapterhub.serving.http.keys import ANONYMOUS, KeyRing, Principal
 from adapterhub.serving.http.metrics import Metrics

@@ -46,7 +46,7 @@ def logs(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> p
     # logs.configure() (run by a server command earlier in this process) stops propagation
     # to the root logger, where caplog listens.
     monkeypatch.setattr(logging.getLogger("adapterhub"), "propagate", True)
-    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="adapterhub")
     return caplog
 
 
@@ -86,7 +86,7 @@ def test_every_request_gets_an_id_and_one_access_line(hub: RunningHub, logs: pyt
     mine = [f for f in lines if f["request_id"] == "client-id-42"]
     assert len(mine) == 1
     assert mine[0]["method"] == "GET" and mine[0]["path"] == API + "/adapters/team/x" and mine[0]["status"] == 200
-    assert mine[0]["token"] == "reader" and isinstance(mine[0]["duration_ms"], float)
+    assert mine[0]["token"] == "reader" and isinstance(mine[0]["total_ms"], float)
     anonymous = [f for f in lines if f["request_id"] == generated]
     assert anonymous and anonymous[0]["token"] == "-" and anonymous[0]["path"] == "/login"
 

@@ -66,10 +66,10 @@ def _access(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == "adapterhub.serving.http.access"]
 
 
-def _wait_for(pred: Any, timeout: float = 10.0) -> None:
+def _wait_for(pred: Any, timeout: float = 10.0, what: Any = None) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
-        assert time.monotonic() < deadline, "timed out waiting"
+        assert time.monotonic() < deadline, f"timed out waiting {what() if what else ''}"
         time.sleep(0.02)
 
 
@@ -83,12 +83,13 @@ def _no_secret_anywhere(records: list[logging.LogRecord]) -> None:
 
 # --- access lines and request ids --------------------------------------------------------------
 def test_one_access_line_per_request_with_key_name_adapter_and_timings(keyed_url: str, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="adapterhub")
     r = httpx.post(keyed_url + "/v1/completions", headers=_auth(TEAM_KEY),
                    json={"model": "lora", "prompt": "A secret prompt text", "max_tokens": 5, "temperature": 0}, timeout=60)
     assert r.status_code == 200, r.text
     rid = r.headers["x-request-id"]
-    _wait_for(lambda: any(getattr(x, "fields", {}).get("request_id") == rid for x in _access(caplog)))
+    _wait_for(lambda: any(getattr(x, "fields", {}).get("request_id") == rid for x in _access(caplog)),
+              what=lambda: (rid, [(x.name, getattr(x, "fields", None)) for x in caplog.records][-3:]))
     lines = [x for x in _access(caplog) if x.fields["request_id"] == rid]  # type: ignore[attr-defined]
     assert len(lines) == 1
     f = lines[0].fields  # type: ignore[attr-defined]
@@ -103,7 +104,7 @@ def test_one_access_line_per_request_with_key_name_adapter_and_timings(keyed_url
 
 
 def test_log_prompts_adds_prompt_and_completion(keyed_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger="adapterhub")
     monkeypatch.setattr(logs, "LOG_PROMPTS", True)
     r = httpx.post(keyed_url + "/v1/completions", headers=_auth(OPS_KEY),
                    json={"model": BASE, "prompt": "tell the log", "max_tokens": 3, "temperature": 0}, timeout=60)
@@ -125,7 +126,7 @@ def test_an_incoming_request_id_is_honoured_and_junk_is_replaced(keyed_url: str)
 
 
 def test_every_error_carries_the_request_id_and_auth_failures_log_no_key(keyed_url: str, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="adapterhub")
     for headers, status in (({}, 401), (_auth("sk-wrong-but-long-enough"), 401), (_auth(TEAM_KEY), 404)):
         r = httpx.get(keyed_url + "/metrics", headers=headers, timeout=30) if status != 404 else httpx.post(
             keyed_url + "/v1/chat/completions", headers=headers, json={"model": "other", "messages": []}, timeout=30)
@@ -138,7 +139,7 @@ def test_every_error_carries_the_request_id_and_auth_failures_log_no_key(keyed_u
 def test_an_unhandled_error_is_a_500_with_the_id_and_a_logged_traceback(
     keyed_url: str, engine: Engine, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger="adapterhub")
 
     def broken(request: Any) -> Any:
         raise RuntimeError("a bug in submit")
@@ -155,7 +156,7 @@ def test_an_unhandled_error_is_a_500_with_the_id_and_a_logged_traceback(
 def test_a_failed_decode_group_logs_its_traceback_and_request_ids(
     keyed_url: str, engine: Engine, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger="adapterhub")
 
     def broken(self: Runner, group: Any) -> Any:
         raise RuntimeError("device fell over")
@@ -173,7 +174,7 @@ def test_adapter_loads_are_logged_with_time_and_bytes(engine: Engine, tmp_path: 
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from adapterhub.registry.client import Registry
 
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger="adapterhub")
     monkeypatch.setenv("ADAPTERHUB_HOME", str(tmp_path / "home"))
     d = tmp_path / "a"
     make_adapter("lora", _base().model, d, config={"r": 2, "alpha": 4}, name="t/a", version="1.0.0", seed=5)

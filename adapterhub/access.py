@@ -1,21 +1,25 @@
-"""Request ids, one access line per request, every crash logged, and the event loop's lag.
+"""Request ids, one access line per request and every crash logged: for ``serve`` and the hub.
 
-A pure ASGI middleware (so a stream passes through unbuffered) around the whole app:
+A pure ASGI middleware (so a stream or a blob download passes through unbuffered):
 
 * every request gets an id: an incoming ``x-request-id`` if it is short and printable
   (a proxy's or a client's own, so their logs join ours), else a fresh one. It is sent
-  back in the ``x-request-id`` header of every response, put in every error body (via
-  :func:`request_id`, a context variable the routes' threads inherit), and given to the
-  engine as the request's id so engine log lines name it too;
-* the routes add what they know to the request's :class:`AccessRecord` (key *name*,
-  adapter ``name@version``, tokens, time to first token); one line is logged when the
-  response ends, or when the client leaves;
-* an exception no route handled is logged with its traceback and the request id, and
-  the client gets a 500 JSON body with that id (never the traceback);
-* a probe task measures how late the event loop wakes (:class:`LoopLag`), the number
-  that says whether anything blocks it, exported in ``/metrics``.
+  back in the ``x-request-id`` header of every response, and :func:`request_id` (a
+  context variable that route threads inherit) gives it to error bodies and to the
+  engine, so engine log lines name it too;
+* the routes add what they know to the request's :class:`AccessRecord` with :func:`note`
+  (the caller's key or token *name*, the adapter ``name@version``, tokens, time to first
+  token); one line is logged when the response ends, or when the client leaves;
+* an exception no route handled is logged once, with its traceback and the request id.
+  Where the middleware sits inside Starlette's error handling (``serve``) it also
+  answers the 500 itself, a JSON body with the id (never the traceback); where it wraps
+  the whole app (the hub, whose 500 is an HTML page or JSON by path), Starlette has
+  answered and the middleware only logs;
+* :class:`LoopLag`, a probe task, measures how late the event loop wakes: the number
+  that says whether anything blocks it (``serve`` exports it in ``/metrics``).
 
-Nothing here logs a header value: keys travel in ``Authorization`` only.
+Nothing here logs a header value or a query string: credentials travel in
+``Authorization`` only. Layering: Starlette types only, no engine, no registry.
 """
 
 from __future__ import annotations
@@ -26,17 +30,16 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-log = logging.getLogger("adapterhub.serving.http.access")
-crash_log = logging.getLogger("adapterhub.serving.http")
-
 HEADER = "x-request-id"
-_VALID_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}\Z")
+MAX_ID_CHARS = 128
+_VALID_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}\Z")  # MAX_ID_CHARS
 _current: ContextVar[AccessRecord | None] = ContextVar("adapterhub_access", default=None)
 
 
@@ -72,6 +75,11 @@ def note(**values: Any) -> None:
         rec.note(**values)
 
 
+def valid_request_id(text: str) -> bool:
+    """An id we keep: anything else (spaces, newlines, 1 kB of junk) could forge log lines."""
+    return bool(_VALID_ID.match(text))
+
+
 def _incoming_id(scope: Scope) -> str | None:
     for name, value in scope.get("headers", ()):
         if name == b"x-request-id":
@@ -79,8 +87,7 @@ def _incoming_id(scope: Scope) -> str | None:
                 text = value.decode("ascii")
             except UnicodeDecodeError:
                 return None
-            # Anything else (spaces, newlines, 1 kB of junk) could forge log lines.
-            return text if _VALID_ID.match(text) else None
+            return text if valid_request_id(text) else None
     return None
 
 
@@ -120,10 +127,25 @@ class LoopLag:
 
 
 class AccessLog:
-    """The middleware (see module docs). ``lag`` is shared with the app's metrics."""
+    """The middleware (see module docs).
 
-    def __init__(self, app: ASGIApp, lag: LoopLag | None = None) -> None:
+    ``logger``: where access lines go (``<app>.access``); crashes go to its parent.
+    ``answer_crashes``: answer an unhandled exception with a JSON 500 (``error_body``
+    builds it, in the request's context so it can read :func:`request_id`); otherwise
+    re-raise it after logging, for the error middleware outside or the server.
+    ``lag``: a :class:`LoopLag` to keep running while requests come.
+    ``defaults``: fields every access line has unless a route noted its own (``token="-"``).
+    """
+
+    def __init__(self, app: ASGIApp, *, logger: str, answer_crashes: bool = False,
+                 error_body: Callable[[], dict[str, Any]] | None = None, lag: LoopLag | None = None,
+                 defaults: dict[str, Any] | None = None) -> None:
         self.app = app
+        self.defaults = dict(defaults or {})
+        self.log = logging.getLogger(logger)
+        self.crash_log = logging.getLogger(logger.rpartition(".")[0] or logger)
+        self.answer_crashes = answer_crashes
+        self.error_body = error_body or (lambda: {"error": {"message": "internal error", "request_id": request_id()}})
         self.lag = lag
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -133,28 +155,34 @@ class AccessLog:
         if self.lag is not None:
             self.lag.ensure_running()
         rid = _incoming_id(scope) or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
         record = AccessRecord(rid, scope.get("method", "-"), scope.get("path", "-"))
         token = _current.set(record)
-        started = False
+        started = finished = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal started
+            nonlocal started, finished
             if message["type"] == "http.response.start":
                 started = True
                 record.status = int(message["status"])
                 message = {**message, "headers": [*message.get("headers", []), (HEADER.encode(), rid.encode())]}
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                finished = True
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:
+            self.crash_log.exception("unhandled error in %s %s", record.method, record.path,
+                                     extra={"fields": {"request_id": rid}})
+            if not self.answer_crashes:
+                record.status = record.status or 500
+                if not finished:
+                    raise  # the answer is incomplete: the server must drop the connection
+                return  # answered in full (Starlette's 500) and logged: nobody need log it again
             record.status = 500
-            crash_log.exception("unhandled error", extra={"fields": {"request_id": rid, "path": record.path}})
             if not started:
-                # errors imports this module: a late import
-                from adapterhub.serving.http.errors import internal_error
-
-                body = json.dumps(internal_error().body()).encode()  # still in this request's context: has its id
+                body = json.dumps(self.error_body()).encode()
                 await send({"type": "http.response.start", "status": 500, "headers": [
                     (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                     (HEADER.encode(), rid.encode())]})
@@ -163,12 +191,11 @@ class AccessLog:
             _current.reset(token)
             self._line(record, started)
 
-    @staticmethod
-    def _line(record: AccessRecord, started: bool) -> None:
+    def _line(self, record: AccessRecord, started: bool) -> None:
         # A route's own verdict wins: a stream answered 200 may end as 499 (client left)
         # or with an error event; a request whose client left before any answer is 499.
-        status = record.fields.pop("status", record.status if started else 499)
+        status = record.fields.pop("status", record.status if started else (record.status or 499))
         level = logging.ERROR if status >= 500 else logging.INFO
         fields = {"request_id": record.request_id, "method": record.method, "path": record.path, "status": status,
-                  **record.fields, "total_ms": round((time.perf_counter() - record.started) * 1000.0, 1)}
-        log.log(level, "%s %s %s", record.method, record.path, status, extra={"fields": fields})
+                  **self.defaults, **record.fields, "total_ms": round((time.perf_counter() - record.started) * 1000.0, 1)}
+        self.log.log(level, "%s %s %s", record.method, record.path, status, extra={"fields": fields})
