@@ -69,10 +69,9 @@ def _passphrase(prompt: str, confirm: bool) -> bytes | None:
 
 def generate(name: str, out: Path | None = None, encrypt: bool = False) -> KeyInfo:
     """A new EC P-256 key pair; refuses to overwrite either file."""
+    from adapterhub.registry.signing import key_fingerprint
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-
-    from adapterhub.registry.signing import key_fingerprint
 
     check_key_name(name)
     directory = out if out is not None else keys_dir()

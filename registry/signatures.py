@@ -84,8 +84,9 @@ def verdicts(store: Store, name: str, version: str, trust: TrustPolicy | None,
              known: tuple[bytes, Manifest] | None = None) -> list[Verdict]:
     """One verdict per stored signature (``trust`` None: parsed and file-checked only)."""
     raw, manifest = known if known is not None else read_version(store, name, version)
-    keys = trust.keys() if trust is not None else None
-    return [judge(keys, name, raw, manifest, data) for data in listed(store, name, version)]
+    if trust is None:
+        return [judge(None, name, raw, manifest, data) for data in listed(store, name, version)]
+    return [trust.judge(name, raw, manifest, data) for data in listed(store, name, version)]
 
 
 def require(store: Store, name: str, version: str, trust: TrustPolicy) -> bytes:

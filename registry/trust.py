@@ -149,6 +149,9 @@ class TrustPolicy:
         self._lock = threading.Lock()
         self._stamp: tuple[int, int, int] | None = None
         self._keys: list[TrustedKey] = []
+        # Verdicts of this version of the file only (cleared on every reload): the hub
+        # judges every listed signature on every search, an ECDSA check each.
+        self._memo: dict[tuple[tuple[int, int, int], str, str, str], Verdict] = {}
         self.keys()  # a bad file is refused at start-up, not at the first request
 
     @classmethod
@@ -158,6 +161,9 @@ class TrustPolicy:
         return cls(chosen) if chosen else None
 
     def keys(self) -> list[TrustedKey]:
+        return self._current()[1]
+
+    def _current(self) -> tuple[tuple[int, int, int], list[TrustedKey]]:
         try:
             st = os.stat(self.path)
         except OSError as exc:
@@ -168,10 +174,25 @@ class TrustPolicy:
             if stamp != self._stamp:
                 self._keys = load_trust_file(self.path)
                 self._stamp = stamp
-            return self._keys
+                self._memo = {}
+            return stamp, self._keys
 
     def judge(self, name: str, raw_manifest: bytes, manifest: Manifest, data: bytes) -> Verdict:
-        return judge(self.keys(), name, raw_manifest, manifest, data)
+        """:func:`judge` with this file's keys, remembered until the file changes."""
+        stamp, keys = self._current()
+        # Keyed by the file's stamp too: a verdict made with keys that a reload replaced
+        # meanwhile can never be served for the new file.
+        memo_key = (stamp, name, signing.signature_id(raw_manifest), signing.signature_id(data))
+        with self._lock:
+            hit = self._memo.get(memo_key)
+        if hit is not None:
+            return hit
+        verdict = judge(keys, name, raw_manifest, manifest, data)
+        with self._lock:
+            if len(self._memo) >= 100_000:
+                self._memo.clear()  # bounded: nothing grows without limit
+            self._memo[memo_key] = verdict
+        return verdict
 
 
 def judge(keys: list[TrustedKey] | None, name: str, raw_manifest: bytes, manifest: Manifest, data: bytes) -> Verdict:
