@@ -92,6 +92,7 @@ class PushCommand:
         from adapterhub.registry.names import parse_name_version
         from adapterhub.registry.signing_cli import (
             apply_signatures,
+            check_can_sign,
             load_keys,
             print_signature_rows,
             read_bundles,
@@ -103,6 +104,7 @@ class PushCommand:
         keys, bundles = load_keys(args.sign), read_bundles(args.signature)
         reg = _registry(args)
         to = _target(args.to, args.endpoint_url)
+        check_can_sign(reg, to, keys, bundles)
         done = reg.publish(args.dir, name, version=version, tag=args.tag, to=to)
         store = reg.store(to)
         signed = apply_signatures(reg, done.ref, to, keys, bundles)

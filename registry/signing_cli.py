@@ -48,7 +48,10 @@ def load_keys(names: list[str]) -> list[Any]:
 
 
 def read_bundles(files: list[Path]) -> list[bytes]:
-    from adapterhub.registry.signing import MAX_SIGNATURE_BYTES
+    """``--signature`` files, each checked to be a model-signing bundle before anything is pushed."""
+    from adapterhub.registry.signing import parse_bundle
+
+    from adapterhub.errors import SignatureError
 
     out = []
     for f in files:
@@ -56,10 +59,21 @@ def read_bundles(files: list[Path]) -> list[bytes]:
             data = f.read_bytes()
         except OSError as exc:
             raise ConfigError(f"--signature {f}: cannot read ({exc.strerror})") from None
-        if len(data) > MAX_SIGNATURE_BYTES:
-            raise ConfigError(f"--signature {f}: {len(data)} bytes, over the {MAX_SIGNATURE_BYTES} byte limit")
+        try:
+            parse_bundle(data)
+        except SignatureError as exc:
+            raise SignatureError(f"--signature {f}: {exc}") from None
         out.append(data)
     return out
+
+
+def check_can_sign(reg: Any, to: str | None, keys: list[Any], bundles: list[bytes]) -> None:
+    """Before a push: a store that cannot hold signatures is refused up front (no unsigned
+    version left behind by a ``push --sign`` that fails half-way)."""
+    if keys or bundles:
+        from adapterhub.registry.signatures import signature_store
+
+        signature_store(reg.store(to))
 
 
 def apply_signatures(reg: Any, ref: str, to: str | None, keys: list[Any], bundles: list[bytes]) -> list[dict[str, Any]]:

@@ -75,3 +75,14 @@ def test_push_sign_with_a_bad_key_pushes_nothing(
     assert "team/nokey" not in err and code == 0
     code, out, _ = run(capsys, "pull", "team/nokey")
     assert code == 1
+
+
+def test_push_with_a_malformed_signature_file_pushes_nothing(
+    home: Path, make_adapter: MakeAdapter, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    (tmp_path / "bad.sig").write_text("{oops")
+    code, _, err = run(capsys, "push", str(make_adapter()), "team/badsig", "--signature", str(tmp_path / "bad.sig"))
+    assert code == 1 and f"--signature {tmp_path / 'bad.sig'}: not a model-signing bundle: not JSON" in err
+    assert err.count("\n") == 1
+    code, _, _ = run(capsys, "pull", "team/badsig")
+    assert code == 1
