@@ -92,6 +92,11 @@ class AccessDeniedError(AdapterhubError, PermissionError):
     """Valid credentials that do not grant this: wrong scope or adapter pattern (HTTP 403)."""
 
 
+class SignatureError(AdapterhubError, ValueError):
+    """A signature is malformed or does not match its version, or a version required to be
+    signed has no signature that verifies with a key trusted for its name (docs/signing.md)."""
+
+
 # --- base models and runtime -------------------------------------------------------------------
 class BaseModelError(AdapterhubError, ValueError):
     """The base model spec cannot be resolved or loaded."""

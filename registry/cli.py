@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from adapterhub.registry.signing_cli import add_trust_opts, required_trust, trust_policy
+
 from adapterhub.cli.output import add_json_flag, print_json, print_table
 from adapterhub.errors import ConfigError
 
@@ -79,23 +81,41 @@ class PushCommand:
         parser.add_argument("dir", type=Path, help="adapter directory (manifest.json + adapter.safetensors)")
         parser.add_argument("name", metavar="NAME[@VERSION]", help="e.g. team/sentiment or team/sentiment@1.2.0 (default: next patch)")
         parser.add_argument("--tag", help="also point this tag at the new version")
+        parser.add_argument("--sign", action="append", default=[], metavar="KEY",
+                            help="sign the pushed version with this private key file or key NAME (repeatable; docs/signing.md)")
+        parser.add_argument("--signature", action="append", default=[], type=Path, metavar="FILE",
+                            help="attach a model-signing bundle of this version made elsewhere (repeatable)")
         _add_remote_opts(parser, "--to")
         add_json_flag(parser)
 
     def run(self, args: argparse.Namespace) -> int:
         from adapterhub.registry.names import parse_name_version
+        from adapterhub.registry.signing_cli import (
+            apply_signatures,
+            check_can_sign,
+            load_keys,
+            print_signature_rows,
+            read_bundles,
+        )
 
         name, version = parse_name_version(args.name)
+        # Keys are loaded (and passphrases asked) before anything is pushed: a wrong
+        # passphrase leaves no unsigned version behind.
+        keys, bundles = load_keys(args.sign), read_bundles(args.signature)
         reg = _registry(args)
         to = _target(args.to, args.endpoint_url)
+        check_can_sign(reg, to, keys, bundles)
         done = reg.publish(args.dir, name, version=version, tag=args.tag, to=to)
         store = reg.store(to)
+        signed = apply_signatures(reg, done.ref, to, keys, bundles)
         if args.json:
-            print_json({"ref": done.ref, "store": store.url, "tag": args.tag, "created": done.created})
-        elif done.created:
+            print_json({"ref": done.ref, "store": store.url, "tag": args.tag, "created": done.created, "signatures": signed})
+            return 0
+        if done.created:
             print(f"pushed {done.ref} to {store.url}" + (f" (tag {args.tag})" if args.tag else ""))
         else:
             print(f"{done.ref} already up to date in {store.url}" + (f" (tag {args.tag})" if args.tag else ""))
+        print_signature_rows(done.ref, signed)
         return 0
 
 
@@ -105,12 +125,14 @@ class PullCommand:
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("ref", metavar="REF", help="NAME, NAME@VERSION or NAME:TAG")
+        add_trust_opts(parser)
         _add_remote_opts(parser, "--from")
         add_json_flag(parser)
 
     def run(self, args: argparse.Namespace) -> int:
+        trust = required_trust(args)
         reg = _registry(args)
-        ref, path = reg.fetch(args.ref, _target(args.from_, args.endpoint_url))
+        ref, path = reg.fetch(args.ref, _target(args.from_, args.endpoint_url), trust)
         if args.json:
             print_json({"ref": ref, "path": str(path)})
         else:
@@ -285,17 +307,33 @@ class GcCommand:
 
 class VerifyCommand:
     name = "verify"
-    help = "re-hash stored blobs (of REF, or everything); corrupt blobs are quarantined"
+    help = "re-hash stored blobs (of REF, or everything), quarantining corrupt ones; with REF, judge its signatures"
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("ref", nargs="?", metavar="REF")
+        add_trust_opts(parser)
         add_json_flag(parser)
 
     def run(self, args: argparse.Namespace) -> int:
-        report = _registry(args).verify(args.ref)
+        from adapterhub.registry.signing_cli import signature_lines
+        from adapterhub.registry.trust import refusal
+
+        trust = trust_policy(args)
+        reg = _registry(args)
+        report = reg.verify(args.ref)
+        if args.ref is not None:
+            ref, verdicts = reg.signature_verdicts(args.ref, None, trust)
+            report["signatures"] = [v.as_dict() for v in verdicts]
+            if args.require_signed:
+                reason = refusal(ref, verdicts)
+                if reason is not None:
+                    report["problems"].append(reason)
+                    report["ok"] = False
         if args.json:
             print_json(report)
         else:
+            if args.ref is not None:
+                print(signature_lines(ref, verdicts))
             for p in report["problems"]:
                 print(f"problem: {p}")
             print(f"{'ok' if report['ok'] else 'FAILED'}: {report['versions']} version(s), {report['blobs']} blob(s) checked")
@@ -397,9 +435,10 @@ class ImportPeftCommand:
 
 
 from adapterhub.registry.hub.cli import HubCommand  # noqa: E402 - cheap: imports argparse only
+from adapterhub.registry.signing_cli import COMMANDS as SIGNING_COMMANDS  # noqa: E402 - cheap, too
 
 COMMANDS = (
     PushCommand, PullCommand, LsCommand, SearchCommand, ShowCommand, TagCommand, RmCommand,
     GcCommand, VerifyCommand, RemoteCommand, IndexCommand, ExportPeftCommand, ImportPeftCommand,
-    HubCommand,
+    HubCommand, *SIGNING_COMMANDS,
 )

@@ -46,11 +46,15 @@ from adapterhub.errors import (
     ConfigError,
     IntegrityError,
     InvalidNameError,
+    SignatureError,
     VersionExistsError,
 )
 
 if TYPE_CHECKING:  # pydantic, the protocols and the thread pool load on first use (not for `search`)
     from concurrent.futures import ThreadPoolExecutor
+
+    from adapterhub.registry.trust import TrustPolicy, Verdict
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 
     from adapterhub.manifest import Manifest
     from adapterhub.protocols.store import Progress, Store
@@ -384,12 +388,27 @@ class Registry:
             self.index.set_tags(name, store.list_tags(name))
 
     # -- pull -------------------------------------------------------------------------
-    def pull(self, ref: str, from_: str | None = None) -> Path:
+    def pull(self, ref: str, from_: str | None = None, trust: TrustPolicy | None = None) -> Path:
         """A verified local directory (manifest + files) for ``ref``."""
-        return self.fetch(ref, from_)[1]
+        return self.fetch(ref, from_, trust)[1]
 
-    def fetch(self, ref: str, from_: str | None = None) -> tuple[str, Path]:
-        """Like :meth:`pull`, also returning the resolved ``name@version``."""
+    def fetch(self, ref: str, from_: str | None = None, trust: TrustPolicy | None = None) -> tuple[str, Path]:
+        """Like :meth:`pull`, also returning the resolved ``name@version``. With ``trust``
+        (``--require-signed``), nothing is fetched unless a key trusted for the name
+        signed the version (SignatureError with the reason otherwise)."""
+        if trust is None:
+            return self._fetch(ref, from_)
+        from adapterhub.registry import signatures
+
+        store = self.store(from_)
+        name, version = self.resolve(store, ref)  # pinned: what is checked is what is pulled
+        checked = signatures.require(store, name, version, trust)
+        key, path = self._fetch(f"{name}@{version}", from_)
+        if (path / "manifest.json").read_bytes() != checked:
+            raise SignatureError(f"{key} changed while it was pulled; pull again")
+        return key, path
+
+    def _fetch(self, ref: str, from_: str | None = None) -> tuple[str, Path]:
         r = parse_ref(ref)
         store = self.store(from_)
         if self._is_local(store):
@@ -419,6 +438,42 @@ class Registry:
                 cache.put_version(name, version, raw)
         verified = frozenset(f.sha256 for f in missing)
         return f"{name}@{version}", cache.open_version(name, version, verified=verified, known=(raw, manifest))[0]
+
+    # -- signatures (registry/signatures.py; docs/signing.md) ---------------------------
+    def sign(self, ref: str, key: EllipticCurvePrivateKey, to: str | None = None) -> tuple[str, str, bool]:
+        """Sign a published version; (name@version, signature id, whether it was new)."""
+        from adapterhub.registry import signatures
+
+        store = self.store(to)
+        name, version = self.resolve(store, ref)
+        return (f"{name}@{version}", *signatures.sign(store, name, version, key))
+
+    def put_signature(self, name: str, version: str, data: bytes, to: str | None = None) -> tuple[str, bool]:
+        """Attach an existing signature bundle (checked to cover this version); (id, new?)."""
+        from adapterhub.registry import signatures
+
+        return signatures.attach(self.store(to), validate_name(name), validate_version(version), data)
+
+    def signatures(self, ref: str, from_: str | None = None) -> tuple[str, list[bytes]]:
+        """The signature bundles stored beside the version ``ref`` resolves to."""
+        from adapterhub.registry import signatures
+
+        store = self.store(from_)
+        name, version = self.resolve(store, ref)
+        return f"{name}@{version}", signatures.listed(store, name, version)
+
+    def signature_verdicts(self, ref: str, from_: str | None = None, trust: TrustPolicy | None = None) -> tuple[str, list[Verdict]]:
+        """Each stored signature's verdict against ``trust`` (None: not checked)."""
+        from adapterhub.registry import signatures
+
+        store = self.store(from_)
+        name, version = self.resolve(store, ref)
+        return f"{name}@{version}", signatures.verdicts(store, name, version, trust)
+
+    def delete_signature(self, name: str, version: str, sig_id: str, to: str | None = None) -> None:
+        from adapterhub.registry import signatures
+
+        signatures.signature_store(self.store(to)).delete_signature(validate_name(name), validate_version(version), sig_id)
 
     # -- listing and search -------------------------------------------------------------
     def ls(self, from_: str | None = None) -> list[dict[str, Any]]:

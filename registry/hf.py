@@ -7,6 +7,7 @@ model cards::
     <prefix>/adapters/<ns>/<name>/versions/<v>.json   immutable manifests
     <prefix>/adapters/<ns>/<name>/tags/<tag>
     <prefix>/adapters/<ns>/<name>/records/<v>/<id>.json
+    <prefix>/adapters/<ns>/<name>/signatures/<v>/<sha256>.sig
     <prefix>/adapters/<ns>/<name>/README.md           model card of the latest push
     README.md                                         repo card (only if absent or ours)
 
@@ -435,8 +436,8 @@ class HFStore:
         files = self._files(self._name_path(name))
         if path not in files:
             raise AdapterNotFoundError(f"{name}@{version} not found in {self.url}")
-        rec = self._name_path(name, "records", version) + "/"
-        self._commit({}, [path] + [f for f in files if f.startswith(rec)], f"adapterhub: delete {name}@{version}")
+        attached = (self._name_path(name, "records", version) + "/", self._name_path(name, "signatures", version) + "/")
+        self._commit({}, [path] + [f for f in files if f.startswith(attached)], f"adapterhub: delete {name}@{version}")
 
     # -- tags ---------------------------------------------------------------------------
     def set_tag(self, name: str, tag: str, version: str) -> None:
@@ -477,6 +478,29 @@ class HFStore:
         validate_version(version)
         base = self._name_path(name, "records", version) + "/"
         return [self._read(f, f"record {f}") for f in sorted(self._files(base)) if f.endswith(".json")]
+
+    # -- signatures: immutable, named by their sha256 -----------------------------------------
+    def _signature_path(self, name: str, version: str, sig_id: str) -> str:
+        return self._name_path(name, "signatures", validate_version(version), f"{check_digest(sig_id)}.sig")
+
+    def put_signature(self, name: str, version: str, sig_id: str, data: bytes) -> bool:
+        if self._version_path(name, version) not in self._files(self._name_path(name, "versions")):
+            raise AdapterNotFoundError(f"{name}@{version} not found in {self.url}")
+        path = self._signature_path(name, version, sig_id)
+        if path in self._files(path):
+            return False  # named by its sha256: the same bytes are already there
+        self._commit({path: data}, [], f"adapterhub: signature for {name}@{version}")
+        return True
+
+    def list_signatures(self, name: str, version: str) -> list[bytes]:
+        base = self._name_path(name, "signatures", validate_version(version)) + "/"
+        return [self._read(f, f"signature {f}") for f in sorted(self._files(base)) if f.endswith(".sig")]
+
+    def delete_signature(self, name: str, version: str, sig_id: str) -> None:
+        path = self._signature_path(name, version, sig_id)
+        if path not in self._files(path):
+            raise AdapterNotFoundError(f"signature {sig_id[:12]} of {name}@{version} not found in {self.url}")
+        self._commit({}, [path], f"adapterhub: delete signature of {name}@{version}")
 
 
 def populate_hf_cache(staging: Path, repo_id: str, cache_dir: Path, commit: str | None = None, repo_type: str = "model") -> Path:

@@ -56,6 +56,7 @@ from adapterhub.errors import (
     InvalidNameError,
     ManifestError,
     RemoteUnavailableError,
+    SignatureError,
     StoreError,
     VersionExistsError,
 )
@@ -226,7 +227,7 @@ class HttpStore:
         if status == 400 and code in ("invalid_name", "invalid_digest"):
             raise InvalidNameError(where)
         if status == 422:
-            raise (ManifestError if code == "invalid_manifest" else IntegrityError)(where)
+            raise (ManifestError if code == "invalid_manifest" else SignatureError if code == "signature" else IntegrityError)(where)
         if status in (400, 413):
             raise ConfigError(where)
         if status >= 500:
@@ -430,3 +431,17 @@ class HttpStore:
     def list_records(self, name: str, version: str) -> list[bytes]:
         texts = self._json(self._version_path(name, version, "records")).get("records", [])
         return [str(t).encode("utf-8") for t in texts]
+
+    # -- signatures (immutable, named by their sha256: a PUT is safe to retry) -----------------------
+    def put_signature(self, name: str, version: str, sig_id: str, data: bytes) -> bool:
+        resp = self._request("PUT", self._version_path(name, version, "signatures", check_digest(sig_id)), ok=(200, 201),
+                             content=lambda: data, headers={"Content-Type": "application/json"})
+        return resp.status_code == 201
+
+    def list_signatures(self, name: str, version: str) -> list[bytes]:
+        found = self._json(self._version_path(name, version, "signatures")).get("signatures", [])
+        return [str(s["bundle"]).encode("utf-8") for s in found if isinstance(s, dict) and "bundle" in s]
+
+    def delete_signature(self, name: str, version: str, sig_id: str) -> None:
+        self._request("DELETE", self._version_path(name, version, "signatures", check_digest(sig_id)),
+                      idempotent=False, ok=(200, 204))

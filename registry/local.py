@@ -6,6 +6,7 @@ On-disk layout under the store root::
     adapters/<ns>/<name>/versions/<v>.json  immutable manifests (created exclusively)
     adapters/<ns>/<name>/tags/<tag>         "<version>\\n", replaced atomically
     adapters/<ns>/<name>/records/<v>/*.json evaluation records added after publishing
+    adapters/<ns>/<name>/signatures/<v>/<sha256>.sig  signature bundles (docs/signing.md)
     views/<ns>/<name>/<v>/                  materialised directories handed out by pull
     quarantine/                             blobs found corrupt (never served again)
     pending/, index.sqlite, index.lock      the search index (a rebuildable cache)
@@ -46,7 +47,7 @@ from adapterhub.registry.names import (
     validate_version,
 )
 
-from adapterhub.errors import AdapterNotFoundError, IntegrityError, StoreError
+from adapterhub.errors import AdapterNotFoundError, IntegrityError, StoreError, VersionExistsError
 
 if TYPE_CHECKING:  # pydantic (the manifest model) loads on first use: `search` never needs it
     from adapterhub.manifest import Manifest
@@ -156,6 +157,10 @@ class LocalStore:
     def records_dir(self, name: str, version: str) -> Path:
         ns, base = split_name(name)
         return safe_join(self.root, "adapters", ns, base, "records", validate_version(version))
+
+    def signatures_dir(self, name: str, version: str) -> Path:
+        ns, base = split_name(name)
+        return safe_join(self.root, "adapters", ns, base, "signatures", validate_version(version))
 
     def view_path(self, name: str, version: str) -> Path:
         ns, base = split_name(name)
@@ -278,6 +283,7 @@ class LocalStore:
         fsync_dir(path.parent)
         _OPENED.pop((self._root_str, name, version), None)
         _rmtree(self.records_dir(name, version), ignore_errors=True)
+        _rmtree(self.signatures_dir(name, version), ignore_errors=True)
         _rmtree(self.view_path(name, version), ignore_errors=True)
 
     # -- tags -------------------------------------------------------------------------
@@ -330,6 +336,34 @@ class LocalStore:
         except FileNotFoundError:
             return []
         return [_read_small(d / e, f"record {e}") for e in entries]
+
+    # -- signatures: immutable, named by their sha256 -------------------------------------
+    def put_signature(self, name: str, version: str, sig_id: str, data: bytes) -> bool:
+        if not self.has_version(name, version):
+            raise AdapterNotFoundError(f"{name}@{version} not found in {self.url}")
+        path = self.signatures_dir(name, version) / f"{check_digest(sig_id)}.sig"
+        if path.is_file():
+            return False  # same name, same sha256: the same bytes
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            create_exclusive(path, data, f"signature {sig_id[:12]} of {name}@{version}", sync=self.durable)
+        except VersionExistsError:
+            return False  # a concurrent put of the same bytes won
+        return True
+
+    def list_signatures(self, name: str, version: str) -> list[bytes]:
+        d = self.signatures_dir(name, version)
+        try:
+            entries = sorted(e for e in os.listdir(d) if e.endswith(".sig") and not is_temp_name(e))
+        except FileNotFoundError:
+            return []
+        return [_read_small(d / e, f"signature {e}") for e in entries]
+
+    def delete_signature(self, name: str, version: str, sig_id: str) -> None:
+        try:
+            os.unlink(self.signatures_dir(name, version) / f"{check_digest(sig_id)}.sig")
+        except FileNotFoundError:
+            raise AdapterNotFoundError(f"signature {sig_id[:12]} of {name}@{version} not found in {self.url}") from None
 
     # -- pull: materialised, verified views --------------------------------------------
     def open_version(

@@ -6,6 +6,7 @@ Same layout as the local store, as object keys under ``prefix``::
     <prefix>/adapters/<ns>/<name>/versions/<v>.json  created with If-None-Match: *
     <prefix>/adapters/<ns>/<name>/tags/<tag>
     <prefix>/adapters/<ns>/<name>/records/<v>/<id>.json
+    <prefix>/adapters/<ns>/<name>/signatures/<v>/<sha256>.sig
 
 **Immutability** comes from the server: a version is written with ``PutObject`` and
 ``If-None-Match: *``, so the service refuses (HTTP 412) to create a key that exists and
@@ -536,9 +537,9 @@ class S3Store:
         if not self._exists(key):
             raise AdapterNotFoundError(f"{name}@{version} not found in {self.label}")
         self._delete(key)
-        rec = self._name_key(name, "records", version) + "/"
-        for k, _ in list(self._list(rec)):
-            self._delete(k)
+        for kind in ("records", "signatures"):
+            for k, _ in list(self._list(self._name_key(name, kind, version) + "/")):
+                self._delete(k)
 
     # -- tags -------------------------------------------------------------------------
     def set_tag(self, name: str, tag: str, version: str) -> None:
@@ -582,3 +583,39 @@ class S3Store:
         base = self._name_key(name, "records", version) + "/"
         keys = sorted(k for k, _ in self._list(base) if k.endswith(".json"))
         return [self._get_bytes(k, f"record {k}") for k in keys]
+
+    # -- signatures: immutable, named by their sha256 -------------------------------------
+    def _signature_key(self, name: str, version: str, sig_id: str) -> str:
+        return self._name_key(name, "signatures", validate_version(version), f"{check_digest(sig_id)}.sig")
+
+    def put_signature(self, name: str, version: str, sig_id: str, data: bytes) -> bool:
+        from botocore.exceptions import ClientError
+
+        if not self._exists(self._version_key(name, version)):
+            raise AdapterNotFoundError(f"{name}@{version} not found in {self.label}")
+        key = self._signature_key(name, version, sig_id)
+        try:
+            # Conditional create, as for versions: a signature object never changes.
+            self._call("put_object", Bucket=self.bucket, Key=key, Body=data, ContentLength=len(data),
+                       IfNoneMatch="*", ContentType="application/json")
+        except ClientError as exc:
+            status, code = self._code(exc)
+            if status == 412 or code == "PreconditionFailed":
+                return False  # named by its sha256: the same bytes are already there
+            raise self._error(exc, f"store a signature of {name}@{version}") from None
+        except RemoteUnavailableError as exc:
+            if "ConditionalRequestConflict" in str(exc) or "HTTP 409" in str(exc):
+                return False  # a concurrent put of the same bytes
+            raise
+        return True
+
+    def list_signatures(self, name: str, version: str) -> list[bytes]:
+        base = self._name_key(name, "signatures", validate_version(version)) + "/"
+        keys = sorted(k for k, _ in self._list(base) if k.endswith(".sig"))
+        return [self._get_bytes(k, f"signature {k}") for k in keys]
+
+    def delete_signature(self, name: str, version: str, sig_id: str) -> None:
+        key = self._signature_key(name, version, sig_id)
+        if not self._exists(key):
+            raise AdapterNotFoundError(f"signature {sig_id[:12]} of {name}@{version} not found in {self.label}")
+        self._delete(key)

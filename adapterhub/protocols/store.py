@@ -15,6 +15,9 @@ A store holds three kinds of objects, all addressed by validated names (see
 * **tags** — ``name:tag`` → a version string, replaced atomically (last writer wins).
 * **records** — append-only JSON documents attached to a version (evaluation reports
   added after publication) that never change the immutable manifest.
+* **signatures** (optional, :class:`SignatureStore`) — immutable signature bundles beside
+  a version, named by their own sha256 (so storing one twice is a no-op), several per
+  version (``docs/signing.md``). The registry checks a bundle before storing it.
 
 Missing objects raise ``AdapterNotFoundError``; I/O and remote failures raise
 ``StoreError`` (``RemoteUnavailableError`` after bounded retries). Stores do no
@@ -85,6 +88,24 @@ class Store(Protocol):
         ...
 
     def list_records(self, name: str, version: str) -> list[bytes]: ...
+
+
+@runtime_checkable
+class SignatureStore(Protocol):
+    """A store that can hold signatures (every built-in store; a plugin store may not)."""
+
+    def put_signature(self, name: str, version: str, sig_id: str, data: bytes) -> bool:
+        """Store ``data`` (whose sha256 is ``sig_id``) beside name@version; False when it
+        was already there. AdapterNotFoundError if the version does not exist."""
+        ...
+
+    def list_signatures(self, name: str, version: str) -> list[bytes]:
+        """Every signature stored beside name@version, in id order."""
+        ...
+
+    def delete_signature(self, name: str, version: str, sig_id: str) -> None:
+        """AdapterNotFoundError if there is no such signature."""
+        ...
 
 
 StoreFactory = Callable[[str], Store]

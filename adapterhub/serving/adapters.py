@@ -81,9 +81,13 @@ class AdapterManager:
         loader_threads: int,
         resolve_ttl_s: float,
         wake: Any,
+        trust: Any = None,
     ) -> None:
         self.host = host
         self.registry_url = registry_url
+        # A TrustPolicy (``serve --require-signed``): a load fetches nothing unless a key
+        # trusted for the name signed the version; the SignatureError goes to the requests.
+        self.trust = trust
         self.max_loaded = max_loaded
         self.resolve_ttl_s = resolve_ttl_s
         self._wake = wake  # called (any thread) when a prepared load waits for commit
@@ -206,7 +210,7 @@ class AdapterManager:
                         return
                 self._finish_ref(ticket, leader.key, leader.error)
                 return
-            _, directory = reg.fetch(key)
+            _, directory = reg.fetch(key, trust=self.trust)
             prepared = self.host.prepare(directory, name=key)
         except BaseException as exc:  # noqa: BLE001 - handed to the requests that asked
             self._commits.put((ticket, None, exc))

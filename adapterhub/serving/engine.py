@@ -78,7 +78,8 @@ class Engine:
     ...         print(delta.text, end="")
     """
 
-    def __init__(self, host: AdapterHost, config: EngineConfig | None = None, *, registry_url: str | None = None) -> None:
+    def __init__(self, host: AdapterHost, config: EngineConfig | None = None, *, registry_url: str | None = None,
+                 trust: Any = None) -> None:
         self.host = host
         self.config = config or EngineConfig()
         window = host.context_window
@@ -94,6 +95,7 @@ class Engine:
             loader_threads=self.config.loader_threads,
             resolve_ttl_s=self.config.resolve_ttl_s,
             wake=self._wake,
+            trust=trust,  # serve --require-signed: a TrustPolicy (registry/trust.py)
         )
         self.max_prompt_chars = _max_prompt_chars(host.tokenizer, self.max_model_len)
         self.runner = Runner(host)

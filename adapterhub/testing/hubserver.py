@@ -54,6 +54,8 @@ def running_hub(
     tokens: str | Path | None = None,
     validate: bool = True,
     max_blob_bytes: int | None = None,
+    trust: str | Path | None = None,
+    require_signed: bool = False,
 ) -> Iterator[RunningHub]:
     """Serve ``store`` (a Store, or a directory for a local store) as a hub; yields its URL and state.
 
@@ -71,5 +73,9 @@ def running_hub(
     state = HubState.open(the_store, tokens=ring, validate=validate)
     if max_blob_bytes is not None:
         state.max_blob_bytes = max_blob_bytes
+    if trust is not None:  # hub --trust FILE [--require-signed]
+        from adapterhub.registry.trust import TrustPolicy
+
+        state.trust, state.require_signed = TrustPolicy(trust), require_signed
     with serve_in_process(build_app(state)) as url:
         yield RunningHub(url, state)

@@ -177,6 +177,37 @@ def check_records(store: Store) -> None:
         store.add_record("conf/rec", "7.0.0", b"{}")
 
 
+def check_signatures(store: Store, tmp: Path) -> None:
+    """Signatures: immutable objects named by their sha256, several per version, a second
+    put of the same bytes a no-op, gone with delete (only for a SignatureStore)."""
+    from adapterhub.protocols.store import SignatureStore
+
+    if not isinstance(store, SignatureStore):
+        pytest.skip("this store holds no signatures (optional SignatureStore protocol)")
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from adapterhub.manifest import parse_manifest
+    from adapterhub.registry.signing import sign_manifest, signature_id
+
+    src = write_test_adapter(tmp / "signed-adapter")
+    manifest = parse_manifest((src / "manifest.json").read_bytes(), "test adapter")
+    manifest = manifest.model_copy(update={"name": "conf/signed", "version": "1.0.0"})
+    raw = manifest.to_json().encode()
+    store.put_version("conf/signed", "1.0.0", raw)
+    one, two = (sign_manifest(raw, manifest, ec.generate_private_key(ec.SECP256R1())) for _ in range(2))
+    assert store.put_signature("conf/signed", "1.0.0", signature_id(one), one) is True
+    assert store.put_signature("conf/signed", "1.0.0", signature_id(one), one) is False, "a second put of the same signature must be a no-op"
+    assert store.put_signature("conf/signed", "1.0.0", signature_id(two), two) is True
+    assert sorted(store.list_signatures("conf/signed", "1.0.0")) == sorted([one, two])
+    assert store.get_version("conf/signed", "1.0.0") == raw, "adding a signature changed the manifest"
+    store.delete_signature("conf/signed", "1.0.0", signature_id(one))
+    assert store.list_signatures("conf/signed", "1.0.0") == [two]
+    with pytest.raises(AdapterNotFoundError):
+        store.delete_signature("conf/signed", "1.0.0", signature_id(one))
+    with pytest.raises(AdapterNotFoundError):
+        store.put_signature("conf/signed", "7.0.0", signature_id(one), one)
+
+
 def check_bad_names(store: Store) -> None:
     for bad in ("../../etc", "/abs/name", "a/../../b", "nul\x00byte", "x" * 300, "аdapter", "a/b/c"):
         with pytest.raises(InvalidNameError):
@@ -221,6 +252,7 @@ def check_store(store: Store, tmp: Path) -> None:
     check_versions(store)
     check_tags(store)
     check_records(store)
+    check_signatures(store, tmp)
     check_bad_names(store)
     check_concurrent_create(store)
 
@@ -239,6 +271,9 @@ class StoreConformance:
 
     def test_records(self, store: Store) -> None:
         check_records(store)
+
+    def test_signatures(self, store: Store, tmp_path: Path) -> None:
+        check_signatures(store, tmp_path)
 
     def test_bad_names_refused(self, store: Store) -> None:
         check_bad_names(store)

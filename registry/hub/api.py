@@ -55,11 +55,13 @@ from adapterhub.errors import (
     InvalidNameError,
     ManifestError,
     RemoteUnavailableError,
+    SignatureError,
     StoreError,
     VersionExistsError,
 )
 from adapterhub.manifest import MAX_MANIFEST_BYTES
 
+from . import signed
 from .access import note_caller, request_id_of
 from .query import SearchQuery, search
 from .state import HubState
@@ -95,6 +97,7 @@ _ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
     (VersionExistsError, 409, "version_exists"),
     (ManifestError, 422, "invalid_manifest"),
     (IntegrityError, 422, "integrity"),
+    (SignatureError, 422, "signature"),
     (ConfigError, 400, "bad_request"),
     (RemoteUnavailableError, 503, "unavailable"),
     (StoreError, 500, "store_error"),
@@ -250,10 +253,11 @@ def routes(state: HubState) -> list[BaseRoute]:
         except ValueError as exc:
             raise ApiError(400, "bad_request", str(exc)) from None
         snap = await state.cache.current()  # cached, or built in a worker thread
-        results = search(snap, query, visible=who.can_read)
+        is_signed = signed.is_signed(state)
+        results = await _blocking(search, snap, query, who.can_read, is_signed)  # judging signatures is CPU work
         return JSONResponse({
             "total": results.total, "page": results.page, "per_page": results.per_page, "pages": results.pages,
-            "results": [e.summary() for e in results.entries],
+            "results": [e.summary() | {"signed": is_signed(e)} for e in results.entries],
         })
 
     async def names(request: Request) -> Response:
@@ -309,6 +313,7 @@ def routes(state: HubState) -> list[BaseRoute]:
             return JSONResponse({"ref": f"{name}@{v}", "sha256": digest, "size": len(data)}, status_code=201,
                                 headers={"ETag": etag_of(digest)})
         _can_read(_reader(request, state), name)
+        await _blocking(signed.require, state, name, v)  # hub --require-signed: 422 with the reason
         data = await _blocking(store.get_version, name, v)
         etag = etag_of(_sha256(data))
         if etag_matches(request.headers.get("if-none-match"), etag):
@@ -391,6 +396,14 @@ def routes(state: HubState) -> list[BaseRoute]:
     def r(path: str, fn: Callable[[Request], Awaitable[Response]], methods: list[str]) -> Route:
         return Route(path, _endpoint(state, fn), methods=methods)
 
+    def can_read(request: Request, name: str) -> None:
+        _can_read(_reader(request, state), name)
+
+    def can_write(request: Request, name: str) -> None:
+        _writer(request, state, name)
+
+    sig = signed.routes(state, can_read, can_write, _blocking, _body)
+
     adapter_path = "/adapters/{ns}/{base}"
     version_path = adapter_path + "/versions/{version}"
     return [Mount(PREFIX, routes=[
@@ -402,6 +415,8 @@ def routes(state: HubState) -> list[BaseRoute]:
         r(version_path, version, ["GET", "DELETE"]),
         r(version_path + "/manifest", manifest, ["GET", "PUT"]),
         r(version_path + "/records", records, ["GET", "POST"]),
+        r(version_path + "/signatures", sig["listing"], ["GET"]),
+        r(version_path + "/signatures/{sig_id}", sig["one"], ["PUT", "DELETE"]),
         r(adapter_path + "/tags", tags, ["GET"]),
         r(adapter_path + "/tags/{tag}", tag, ["GET", "PUT", "DELETE"]),
         r("/blobs", blobs, ["GET"]),
@@ -415,13 +430,14 @@ def _sha256(data: bytes) -> str:
 
 
 def _show(state: HubState, name: str, version: str) -> dict[str, Any]:
-    """Like ``Registry.show``: the parsed manifest, the version's tags, its evaluation records."""
+    """Like ``Registry.show``: the parsed manifest, the version's tags, its evaluation
+    records, and its signatures judged against the hub's trust file."""
     from adapterhub.registry.client import parse_manifest, read_records
 
     store = state.store
     m = parse_manifest(store.get_version(name, version), f"{name}@{version}")
     evaluations = read_records(store, name, version)
-    return {
+    return signed.summary(state, signed.verdicts(state, name, version)) | {
         "ref": f"{name}@{version}",
         "tags": sorted(t for t, v in store.list_tags(name).items() if v == version),
         "versions": sorted(store.list_versions(name), key=version_key),

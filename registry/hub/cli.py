@@ -11,6 +11,8 @@ import signal
 import sys
 from typing import Any
 
+from adapterhub.registry.signing_cli import add_trust_opts, trust_policy
+
 from adapterhub.logs import add_log_options
 
 
@@ -23,6 +25,7 @@ class HubCommand:
                             help="store to serve: a directory, file://, s3://, hf:// URL or remote name (default: the local registry)")
         parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
         parser.add_argument("--port", type=int, default=8080, help="port to bind (default 8080)")
+        add_trust_opts(parser)
         parser.add_argument("--tokens", default=None, metavar="FILE",
                             help="YAML tokens file (docs/hub.md); without it the hub is read-only and open to read")
         parser.add_argument("--refresh", type=float, default=30.0, metavar="S",
@@ -49,6 +52,7 @@ class HubCommand:
         if args.max_upload is not None and not args.max_upload > 0:
             raise ConfigError("invalid --max-upload: must be > 0 MB")
         allow_ips = _allow_ips(args.forwarded_allow_ips)
+        trust = trust_policy(args)  # a bad trust file is refused before anything starts
         tokens = None
         if args.tokens is not None:
             from .tokens import TokenRing
@@ -69,6 +73,7 @@ class HubCommand:
         from .state import HubState
 
         state = HubState.open(store, tokens=tokens, ttl_s=args.refresh, registry=registry)
+        state.trust, state.require_signed = trust, args.require_signed
         state.public_url = args.public_url.rstrip("/") if args.public_url else None
         if args.max_upload is not None:
             state.max_blob_bytes = int(args.max_upload * 1024 * 1024)

@@ -203,6 +203,16 @@ async def _current(state: HubState, entry: Entry) -> tuple[Entry | None, list[di
     return entry, records
 
 
+async def _signatures(state: HubState, entry: Entry) -> dict[str, Any]:
+    """The version's signatures as the store holds them now, judged against ``hub --trust``."""
+    from . import signed
+
+    try:
+        return signed.summary(state, await run_in_threadpool(signed.verdicts, state, entry.name, entry.version))
+    except AdapterhubError as exc:
+        return signed.summary(state, []) | {"error": str(exc)}
+
+
 def _forgetting(entry: Entry, records: Sequence[dict[str, Any]]) -> tuple[list[charts.Delta], float | None, list[dict[str, Any]]]:
     """The adapter's forgetting report: the manifest's, else the newest attached record."""
     report: dict[str, Any] | None = None
@@ -281,7 +291,10 @@ async def browse(request: Request, state: HubState, who: HubPrincipal) -> Respon
         query = SearchQuery.parse(params, where)
     except ConfigError as exc:
         error, query = str(exc), SearchQuery()
-    results = search(snap, query, visible=None if who is ANONYMOUS_READER else who.can_read)
+    from . import signed
+
+    results = await run_in_threadpool(search, snap, query, None if who is ANONYMOUS_READER else who.can_read,
+                                      signed.is_signed(state))
     rows = []
     for e in results.entries:
         head = e.headline()
@@ -322,7 +335,7 @@ async def adapter(request: Request, state: HubState, who: HubPrincipal) -> Respo
         loss_chart=charts.loss_svg(m.provenance.loss_curve) if len(m.provenance.loss_curve) >= 2 else None,
         records=[{"kind": r.get("kind", "record"), "json": json.dumps(r, indent=2, sort_keys=True, default=str)[:20_000], "raw": r} for r in records],
         versions=list(reversed(versions)), all_tags=snap.tags.get(entry.name, {}),
-        snippets=_snippets(request, state, entry),
+        snippets=_snippets(request, state, entry), signatures=await _signatures(state, entry),
     )
 
 

@@ -46,11 +46,15 @@ class Entry:
     tags: tuple[str, ...]
     size: int
     haystack: str  # lowercased name + description, for free-text search
+    raw: bytes = b""  # the manifest bytes as stored (what a signature covers)
+    signatures: tuple[bytes, ...] = ()  # as listed at the last refresh; judged per search (trust may change)
 
     @classmethod
-    def of(cls, name: str, version: str, manifest: Manifest, tags: Sequence[str] = ()) -> Entry:
+    def of(cls, name: str, version: str, manifest: Manifest, tags: Sequence[str] = (), raw: bytes = b"",
+           signatures: Sequence[bytes] = ()) -> Entry:
         return cls(name=name, version=version, manifest=manifest, tags=tuple(sorted(tags)),
-                   size=sum(f.size for f in manifest.files), haystack=f"{name}\n{manifest.description}".lower())
+                   size=sum(f.size for f in manifest.files), haystack=f"{name}\n{manifest.description}".lower(),
+                   raw=raw, signatures=tuple(signatures))
 
     @property
     def ref(self) -> str:
@@ -144,6 +148,9 @@ class SearchQuery:
     all_versions: bool = False
     no_forgotten: bool = False
     """Only adapters whose forgetting report forgets no task (see :func:`forgets_nothing`)."""
+    signed: bool | None = None
+    """``signed:yes`` / ``signed:no`` in ``q`` (or ``signed=yes``): signed by a key the hub
+    trusts for the name (without a trust file: any signature stored)."""
 
     @classmethod
     def parse(cls, params: Mapping[str, str], where: Iterable[str] = ()) -> SearchQuery:
@@ -164,8 +171,10 @@ class SearchQuery:
         if order not in ("", "asc", "desc"):
             raise ConfigError(f"order must be asc or desc, got {order[:40]!r}")
         conds = tuple(parse_where(w) for w in where if w.strip())
+        q, signed = _signed_filter((params.get("q") or "").strip()[:200], params.get("signed") or "")
         return cls(
-            q=(params.get("q") or "").strip()[:200],
+            q=q,
+            signed=signed,
             task=params.get("task") or None,
             method=params.get("method") or None,
             base=params.get("base") or None,
@@ -232,11 +241,32 @@ def _matches(e: Entry, query: SearchQuery, words: Sequence[str]) -> bool:
     return True
 
 
-def search(snapshot: Snapshot, query: SearchQuery, visible: Callable[[str], bool] | None = None) -> Results:
+def _signed_filter(q: str, param: str) -> tuple[str, bool | None]:
+    """``q`` without its ``signed:yes|no`` words, and the filter they (or ``signed=``) ask for."""
+    from adapterhub.errors import ConfigError
+
+    chosen: bool | None = None
+    words = []
+    for word in q.split():
+        key, sep, value = word.partition(":")
+        if sep and key.lower() == "signed":
+            param = value
+        else:
+            words.append(word)
+    if param:
+        if param.lower() not in ("yes", "no", "true", "false", "1", "0"):
+            raise ConfigError(f"signed must be yes or no, got {param[:40]!r}")
+        chosen = param.lower() in ("yes", "true", "1")
+    return " ".join(words), chosen
+
+
+def search(snapshot: Snapshot, query: SearchQuery, visible: Callable[[str], bool] | None = None,
+           is_signed: Callable[[Entry], bool] | None = None) -> Results:
     """Filter, sort and page one snapshot (pure: no store access).
 
     ``visible`` hides adapter names the caller may not read (a token limited to
     ``team-a/*`` finds nothing else, and the total does not count what it cannot see).
+    ``is_signed`` decides ``signed:yes`` (default: any signature stored).
     """
     pool: Iterable[Entry]
     if query.all_versions:
@@ -245,6 +275,9 @@ def search(snapshot: Snapshot, query: SearchQuery, visible: Callable[[str], bool
         pool = snapshot.latest.values()
     words = query.q.lower().split()
     hits = [e for e in pool if _matches(e, query, words) and (visible is None or visible(e.name))]
+    if query.signed is not None:
+        signed = is_signed or (lambda e: bool(e.signatures))
+        hits = [e for e in hits if signed(e) == query.signed]
     key = query.sort
     if key == "name":
         hits.sort(key=lambda e: (e.name, version_key(e.version)), reverse=bool(query.descending))
@@ -281,7 +314,7 @@ class QueryCache:
         self.ttl_s = ttl_s
         self._lock = threading.Lock()
         self._build_lock = threading.Lock()  # one build at a time
-        self._manifests: dict[tuple[str, str], Manifest] = {}
+        self._manifests: dict[tuple[str, str], tuple[Manifest, bytes]] = {}
         self._forgotten: list[tuple[str, str | None]] = []  # forget() calls during the running build
         self._snapshot: Snapshot | None = None
         self._refreshing = False
@@ -372,9 +405,10 @@ class QueryCache:
             self._snapshot = snap
         return snap
 
-    def _build(self, known: dict[tuple[str, str], Manifest]) -> tuple[Snapshot, dict[tuple[str, str], Manifest]]:
+    def _build(self, known: dict[tuple[str, str], tuple[Manifest, bytes]]) -> tuple[Snapshot, dict[tuple[str, str], tuple[Manifest, bytes]]]:
         """A snapshot of the store, reading only manifests not in ``known``; and the manifests it holds."""
-        manifests: dict[tuple[str, str], Manifest] = {}
+        manifests: dict[tuple[str, str], tuple[Manifest, bytes]] = {}
+        list_signatures = getattr(self.store, "list_signatures", None)  # optional (SignatureStore)
         versions: dict[str, tuple[Entry, ...]] = {}
         tags_of: dict[str, dict[str, str]] = {}
         latest: dict[str, Entry] = {}
@@ -390,16 +424,25 @@ class QueryCache:
             entries = []
             for v in names_versions:
                 key = (name, v)
-                manifest = known.get(key)
-                if manifest is None:
+                cached = known.get(key)
+                if cached is None:
                     try:
-                        manifest = parse_manifest(self.store.get_version(name, v), f"{name}@{v}")
+                        raw = self.store.get_version(name, v)
+                        cached = (parse_manifest(raw, f"{name}@{v}"), raw)
                     except Exception as exc:  # noqa: BLE001 - one bad manifest must not hide the rest
                         unreadable.append(f"{name}@{v}")
                         log.warning("hub: skipping %s@%s: %s", name, v, exc)
                         continue
-                manifests[key] = manifest
-                entries.append(Entry.of(name, v, manifest, by_version.get(v, ())))
+                manifests[key] = cached
+                # Signatures are listed on every refresh: a counter-signature is added
+                # after the version exists (and one may be deleted).
+                sigs: list[bytes] = []
+                if list_signatures is not None:
+                    try:
+                        sigs = list_signatures(name, v)
+                    except Exception as exc:  # noqa: BLE001 - shown as unsigned, never hides the version
+                        log.warning("hub: cannot list signatures of %s@%s: %s", name, v, exc)
+                entries.append(Entry.of(name, v, cached[0], by_version.get(v, ()), cached[1], sigs))
             if not entries:
                 continue
             versions[name] = tuple(entries)

@@ -27,6 +27,8 @@ from .query import QueryCache
 from .sessions import Sessions
 
 if TYPE_CHECKING:
+    from adapterhub.registry.trust import TrustPolicy
+
     from .tokens import TokenRing
 
 T = TypeVar("T")
@@ -50,6 +52,10 @@ class HubState:
     registry: Registry | None = None
     """The client every write goes through; default: one whose default target is ``store``."""
     sessions: Sessions = field(default_factory=Sessions)
+    trust: TrustPolicy | None = None
+    """``hub --trust``: the keys signatures are judged against (re-read when the file changes)."""
+    require_signed: bool = False
+    """``hub --require-signed``: a manifest download of a version no trusted key signed is a 422."""
     _writer: ThreadPoolExecutor | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:

@@ -18,6 +18,7 @@ from adapterhub import logs
 from adapterhub.hookspecs import hookimpl
 from adapterhub.logs import add_log_options
 from adapterhub.net import is_loopback
+from adapterhub.registry.signing_cli import add_trust_opts, required_trust
 from adapterhub.serving.options import adapter_budget_bytes, add_engine_options, engine_config
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ class ServeCommand:
                             help="adapter to load before serving (repeatable); others load on first request")
         parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
         parser.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+        add_trust_opts(parser)
         parser.add_argument("--api-keys", default=None, metavar="FILE", help="YAML keys file (docs/serving-http.md); without it anyone who can connect may call")
         parser.add_argument("--grace", type=float, default=30.0, metavar="S", help="seconds running requests may take to finish on SIGTERM (default 30)")
         parser.add_argument("--device", default=None)
@@ -77,6 +79,9 @@ class ServeCommand:
         if args.keep_alive < 1:
             raise ConfigError("invalid --keep-alive: must be >= 1 second")
         keys = KeyRing.from_file(args.api_keys) if args.api_keys else None
+        trust = required_trust(args)
+        if trust is not None and any(Path(ref).exists() for ref in args.adapter):
+            raise ConfigError("--require-signed: --adapter takes registry refs only (a directory has no signatures)")
         if keys is None and not is_loopback(args.host):
             print(f"warning: serving on {args.host} without --api-keys: anyone who can reach it may use "
                   "every adapter and load/unload adapters", file=sys.stderr)
@@ -95,7 +100,7 @@ class ServeCommand:
 
         host = AdapterHost(args.base, device=args.device, registry_url=args.registry,
                            device_budget_bytes=adapter_budget_bytes(args))
-        engine = Engine(host, config, registry_url=args.registry)
+        engine = Engine(host, config, registry_url=args.registry, trust=trust)
         try:
             _preload(engine, args.adapter)
             app = create_app(engine, base_alias=args.base, keys=keys, registry_url=args.registry, limits=limits)

@@ -23,6 +23,7 @@ from adapterhub.errors import (
     IncompatibleAdapterError,
     InvalidNameError,
     QueueFullError,
+    SignatureError,
     StoreError,
 )
 
@@ -66,6 +67,8 @@ def api_error(exc: BaseException, model: str | None = None) -> ApiError:
         return ApiError(400, _msg(exc), code="context_length_exceeded", param="messages")
     if isinstance(exc, QueueFullError):
         return ApiError(429, _msg(exc), "rate_limit_error", "queue_full", headers={"Retry-After": str(RETRY_AFTER_S)})
+    if isinstance(exc, SignatureError):  # serve --require-signed refused it; nothing was loaded
+        return ApiError(422, f"adapter {model!r} refused: {_msg(exc)}", "invalid_request_error", "adapter_unsigned", "model")
     if isinstance(exc, (ArtifactError, IncompatibleAdapterError)):
         return ApiError(422, f"adapter {model!r} failed verification: {_msg(exc)}", "invalid_request_error",
                         "adapter_invalid", "model")

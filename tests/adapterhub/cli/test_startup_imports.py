@@ -98,3 +98,12 @@ def test_methods_json_still_describes_every_builtin(tmp_path: Path) -> None:
     assert {"r", "alpha", "target_modules"} <= set(lora["config_schema"]["properties"])
     assert by_name["layer-selective"]["config_schema"]["properties"]["kinds"]
     assert by_name["full"]["config_schema"]["properties"]["restorable"]["default"] is True
+
+
+@pytest.mark.parametrize("argv", [("--help",), ("sign", "--help"), ("keys", "list"), ("pull", "--help")], ids=lambda a: " ".join(a))
+def test_signing_libraries_load_only_when_signing_or_checking(argv: tuple[str, ...], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """cryptography and model-signing (~0.5 s to import) stay out of every other command's start-up."""
+    monkeypatch.setenv("ADAPTERHUB_HOME", str(tmp_path / "home"))
+    modules = _run(*argv, cwd=tmp_path)["modules"]
+    assert isinstance(modules, list)
+    assert not {m.split(".")[0] for m in modules} & {"cryptography", "model_signing", "pydantic"}
