@@ -6,6 +6,8 @@ lives here (see DESIGN.md, "Serving"). The modules beside this one each do one j
 
 - :mod:`.completions`: ``/v1/completions`` and ``/v1/chat/completions`` (SSE streaming);
 - :mod:`.models`: ``/v1/models``; :mod:`.admin`: adapter load/unload;
+- :mod:`.tokenizer`: vLLM's ``/tokenize``, ``/detokenize``, ``/tokenizer_info``;
+  :mod:`.vllm`: vLLM's ``/v1/load_lora_adapter`` and ``/v1/unload_lora_adapter``;
 - :mod:`.parsing`: request bodies; :mod:`.formatting`: OpenAI's wire formats;
 - :mod:`.errors`: errors to statuses; :mod:`.state`: auth, ``model`` resolution, limits;
 - :mod:`adapterhub.access` (shared with the hub): request ids, access lines, crash logs,
@@ -34,6 +36,8 @@ from adapterhub.serving.http.keys import KeyRing
 from adapterhub.serving.http.metrics import CONTENT_TYPE
 from adapterhub.serving.http.models import list_models
 from adapterhub.serving.http.state import HttpLimits, ServerState
+from adapterhub.serving.http.tokenizer import detokenize, tokenize, tokenizer_info
+from adapterhub.serving.http.vllm import vllm_admin
 
 if TYPE_CHECKING:
     from adapterhub.serving.engine import Engine
@@ -86,6 +90,21 @@ def create_app(
     async def unload(request: HttpRequest) -> Response:
         return await admin(state, request, "unload")
 
+    async def vllm_load(request: HttpRequest) -> Response:
+        return await vllm_admin(state, request, "load")
+
+    async def vllm_unload(request: HttpRequest) -> Response:
+        return await vllm_admin(state, request, "unload")
+
+    async def tokenize_route(request: HttpRequest) -> Response:
+        return await tokenize(state, request)
+
+    async def detokenize_route(request: HttpRequest) -> Response:
+        return await detokenize(state, request)
+
+    async def tokenizer_info_route(request: HttpRequest) -> Response:
+        return await tokenizer_info(state, request)
+
     async def not_found_route(request: HttpRequest, exc: Exception) -> Response:
         return ApiError(404, f"no route {request.method} {request.url.path}", code="not_found").response()
 
@@ -98,6 +117,11 @@ def create_app(
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/adapters/load", load, methods=["POST"]),
         Route("/v1/adapters/unload", unload, methods=["POST"]),
+        Route("/v1/load_lora_adapter", vllm_load, methods=["POST"]),
+        Route("/v1/unload_lora_adapter", vllm_unload, methods=["POST"]),
+        Route("/tokenize", tokenize_route, methods=["POST"]),
+        Route("/detokenize", detokenize_route, methods=["POST"]),
+        Route("/tokenizer_info", tokenizer_info_route, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
