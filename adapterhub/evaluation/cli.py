@@ -131,11 +131,20 @@ class EvalCommand:
         parser.add_argument("--no-cache", action="store_true", help="regenerate base outputs instead of using the eval cache")
         parser.add_argument("--no-save", action="store_true", help="do not store metrics/forgetting with the adapter")
         parser.add_argument("--registry", metavar="URL", help="registry to pull --adapter refs from (default: local)")
+        parser.add_argument("--lm-eval", metavar="TASKS",
+                            help="run lm-evaluation-harness instead, over an in-process server: task packs "
+                                 "(sentiment-rt; sentiment-rt:mc for its multiple-choice variant) or lm-eval task names")
+        parser.add_argument("--lm-eval-args", default="", metavar="ARGS",
+                            help="extra lm-eval CLI flags, one quoted string, after ours (e.g. \"--log_samples\")")
         add_json_flag(parser)
 
     def run(self, args: argparse.Namespace) -> int:
         from adapterhub.errors import ConfigError
 
+        if args.lm_eval is not None:
+            return self._lm_eval(args)
+        if args.lm_eval_args:
+            raise ConfigError("--lm-eval-args goes with --lm-eval TASKS")
         if args.batch_size < 1:
             raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
         if args.limit is not None and args.limit < 1:
@@ -198,6 +207,42 @@ class EvalCommand:
             print(f"metrics stored in the {saved}", file=sys.stderr)
         if args.report is not None:
             print(f"report written to {args.report}", file=sys.stderr)
+        return 0
+
+    def _lm_eval(self, args: argparse.Namespace) -> int:
+        """``--lm-eval``: the harness against the served adapter, stored like our metrics."""
+        import shlex
+
+        from adapterhub.errors import ConfigError
+        from adapterhub.evaluation.lmeval import run_lm_eval
+        from adapterhub.evaluation.loading import resolve_adapter
+
+        if args.forgetting or args.shots or args.template or args.report is not None:
+            raise ConfigError("--lm-eval runs the harness's own prompts and report; drop --forgetting, --shots, "
+                              "--template and --report")
+        if args.limit is not None and args.limit < 1:
+            raise ConfigError(f"--limit must be at least 1, got {args.limit}")
+        if not args.base and not args.adapter:
+            raise ConfigError("give --base (and optionally --adapter)")
+        try:
+            extra = shlex.split(args.lm_eval_args)
+        except ValueError as exc:
+            raise ConfigError(f"--lm-eval-args: {exc}") from None
+        source = resolve_adapter(args.adapter, args.registry) if args.adapter is not None else None
+        run = run_lm_eval(args.base, _tasks_arg(args.lm_eval) or [], adapter=source, limit=args.limit,
+                          extra_args=extra, device=args.device)
+        saved = _save_metrics(source, run, args.registry) if source is not None and not args.no_save else None
+        if args.json:
+            print_json({**run.to_dict(), **({"stored_in": saved} if saved else {})})
+            return 0
+        ivs = run.intervals()
+        rows = [(task, run.samples.get(task.removeprefix("lm-eval:"), "-"), m, f"{v:.2f}",
+                 _ci(_Bounds(ivs[task][m]) if m in ivs.get(task, {}) else None))
+                for task, values in run.metrics().items() for m, v in values.items()]
+        print_table(("task", "n", "metric", "value", "ci95"), rows)
+        print(f"lm-eval {run.harness['lm_eval']}, {run.seconds:.0f} s", file=sys.stderr)
+        if saved:
+            print(f"metrics stored in the {saved}", file=sys.stderr)
         return 0
 
     def _forgetting(self, args: argparse.Namespace) -> int:
@@ -335,6 +380,13 @@ class CompareBaselinesCommand:
         if files:
             print(f"table and chart written to {args.out}", file=sys.stderr)
         return 0
+
+
+class _Bounds:
+    """A stored interval record read back as the ``low``/``high`` that :func:`_ci` prints."""
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        self.low, self.high = record.get("low"), record.get("high")
 
 
 def _ci(found: Any) -> str:

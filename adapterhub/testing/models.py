@@ -129,6 +129,15 @@ def tiny_llama(seed: int = 0, dtype: torch.dtype = torch.float32, **overrides: A
     return model, byte_tokenizer()
 
 
+def tiny_loaded(seed: int = 0) -> Any:
+    """A fresh :class:`~adapterhub.protocols.basemodel.LoadedBase` of the tiny model, named
+    as its alias ``tiny-random-llama`` (for hosts built outside a fixture's scope)."""
+    from adapterhub.protocols.basemodel import LoadedBase
+
+    model, tok = tiny_llama(seed=seed)
+    return LoadedBase(name="tiny-random-llama", model=model, tokenizer=tok, path=None)
+
+
 def save_model_dir(model: Any, tokenizer: Any, directory: str | os.PathLike[str]) -> Path:
     """Write a tiny model as an ordinary safetensors model directory."""
     d = Path(directory)

@@ -239,3 +239,66 @@ def test_eval_errors_are_one_line(capsys, home, argv, needle):
     assert rc == 1 and out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], err
+
+
+# --- adapterhub eval --lm-eval (the real harness over an in-process server) -----------------------
+def _lm_eval_acc(out: str) -> float:
+    doc = json.loads(out)
+    return float(doc["metrics"]["lm-eval:adapterhub_sentiment_rt"]["acc"])
+
+
+def test_eval_lm_eval_stores_beside_our_metrics_and_matches_them(capsys, tiny_adapter):
+    pytest.importorskip("lm_eval")
+    from adapterhub.manifest import read_manifest
+
+    rc, out, err = run(capsys, "eval", "--adapter", str(tiny_adapter), "--tasks", "sentiment-rt", "--limit", "6", "--json")
+    assert rc == 0, err
+    ours = json.loads(out)["tasks"][0]["metrics"]["accuracy"]
+    rc, out, err = run(capsys, "eval", "--adapter", str(tiny_adapter), "--lm-eval", "sentiment-rt", "--limit", "6", "--json")
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert _lm_eval_acc(out) == pytest.approx(ours)  # same examples, same rule, same template
+    assert doc["tasks"] == {"adapterhub_sentiment_rt": {"examples": 6}}
+    [ran] = doc["harness"]["runs"]
+    assert ran["model"] == "local-chat-completions" and ran["apply_chat_template"] is True
+    assert "127.0.0.1:PORT" in ran["model_args"]
+    manifest = read_manifest(tiny_adapter)
+    assert set(manifest.metrics) == {"sentiment-rt", "lm-eval:adapterhub_sentiment_rt"}  # ours kept
+    assert manifest.intervals["lm-eval:adapterhub_sentiment_rt"]["acc"].n == 6
+
+
+def test_eval_lm_eval_attaches_a_record_to_a_published_version(capsys, tiny_adapter):
+    pytest.importorskip("lm_eval")
+    from adapterhub.registry.client import Registry
+
+    reg = Registry(progress=False)
+    reg.push(tiny_adapter, "team/sent", version="1.0.0")
+    rc, out, err = run(capsys, "eval", "--adapter", "team/sent@1.0.0", "--lm-eval", "sentiment-rt", "--limit", "3")
+    assert rc == 0, err
+    assert out.splitlines()[0].split() == ["TASK", "N", "METRIC", "VALUE", "CI95"]
+    assert "evaluation record of team/sent@1.0.0" in err
+    [rec] = [r for r in reg.evaluations("team/sent@1.0.0") if r.get("kind") == "lm-eval"]
+    assert rec["harness"]["lm_eval"] == "0.4.13" and rec["tasks"]["adapterhub_sentiment_rt"]["examples"] == 3
+    assert "acc" in rec["metrics"]["lm-eval:adapterhub_sentiment_rt"]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--lm-eval", "summarize-aclsum"], "corpus metric"),
+    (["--lm-eval", "chitchat:mc"], "corpus metric"),
+    (["--lm-eval", "sentiment-rt", "--lm-eval-args=--no-such-flag"], "lm-eval refused the arguments"),
+    (["--lm-eval", "sentiment-rt", "--shots", "2"], "drop --forgetting, --shots"),
+    (["--tasks", "sentiment-rt", "--lm-eval-args=--log_samples"], "--lm-eval-args goes with --lm-eval"),
+])
+def test_eval_lm_eval_errors_are_one_line_and_stop_the_server(capsys, home, argv, message):
+    pytest.importorskip("lm_eval")
+    import threading
+    import time
+
+    before = {t.ident for t in threading.enumerate()}
+    rc, _, err = run(capsys, "eval", "--base", "tiny-random-llama", "--limit", "2", *argv)
+    errors = [line for line in err.splitlines() if line.startswith("adapterhub: error:")]
+    assert rc == 1 and len(errors) == 1 and message in errors[0] and "Traceback" not in err, err
+    deadline = time.monotonic() + 10  # the server and engine threads end with the run
+    while {t.ident for t in threading.enumerate() if t.is_alive()} - before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not {t.name for t in threading.enumerate() if t.ident not in before and not t.name.startswith("adapterhub-load")}

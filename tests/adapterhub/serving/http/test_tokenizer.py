@@ -13,29 +13,24 @@ import httpx
 import pytest
 
 from adapterhub.host import AdapterHost
-from adapterhub.protocols.basemodel import LoadedBase
 from adapterhub.serving import Engine, EngineConfig
 from adapterhub.serving.http.app import create_app
 from adapterhub.serving.http.inprocess import serve_in_process
 from adapterhub.serving.http.keys import KeyRing, KeySpec
 from adapterhub.testing.adapters import make_adapter
-from adapterhub.testing.models import tiny_llama
+from adapterhub.testing.models import tiny_loaded
 
 BASE = "tiny-random-llama"
 OPS, TEAM = "sk-ops-0123456789", "sk-team-0123456789"
 MESSAGES = [{"role": "user", "content": "Is this review positive? A wonderful, moving film."}]
 
 
-def _base() -> LoadedBase:
-    model, tok = tiny_llama(seed=0)
-    return LoadedBase(name=BASE, model=model, tokenizer=tok, path=None)
-
 
 @pytest.fixture(scope="module")
 def short_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A LoRA adapter recorded as trained with ``chat-short`` (served with an empty system turn)."""
     d = tmp_path_factory.mktemp("tok-adapters") / "short"
-    make_adapter("lora", _base().model, d, config={"r": 2, "alpha": 4}, name="t/short", version="1.0.0")
+    make_adapter("lora", tiny_loaded().model, d, config={"r": 2, "alpha": 4}, name="t/short", version="1.0.0")
     manifest = json.loads((d / "manifest.json").read_text())
     manifest.setdefault("provenance", {}).setdefault("hyperparameters", {})["template"] = "chat-short"
     (d / "manifest.json").write_text(json.dumps(manifest))
@@ -44,7 +39,7 @@ def short_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def url(short_dir: Path) -> Iterator[str]:
-    host = AdapterHost(_base())
+    host = AdapterHost(tiny_loaded())
     host.load(short_dir, name="short")
     keys = KeyRing([KeySpec(name="ops", key=OPS, admin=True), KeySpec(name="team", key=TEAM, adapters=["other"])])
     with Engine(host, EngineConfig(max_running=4)) as eng, serve_in_process(create_app(eng, base_alias=BASE, keys=keys)) as u:

@@ -14,28 +14,23 @@ import pytest
 from adapterhub.registry.client import Registry
 
 from adapterhub.host import AdapterHost
-from adapterhub.protocols.basemodel import LoadedBase
 from adapterhub.serving import Engine, EngineConfig
 from adapterhub.serving.http.app import create_app
 from adapterhub.serving.http.inprocess import serve_in_process
 from adapterhub.serving.http.keys import KeyRing, KeySpec
 from adapterhub.testing.adapters import make_adapter
-from adapterhub.testing.models import tiny_llama
+from adapterhub.testing.models import tiny_loaded
 
 BASE = "tiny-random-llama"
 OPS, TEAM = "sk-ops-0123456789", "sk-team-0123456789"
 PROMPT = "A wonderful, moving film."
 
 
-def _base() -> LoadedBase:
-    model, tok = tiny_llama(seed=0)
-    return LoadedBase(name=BASE, model=model, tokenizer=tok, path=None)
-
 
 @pytest.fixture(scope="module")
 def lora_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("vllm-adapters") / "lora"
-    make_adapter("lora", _base().model, d, config={"r": 4, "alpha": 8}, name="t/lora", version="1.0.0", seed=3, scale=1.5)
+    make_adapter("lora", tiny_loaded().model, d, config={"r": 4, "alpha": 8}, name="t/lora", version="1.0.0", seed=3, scale=1.5)
     return d
 
 
@@ -43,7 +38,7 @@ def lora_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(lora_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Engine]]:
     monkeypatch.setenv("ADAPTERHUB_HOME", str(tmp_path / "home"))
     Registry(progress=False).push(lora_dir, "team/a", version="1.0.0")
-    host = AdapterHost(_base())
+    host = AdapterHost(tiny_loaded())
     host.load(lora_dir, name="direct")  # the reference output of these weights
     keys = KeyRing([KeySpec(name="ops", key=OPS, admin=True), KeySpec(name="team", key=TEAM)])
     with Engine(host, EngineConfig(max_running=4)) as eng, serve_in_process(create_app(eng, base_alias=BASE, keys=keys)) as u:
