@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from adapterhub.errors import (
     AdapterhubError,
     AdapterUnloadedError,
+    ConfigError,
     ContextLengthError,
     EngineClosedError,
     QueueFullError,
@@ -319,15 +320,21 @@ class Engine:
 
     def _tokenize(self, row: Row, entry: PoolEntry | None) -> None:
         req = row.request
-        text = self.host.render(req.prompt if req.prompt is not None else req.chat(), entry, raw=req.raw)
-        if self.max_prompt_chars is not None and len(text) > self.max_prompt_chars:
-            # Cannot fit whatever the tokenizer does: refused without tokenizing it (a
-            # 4 MB prompt costs seconds of tokenizer time, much of it holding the GIL).
-            raise ContextLengthError(
-                f"the prompt has {len(text)} characters, more than {self.max_model_len} tokens can hold "
-                f"(at most {self.max_prompt_chars} characters for this tokenizer)"
-            )
-        ids = self.host.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if req.prompt_ids is not None:  # token ids: never templated, checked against the vocabulary
+            ids: list[int] = list(req.prompt_ids)
+            vocab = len(self.host.tokenizer)
+            if max(ids) >= vocab:
+                raise ConfigError(f"invalid prompt: token id {max(ids)} is outside the vocabulary (0..{vocab - 1})")
+        else:
+            text = self.host.render(req.prompt if req.prompt is not None else req.chat(), entry, raw=req.raw)
+            if self.max_prompt_chars is not None and len(text) > self.max_prompt_chars:
+                # Cannot fit whatever the tokenizer does: refused without tokenizing it (a
+                # 4 MB prompt costs seconds of tokenizer time, much of it holding the GIL).
+                raise ContextLengthError(
+                    f"the prompt has {len(text)} characters, more than {self.max_model_len} tokens can hold "
+                    f"(at most {self.max_prompt_chars} characters for this tokenizer)"
+                )
+            ids = self.host.tokenizer(text, add_special_tokens=False)["input_ids"]
         if not ids:
             raise ContextLengthError("the prompt is empty after tokenization")
         total = len(ids) + req.sampling.max_tokens
@@ -435,7 +442,9 @@ class Engine:
         self.counters["prefill_forwards"] += 1
         self.counters["prompt_tokens"] += out.prompt_tokens
         for (row, i), token in zip(out.done, out.tokens, strict=True):
-            if not self._emit(row, token, out.logits[i]):
+            if row.request.sampling.max_tokens == 0:  # scoring the prompt only: no token
+                self._finish(row, "length")
+            elif not self._emit(row, token, out.logits[i]):
                 self._join(row, out, i, token)
 
     def _join(self, row: Row, out: Prefilled, i: int, token: int) -> None:
