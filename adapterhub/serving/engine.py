@@ -169,6 +169,8 @@ class Engine:
         :class:`InvalidNameError` for a malformed adapter reference.
         """
         self.start()
+        if request.sampling.constraint is not None:
+            self.runner.grammar.compile(request.sampling.constraint)  # a schema that cannot compile: ConfigError now
         rid = request.request_id or f"req-{next(_ids)}"
         handle = RequestHandle(rid, request)
         handle._on_cancel = self._wake
@@ -408,6 +410,8 @@ class Engine:
                 self._queued -= 1
             row.text = TextStream(self.host.tokenizer, row.request.sampling.stop)
             row.generator = new_generator(row.request.sampling.seed)
+            if row.request.sampling.constraint is not None:
+                row.constraint = self.runner.grammar.matcher(row.request.sampling.constraint)
 
     # --- one step ----------------------------------------------------------------------------
     def _step(self) -> None:

@@ -21,6 +21,7 @@ import torch
 
 from adapterhub.host.decode import enter_routes
 from adapterhub.serving.cache import SlotCache
+from adapterhub.serving.grammar import GrammarBackend
 from adapterhub.serving.request import TokenLogprob
 from adapterhub.serving.rows import Group, Row
 from adapterhub.serving.sampling import pick
@@ -65,6 +66,7 @@ class Runner:
         tok = host.tokenizer
         self._pad = int(tok.pad_token_id) if tok.pad_token_id is not None else (min(self.eos) if self.eos else 0)
         self.groups: dict[str, Group] = {}
+        self.grammar = GrammarBackend(tok, int(text_cfg.vocab_size), sorted(self.eos))
 
     # --- groups ------------------------------------------------------------------------------
     @staticmethod
@@ -206,7 +208,17 @@ class Runner:
             row.last_token = token
         return tokens, logits
 
-    @staticmethod
-    def sample(logits: torch.Tensor, rows: Sequence[Row]) -> list[int]:
-        """One token per row from its own sampling settings and seeded generator."""
-        return pick(logits, [r.request.sampling for r in rows], [r.generator for r in rows])  # type: ignore[misc]
+    def sample(self, logits: torch.Tensor, rows: Sequence[Row]) -> list[int]:
+        """One token per row from its own sampling settings and seeded generator; a row with
+        structured output picks among what its grammar allows (the mask is applied to a
+        copy, so the logprobs reported stay the model's own)."""
+        if any(r.constraint is not None for r in rows):
+            logits = logits.clone()
+            for i, r in enumerate(rows):
+                if r.constraint is not None:
+                    logits[i] = r.constraint.masked(logits[i])
+        tokens = pick(logits, [r.request.sampling for r in rows], [r.generator for r in rows])  # type: ignore[misc]
+        for r, t in zip(rows, tokens, strict=True):
+            if r.constraint is not None:
+                r.constraint.accept(t)
+        return tokens

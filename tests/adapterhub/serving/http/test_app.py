@@ -504,3 +504,26 @@ def test_several_prompts_and_token_ids_give_one_choice_each(url: str, engine: En
     assert usage["prompt_tokens"] == sum(len(i) for i in as_ids)
     bad = _post(url, "/v1/completions", {"model": "lora", "prompt": [[1, 2], [10**7]], "max_tokens": 2})
     assert bad.status_code == 400 and "vocabulary" in bad.json()["error"]["message"]
+
+
+def test_response_format_on_both_endpoints(url: str) -> None:
+    schema = {"type": "object", "properties": {"label": {"type": "string", "enum": ["positive", "negative"]},
+                                               "score": {"type": "integer", "minimum": 0, "maximum": 9}},
+              "required": ["label", "score"], "additionalProperties": False}
+    rf = {"type": "json_schema", "json_schema": {"name": "verdict", "schema": schema, "strict": True}}
+    for path, body in (("/v1/completions", {"prompt": PROMPT}), ("/v1/chat/completions", {"messages": CHAT})):
+        for model in (BASE, "lora"):
+            r = _post(url, path, {**body, "model": model, "max_tokens": 60, "temperature": 1.0, "seed": 3,
+                                  "response_format": rf})
+            assert r.status_code == 200, r.text
+            choice = r.json()["choices"][0]
+            text = choice["text"] if "text" in choice else choice["message"]["content"]
+            value = json.loads(text)
+            assert value["label"] in ("positive", "negative") and 0 <= value["score"] <= 9
+    r = _post(url, "/v1/chat/completions", {"model": BASE, "messages": CHAT, "max_tokens": 200, "seed": 1,
+                                            "response_format": {"type": "json_object"}})
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"].startswith("{")
+    bad = _post(url, "/v1/completions", {"model": BASE, "prompt": "x", "response_format": {
+        "type": "json_schema", "json_schema": {"name": "x", "schema": {"$ref": "#/missing"}}}})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "response_format"
+    assert "cannot be compiled" in bad.json()["error"]["message"]
