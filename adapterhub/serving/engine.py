@@ -29,8 +29,6 @@ from typing import TYPE_CHECKING, Any
 from adapterhub.errors import (
     AdapterhubError,
     AdapterUnloadedError,
-    ConfigError,
-    ContextLengthError,
     EngineClosedError,
     QueueFullError,
 )
@@ -39,6 +37,7 @@ from adapterhub.serving.adapters import AdapterManager, Ticket
 from adapterhub.serving.config import EngineConfig
 from adapterhub.serving.handle import RequestHandle
 from adapterhub.serving.output import completion_of, token_output
+from adapterhub.serving.prompts import PromptEncoder
 from adapterhub.serving.request import Completion, Delta, FinishReason, Request
 from adapterhub.serving.rows import QUEUED, Row, RowState
 from adapterhub.serving.runner import Prefilled, Runner
@@ -57,17 +56,6 @@ _ids = itertools.count(1)
 
 CLOSE_JOIN_S = 30.0
 """How long :meth:`Engine.close` waits for a step in progress (one forward) to end."""
-
-
-def _max_prompt_chars(tokenizer: Any, max_tokens: int) -> int | None:
-    """Characters that ``max_tokens`` tokens can cover at most: the longest vocabulary
-    entry times the window, doubled for normalizers that compose characters. None when
-    the tokenizer does not list its vocabulary (then every prompt is tokenized)."""
-    try:
-        longest = max(len(t) for t in tokenizer.get_vocab())
-    except Exception:  # noqa: BLE001 - a bound is an optimisation, never a requirement
-        return None
-    return 2 * longest * max_tokens if longest > 0 else None
 
 
 class Engine:
@@ -98,7 +86,8 @@ class Engine:
             wake=self._wake,
             trust=trust,  # serve --require-signed: a TrustPolicy (registry/trust.py)
         )
-        self.max_prompt_chars = _max_prompt_chars(host.tokenizer, self.max_model_len)
+        self.prompts = PromptEncoder(host, self.max_model_len, self.config.max_kv_tokens)
+        self.max_prompt_chars = self.prompts.max_prompt_chars
         self.runner = Runner(host)
         self.scheduler = Scheduler(self.config, self.max_prefill_tokens, lambda r: self.runner.group_key(r.entry))
         self._cv = threading.Condition()
@@ -321,34 +310,8 @@ class Engine:
             self._by_state[RowState.WAITING] += 1
 
     def _tokenize(self, row: Row, entry: PoolEntry | None) -> None:
-        req = row.request
-        if req.prompt_ids is not None:  # token ids: never templated, checked against the vocabulary
-            ids: list[int] = list(req.prompt_ids)
-            vocab = len(self.host.tokenizer)
-            if max(ids) >= vocab:
-                raise ConfigError(f"invalid prompt: token id {max(ids)} is outside the vocabulary (0..{vocab - 1})")
-        else:
-            text = self.host.render(req.prompt if req.prompt is not None else req.chat(), entry, raw=req.raw)
-            if self.max_prompt_chars is not None and len(text) > self.max_prompt_chars:
-                # Cannot fit whatever the tokenizer does: refused without tokenizing it (a
-                # 4 MB prompt costs seconds of tokenizer time, much of it holding the GIL).
-                raise ContextLengthError(
-                    f"the prompt has {len(text)} characters, more than {self.max_model_len} tokens can hold "
-                    f"(at most {self.max_prompt_chars} characters for this tokenizer)"
-                )
-            ids = self.host.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if not ids:
-            raise ContextLengthError("the prompt is empty after tokenization")
-        total = len(ids) + req.sampling.max_tokens
-        if total > self.max_model_len:
-            raise ContextLengthError(
-                f"prompt ({len(ids)} tokens) + max_tokens ({req.sampling.max_tokens}) = {total} "
-                f"exceeds the context window of {self.max_model_len} tokens"
-            )
-        if total > self.config.max_kv_tokens:
-            raise ContextLengthError(f"prompt + max_tokens = {total} exceeds --max-kv-tokens {self.config.max_kv_tokens}")
-        row.prompt_ids = list(ids)
-        row.reserved = total
+        enc = self.prompts.encode(row.request, entry)
+        row.prompt_ids, row.reserved = enc.ids, enc.reserved
         row.rendered_for = None if entry is None else entry.uid
 
     def _pin(self, row: Row) -> None:
