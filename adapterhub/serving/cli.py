@@ -74,6 +74,8 @@ def _sampling(args: argparse.Namespace) -> dict[str, Any]:
         "stop": tuple(args.stop), "max_tokens": args.max_new_tokens,
     }
     try:
+        if args.max_new_tokens < 1:  # the engine takes 0 (score the prompt only); generating needs one
+            raise ConfigError("invalid max_tokens: must be at least 1")
         make_request("", None, **params)
     except ConfigError as exc:
         field, sep, reason = str(exc).removeprefix("invalid ").partition(":")

@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 from adapterhub.errors import (
     AdapterhubError,
     AdapterUnloadedError,
-    ContextLengthError,
     EngineClosedError,
     QueueFullError,
 )
@@ -38,6 +37,7 @@ from adapterhub.serving.adapters import AdapterManager, Ticket
 from adapterhub.serving.config import EngineConfig
 from adapterhub.serving.handle import RequestHandle
 from adapterhub.serving.output import completion_of, token_output
+from adapterhub.serving.prompts import PromptEncoder
 from adapterhub.serving.request import Completion, Delta, FinishReason, Request
 from adapterhub.serving.rows import QUEUED, Row, RowState
 from adapterhub.serving.runner import Prefilled, Runner
@@ -56,17 +56,6 @@ _ids = itertools.count(1)
 
 CLOSE_JOIN_S = 30.0
 """How long :meth:`Engine.close` waits for a step in progress (one forward) to end."""
-
-
-def _max_prompt_chars(tokenizer: Any, max_tokens: int) -> int | None:
-    """Characters that ``max_tokens`` tokens can cover at most: the longest vocabulary
-    entry times the window, doubled for normalizers that compose characters. None when
-    the tokenizer does not list its vocabulary (then every prompt is tokenized)."""
-    try:
-        longest = max(len(t) for t in tokenizer.get_vocab())
-    except Exception:  # noqa: BLE001 - a bound is an optimisation, never a requirement
-        return None
-    return 2 * longest * max_tokens if longest > 0 else None
 
 
 class Engine:
@@ -97,7 +86,8 @@ class Engine:
             wake=self._wake,
             trust=trust,  # serve --require-signed: a TrustPolicy (registry/trust.py)
         )
-        self.max_prompt_chars = _max_prompt_chars(host.tokenizer, self.max_model_len)
+        self.prompts = PromptEncoder(host, self.max_model_len, self.config.max_kv_tokens)
+        self.max_prompt_chars = self.prompts.max_prompt_chars
         self.runner = Runner(host)
         self.scheduler = Scheduler(self.config, self.max_prefill_tokens, lambda r: self.runner.group_key(r.entry))
         self._cv = threading.Condition()
@@ -168,6 +158,8 @@ class Engine:
         :class:`InvalidNameError` for a malformed adapter reference.
         """
         self.start()
+        if request.sampling.constraint is not None:
+            self.runner.grammar.compile(request.sampling.constraint)  # a schema that cannot compile: ConfigError now
         rid = request.request_id or f"req-{next(_ids)}"
         handle = RequestHandle(rid, request)
         handle._on_cancel = self._wake
@@ -318,28 +310,8 @@ class Engine:
             self._by_state[RowState.WAITING] += 1
 
     def _tokenize(self, row: Row, entry: PoolEntry | None) -> None:
-        req = row.request
-        text = self.host.render(req.prompt if req.prompt is not None else req.chat(), entry, raw=req.raw)
-        if self.max_prompt_chars is not None and len(text) > self.max_prompt_chars:
-            # Cannot fit whatever the tokenizer does: refused without tokenizing it (a
-            # 4 MB prompt costs seconds of tokenizer time, much of it holding the GIL).
-            raise ContextLengthError(
-                f"the prompt has {len(text)} characters, more than {self.max_model_len} tokens can hold "
-                f"(at most {self.max_prompt_chars} characters for this tokenizer)"
-            )
-        ids = self.host.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if not ids:
-            raise ContextLengthError("the prompt is empty after tokenization")
-        total = len(ids) + req.sampling.max_tokens
-        if total > self.max_model_len:
-            raise ContextLengthError(
-                f"prompt ({len(ids)} tokens) + max_tokens ({req.sampling.max_tokens}) = {total} "
-                f"exceeds the context window of {self.max_model_len} tokens"
-            )
-        if total > self.config.max_kv_tokens:
-            raise ContextLengthError(f"prompt + max_tokens = {total} exceeds --max-kv-tokens {self.config.max_kv_tokens}")
-        row.prompt_ids = list(ids)
-        row.reserved = total
+        enc = self.prompts.encode(row.request, entry)
+        row.prompt_ids, row.reserved = enc.ids, enc.reserved
         row.rendered_for = None if entry is None else entry.uid
 
     def _pin(self, row: Row) -> None:
@@ -401,6 +373,8 @@ class Engine:
                 self._queued -= 1
             row.text = TextStream(self.host.tokenizer, row.request.sampling.stop)
             row.generator = new_generator(row.request.sampling.seed)
+            if row.request.sampling.constraint is not None:
+                row.constraint = self.runner.grammar.matcher(row.request.sampling.constraint)
 
     # --- one step ----------------------------------------------------------------------------
     def _step(self) -> None:
@@ -435,7 +409,9 @@ class Engine:
         self.counters["prefill_forwards"] += 1
         self.counters["prompt_tokens"] += out.prompt_tokens
         for (row, i), token in zip(out.done, out.tokens, strict=True):
-            if not self._emit(row, token, out.logits[i]):
+            if row.request.sampling.max_tokens == 0:  # scoring the prompt only: no token
+                self._finish(row, "length")
+            elif not self._emit(row, token, out.logits[i]):
                 self._join(row, out, i, token)
 
     def _join(self, row: Row, out: Prefilled, i: int, token: int) -> None:

@@ -24,9 +24,12 @@ def token_output(
     request ends with it (an end-of-sequence token, a stop string, ``max_tokens``)."""
     if row.first_token_at is None:
         row.first_token_at = time.perf_counter()
-    if token in eos:
-        return Delta("", []), "stop"  # the end token itself is never part of the answer
     sp = row.request.sampling
+    if token in eos:
+        if sp.logprobs:  # not part of the answer, but clients that score it may read it
+            lp, top = logprobs_of(logits, token, sp.top_logprobs)
+            row.end_logprob = TokenLogprob(token, decode([token]), lp, tuple((t, decode([t]), v) for t, v in top))
+        return Delta("", []), "stop"  # the end token itself is never part of the answer
     assert row.text is not None, "admitted rows have a text stream"
     row.out_ids.append(token)
     lps: list[TokenLogprob] = []
@@ -54,4 +57,7 @@ def completion_of(row: Row, reason: FinishReason) -> Completion:
         logprobs=row.logprobs,
         ttft_s=None if row.first_token_at is None else row.first_token_at - row.submitted,
         latency_s=time.perf_counter() - row.submitted,
+        prompt_token_ids=list(row.prompt_ids),
+        prompt_logprobs=list(row.prompt_logprobs) if row.request.sampling.prompt_logprobs is not None else None,
+        end_logprob=row.end_logprob,
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -24,6 +24,22 @@ MAX_TOP_LOGPROBS = 5
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 
 
+class Constraint(BaseModel):
+    """Structured output: the answer must be JSON (``json_object``), or JSON valid against
+    ``schema`` (a JSON Schema as a string, as the client sent it)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["json_object", "json_schema"]
+    json_schema: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Constraint:
+        if (self.kind == "json_schema") != (self.json_schema is not None):
+            raise ValueError("json_schema needs a schema, json_object takes none")
+        return self
+
+
 class SamplingParams(BaseModel):
     """How the next token is picked. ``temperature=0`` is greedy (argmax)."""
 
@@ -34,9 +50,14 @@ class SamplingParams(BaseModel):
     top_k: int = Field(default=0, ge=0, description="0: no top-k cut")
     seed: int | None = Field(default=None, ge=0, lt=2**63)
     stop: tuple[str, ...] = ()
-    max_tokens: int = Field(default=64, ge=1)
+    max_tokens: int = Field(default=64, ge=0, description="0: score the prompt only (with prompt_logprobs)")
     logprobs: bool = False
     top_logprobs: int = Field(default=0, ge=0, le=MAX_TOP_LOGPROBS)
+    prompt_logprobs: int | None = Field(
+        default=None, ge=0, le=MAX_TOP_LOGPROBS,
+        description="log-probability of every prompt token (and this many alternatives), from the prefill forward",
+    )
+    constraint: Constraint | None = Field(default=None, description="structured output: what the answer must parse as")
 
     @model_validator(mode="after")
     def _check(self) -> SamplingParams:
@@ -67,6 +88,7 @@ class Request(BaseModel):
 
     prompt: str | None = None
     messages: tuple[Message, ...] | None = None
+    prompt_ids: tuple[int, ...] | None = Field(default=None, description="a prompt given as token ids (never templated)")
     adapter: str | None = Field(
         default=None, description="pool name, registry ref (name, name@version, name:tag), or None/'<base>' for the bare base"
     )
@@ -76,8 +98,10 @@ class Request(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> Request:
-        if (self.prompt is None) == (self.messages is None):
-            raise ValueError("give exactly one of prompt or messages")
+        if sum(x is not None for x in (self.prompt, self.messages, self.prompt_ids)) != 1:
+            raise ValueError("give exactly one of prompt, messages or prompt token ids")
+        if self.prompt_ids is not None and (not self.prompt_ids or min(self.prompt_ids) < 0):
+            raise ValueError("prompt token ids must be a non-empty list of ids >= 0")
         if self.messages is not None:
             if not self.messages or self.messages[-1].role != "user":
                 raise ValueError("messages must end with a user message")
@@ -90,14 +114,15 @@ class Request(BaseModel):
 
 
 def make_request(
-    prompt: str | Sequence[Mapping[str, str]],
+    prompt: str | Sequence[Mapping[str, str]] | Sequence[int],
     adapter: str | None = None,
     *,
     raw: bool = False,
     request_id: str | None = None,
     **sampling: Any,
 ) -> Request:
-    """Build a :class:`Request`; a string is a prompt, a list is chat messages.
+    """Build a :class:`Request`; a string is a prompt, a list of ints its token ids, a
+    list of ``{"role", "content"}`` mappings chat messages.
 
     Bad values raise :class:`ConfigError` with one line naming the field.
     """
@@ -105,7 +130,10 @@ def make_request(
         params = SamplingParams(**sampling)
         if isinstance(prompt, str):
             return Request(prompt=prompt, adapter=adapter, raw=raw, sampling=params, request_id=request_id)
-        msgs = tuple(Message.model_validate(dict(m)) for m in prompt)
+        if prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+            ids = tuple(int(cast("int", t)) for t in prompt)
+            return Request(prompt_ids=ids, adapter=adapter, raw=True, sampling=params, request_id=request_id)
+        msgs = tuple(Message.model_validate(dict(cast("Mapping[str, str]", m))) for m in prompt)
         return Request(messages=msgs, adapter=adapter, sampling=params, request_id=request_id)
     except ValidationError as exc:
         raise ConfigError(one_line(exc)) from None
@@ -125,7 +153,8 @@ class TokenLogprob:
 
     token_id: int
     token: str
-    logprob: float
+    logprob: float | None
+    """None only for a prompt's first token (nothing predicts it)."""
     top: tuple[tuple[int, str, float], ...] = ()
 
 
@@ -156,6 +185,13 @@ class Completion:
     logprobs: list[TokenLogprob] = field(default_factory=list)
     ttft_s: float | None = None
     latency_s: float = 0.0
+    prompt_token_ids: list[int] = field(default_factory=list)
+    prompt_logprobs: list[TokenLogprob] | None = None
+    """With ``prompt_logprobs``: one entry per prompt token (the first has no logprob:
+    nothing predicts it), computed in the prefill forward."""
+    end_logprob: TokenLogprob | None = None
+    """With ``logprobs``: the end-of-sequence token that finished the request (not part of
+    the text or ``token_ids``), for clients that score it, as OpenAI reports it."""
 
     @property
     def completion_tokens(self) -> int:

@@ -71,12 +71,16 @@ class Row:
     done_prefill: int = 0
     pcache: Any = None
     pmask: torch.Tensor | None = None
+    prompt_logprobs: list[TokenLogprob] = field(default_factory=list)  # with prompt_logprobs
+    prev_logits: torch.Tensor | None = None  # a chunk's last logits: they score the next chunk's first token
     # decode
     group: Group | None = None
     position: int = 0
     last_token: int = 0
     out_ids: list[int] = field(default_factory=list)
     logprobs: list[TokenLogprob] = field(default_factory=list)
+    end_logprob: TokenLogprob | None = None  # the end-of-sequence token that finished it (with logprobs)
+    constraint: Any = None  # the row's grammar matcher (structured output), on the engine thread
     text: TextStream | None = None
     generator: torch.Generator | None = None
     first_token_at: float | None = None

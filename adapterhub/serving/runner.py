@@ -21,6 +21,8 @@ import torch
 
 from adapterhub.host.decode import enter_routes
 from adapterhub.serving.cache import SlotCache
+from adapterhub.serving.grammar import GrammarBackend
+from adapterhub.serving.request import TokenLogprob
 from adapterhub.serving.rows import Group, Row
 from adapterhub.serving.sampling import pick
 
@@ -64,6 +66,7 @@ class Runner:
         tok = host.tokenizer
         self._pad = int(tok.pad_token_id) if tok.pad_token_id is not None else (min(self.eos) if self.eos else 0)
         self.groups: dict[str, Group] = {}
+        self.grammar = GrammarBackend(tok, int(text_cfg.vocab_size), sorted(self.eos))
 
     # --- groups ------------------------------------------------------------------------------
     @staticmethod
@@ -98,14 +101,19 @@ class Runner:
         row.pcache = row.pmask = None
 
     # --- forwards ----------------------------------------------------------------------------
-    def _forward(self, entries: Sequence[PoolEntry | None], kwargs: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+    def _forward(self, entries: Sequence[PoolEntry | None], kwargs: dict[str, Any],
+                 every_position: bool = False) -> tuple[torch.Tensor, dict[str, Any]]:
+        """One routed forward: the last position's logits (float32, CPU), or with
+        ``every_position`` all of them (B, T, V) on the device; and the call's kwargs."""
         with ExitStack() as stack:
             call = enter_routes(stack, self.host.routes(entries), kwargs)
-            out = self.host.model(**call, use_cache=True, logits_to_keep=1)
+            out = self.host.model(**call, use_cache=True, logits_to_keep=0 if every_position else 1)
             cache = getattr(out, "cache", None)
             if cache is None:
                 cache = getattr(out, "past_key_values", None)
             call["cache"] = cache
+            if every_position:
+                return out.logits, call
             return out.logits[:, -1].float().cpu(), call
 
     def prefill(self, work: PrefillWork) -> Prefilled:
@@ -114,11 +122,19 @@ class Runner:
         rows = list(work.rows)
         self.host.ensure_resident([r.entry for r in rows])
         kwargs = self._chunk_inputs(rows[0], work.n) if work.continues else self._fresh_inputs(rows, work.n)
-        logits, call = self._forward([r.entry for r in rows], kwargs)
+        # Prompt logprobs come from this very forward: it keeps every position's logits
+        # (not just the last) when a row asks for them.
+        scoring = any(r.request.sampling.prompt_logprobs is not None for r in rows)
+        logits, call = self._forward([r.entry for r in rows], kwargs, every_position=scoring)
+        if scoring:
+            every, logits = logits, logits[:, -1].float().cpu()
         cache, full_mask, positions = call["cache"], call["attention_mask"], call["position_ids"]
         done: list[tuple[Row, int]] = []
         consumed = 0
         for i, row in enumerate(rows):
+            if scoring and row.request.sampling.prompt_logprobs is not None:
+                took = min(work.n, len(row.prompt_ids) - row.done_prefill)
+                self._score_prompt(row, every[i, work.n - took if not work.continues else 0 :], took)
             # A route may have widened the mask (prefix slots) and moved positions: the
             # row continues from what its first forward actually used.
             row.pcache, row.pmask = cache, full_mask[i : i + 1]
@@ -130,6 +146,31 @@ class Runner:
                 done.append((row, i))
         tokens = self.sample(logits[[i for _, i in done]], [r for r, _ in done]) if done else []
         return Prefilled(done, tokens, logits, consumed, cache, full_mask)
+
+    def _score_prompt(self, row: Row, logits: torch.Tensor, took: int) -> None:
+        """Log-probabilities of the ``took`` prompt tokens this forward read for ``row``
+        (``logits``: their positions, in order). Position p predicts token p + 1, so a
+        chunk's first token is scored by the previous chunk's last position, and the
+        prompt's first token by nothing (None, as OpenAI reports it)."""
+        lo = row.done_prefill
+        top_n = row.request.sampling.prompt_logprobs or 0
+        ids = row.prompt_ids[lo : lo + took]
+        lp = torch.log_softmax(logits[:took].float(), dim=-1)
+        prev = None if row.prev_logits is None else torch.log_softmax(row.prev_logits.float(), dim=-1)
+        # predictor of token j (j = lo..lo+took-1): position j-1, i.e. local j-lo-1, or prev
+        preds = ([prev] if lo > 0 else []) + [lp[k] for k in range(took - 1)]
+        decode = self.host.tokenizer.decode
+        out = [] if lo > 0 else [TokenLogprob(ids[0], decode([ids[0]]), None)]
+        for k, dist in enumerate(preds):
+            token = ids[k + (0 if lo > 0 else 1)]
+            assert dist is not None
+            top: tuple[tuple[int, str, float], ...] = ()
+            if top_n:
+                values, alt = torch.topk(dist, top_n)
+                top = tuple((int(t), decode([int(t)]), float(v)) for t, v in zip(alt.tolist(), values.tolist(), strict=True))
+            out.append(TokenLogprob(token, decode([token]), float(dist[token]), top))
+        row.prompt_logprobs.extend(out)
+        row.prev_logits = logits[took - 1].detach().float().cpu() if lo + took < len(row.prompt_ids) else None
 
     def _chunk_inputs(self, row: Row, n: int) -> dict[str, Any]:
         """The next ``n`` prompt tokens of a request begun earlier, continuing its cache."""
@@ -167,7 +208,17 @@ class Runner:
             row.last_token = token
         return tokens, logits
 
-    @staticmethod
-    def sample(logits: torch.Tensor, rows: Sequence[Row]) -> list[int]:
-        """One token per row from its own sampling settings and seeded generator."""
-        return pick(logits, [r.request.sampling for r in rows], [r.generator for r in rows])  # type: ignore[misc]
+    def sample(self, logits: torch.Tensor, rows: Sequence[Row]) -> list[int]:
+        """One token per row from its own sampling settings and seeded generator; a row with
+        structured output picks among what its grammar allows (the mask is applied to a
+        copy, so the logprobs reported stay the model's own)."""
+        if any(r.constraint is not None for r in rows):
+            logits = logits.clone()
+            for i, r in enumerate(rows):
+                if r.constraint is not None:
+                    logits[i] = r.constraint.masked(logits[i])
+        tokens = pick(logits, [r.request.sampling for r in rows], [r.generator for r in rows])  # type: ignore[misc]
+        for r, t in zip(rows, tokens, strict=True):
+            if r.constraint is not None:
+                r.constraint.accept(t)
+        return tokens

@@ -180,3 +180,16 @@ def test_install_and_uninstall_work_even_with_a_broken_plugin(venv: Path, tmp_pa
     done = _run([exe, "uninstall", "adapterhub-boom", "adapterhub-hello"], cwd=tmp_path, env=strict, timeout=600)
     assert done.returncode == 0, done.stderr
     assert not list(site.glob("adapterhub_boom*")) and not list(site.glob("adapterhub_hello*"))
+
+
+def test_the_venv_holds_no_cuda_or_triton_packages() -> None:
+    """Torch is pinned to the CPU build first and xgrammar is installed without its declared
+    triton: a resolver that slipped would pull gigabytes of CUDA wheels (issue 24)."""
+    from importlib.metadata import distributions
+
+    names = {(d.metadata["Name"] or "").lower() for d in distributions()}
+    assert not {n for n in names if n.startswith("nvidia-") or n in ("triton", "pytorch-triton")}, names
+    import torch
+    import xgrammar  # noqa: F401 - structured output is installed, and imports without triton
+
+    assert torch.version.cuda is None

@@ -31,8 +31,9 @@ from adapterhub.serving.http.parsing import (
     get_field,
     messages_of,
     parse_json,
-    prompt_of,
+    prompts_of,
     read_body,
+    refuse_unsupported,
     sampling,
 )
 from adapterhub.serving.request import Completion, Delta, make_request
@@ -44,38 +45,55 @@ if TYPE_CHECKING:
 
 @dataclass
 class _Prepared:
-    handle: RequestHandle
+    handles: list[RequestHandle]
     model: str
     stream: bool
     include_usage: bool
     want_logprobs: bool
+    echoes: list[str | None]
 
 
 def _prepare(state: ServerState, principal: Principal, raw: bytes, kind: str, rid: str | None) -> _Prepared:
-    """Everything between the body's bytes and a queued engine request: parse, check,
-    render the prompt and tokenize it (in ``submit``). Runs in a worker thread: a
+    """Everything between the body's bytes and queued engine requests: parse, check,
+    render each prompt and tokenize it (in ``submit``). Runs in a worker thread: a
     100,000-token prompt takes a while to tokenize, and no other stream may wait for it."""
     body = parse_json(raw)
     asked = body.get("model")
     model = asked if isinstance(asked, str) else "-"
     note(model=model)
     adapter = state.adapter_for(principal, asked)
+    refuse_unsupported(body, kind)
     params = sampling(body, kind)
-    prompt: Any = messages_of(body) if kind == "chat" else prompt_of(body)
+    prompts: list[Any] = [messages_of(body)] if kind == "chat" else list(prompts_of(body))
     if logs.LOG_PROMPTS:
-        note(prompt=prompt)
+        note(prompt=prompts[0] if len(prompts) == 1 else prompts)
     stream = get_field(body, "stream", (bool,), False)
+    echo = kind == "completions" and get_field(body, "echo", (bool,), False)
+    if stream and len(prompts) > 1:
+        raise ApiError(400, "stream takes one prompt (send one request per prompt, or stream=false)", param="prompt")
+    if stream and echo:
+        raise ApiError(400, "echo is supported without stream only", param="echo")
     opts = body.get("stream_options")
     include_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
+    handles: list[RequestHandle] = []
+    echoes: list[str | None] = []
     try:
-        req = make_request(prompt, adapter, raw=kind == "completions", request_id=rid, **params)
-        handle = state.engine.submit(req)
+        for i, prompt in enumerate(prompts):
+            one_id = rid if len(prompts) == 1 or rid is None else f"{rid}.{i}"
+            req = make_request(prompt, adapter, raw=kind == "completions", request_id=one_id, **params)
+            handles.append(state.engine.submit(req))
+            if echo:
+                echoes.append(prompt if isinstance(prompt, str) else state.engine.host.tokenizer.decode(prompt))
+            else:
+                echoes.append(None)
     except (AdapterhubError, ValueError) as exc:
+        for h in handles:  # all or nothing: the prompts queued before the bad one leave
+            h.cancel()
         err = api_error(exc, model)
         if err.code == "context_length_exceeded" and kind == "completions":
             err.param = "prompt"
         raise err from None
-    return _Prepared(handle, model, stream, include_usage, bool(params.get("logprobs")))
+    return _Prepared(handles, model, stream, include_usage, bool(params.get("logprobs")), echoes)
 
 
 async def complete(state: ServerState, request: HttpRequest, kind: str) -> Response:
@@ -94,48 +112,60 @@ async def complete(state: ServerState, request: HttpRequest, kind: str) -> Respo
     except ApiError as e:
         state.metrics.requests.labels(kind, str(e.status), "-", principal.name).inc()
         return e.response()
-    call = Call(state, kind, p.model, principal, p.handle, p.want_logprobs)
+    calls = [Call(state, kind, p.model, principal, h, p.want_logprobs, echo=e) for h, e in zip(p.handles, p.echoes, strict=True)]
     if p.stream:
-        return await _stream(call, p.include_usage)
-    return await _whole(call, request)
+        return await _stream(calls[0], p.include_usage)
+    return await _whole(calls, request)
 
 
-async def _whole(call: Call, request: HttpRequest) -> Response:
-    handle = call.handle
-    watcher = asyncio.create_task(_cancel_on_disconnect(request, handle))
+async def _collect(call: Call) -> Completion:
+    async for batch in call.handle.batches():
+        for d in batch:
+            call.observe(d)
+    return call.handle.result(timeout=0)
+
+
+async def _whole(calls: list[Call], request: HttpRequest) -> Response:
+    """One JSON answer: a choice per prompt, in prompt order (``index``)."""
+    handles = [c.handle for c in calls]
+    watcher = asyncio.create_task(_cancel_on_disconnect(request, handles))
     try:
-        async for batch in handle.batches():
-            for d in batch:
-                call.observe(d)
-        c = handle.result(timeout=0)
+        done = await asyncio.gather(*(_collect(c) for c in calls))
     except BaseException as exc:
-        if not handle.done:
-            handle.cancel()
+        for h in handles:
+            if not h.done:
+                h.cancel()
         if not isinstance(exc, Exception):
             raise
-        err = api_error(exc, call.model)
-        call.count(err.status, None)
+        err = api_error(exc, calls[0].model)
+        calls[0].count(err.status, None)
         return err.response()
     finally:
         watcher.cancel()
-    if c.finish_reason == "cancelled":
-        if handle.cancelled:  # the client went away
-            call.count(499, c)
+    if any(c.finish_reason == "cancelled" for c in done):
+        if any(h.cancelled for h in handles):  # the client went away
+            calls[0].count(499, done[0])
             return Response(status_code=499)
         err = shutting_down()  # cut short by a shutdown: not an answer
-        call.count(err.status, c)
+        calls[0].count(err.status, done[0])
         return err.response()
-    call.count(200, c)
-    return JSONResponse(call.body(c))
+    for call, c in zip(calls, done, strict=True):
+        call.count(200, c)
+    body = calls[0].body(done[0])
+    if len(calls) > 1:
+        body["choices"] = [call.body(c, index=i)["choices"][0] for i, (call, c) in enumerate(zip(calls, done, strict=True))]
+        body["usage"] = usage(sum(c.prompt_tokens for c in done), sum(c.completion_tokens for c in done))
+    return JSONResponse(body)
 
 
-async def _cancel_on_disconnect(request: HttpRequest, handle: RequestHandle) -> None:
-    """Cancel ``handle`` when the client of a non-stream request disconnects (the body is
+async def _cancel_on_disconnect(request: HttpRequest, handles: list[RequestHandle]) -> None:
+    """Cancel the handles when the client of a non-stream request disconnects (the body is
     read already, so the next ASGI message is the disconnect)."""
     while True:
         message = await request.receive()
         if message["type"] == "http.disconnect":
-            handle.cancel()
+            for h in handles:
+                h.cancel()
             return
 
 

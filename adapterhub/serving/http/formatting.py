@@ -27,7 +27,7 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 
 
 def chat_logprobs(lps: list[TokenLogprob]) -> dict[str, Any]:
-    def one(token: str, lp: float) -> dict[str, Any]:
+    def one(token: str, lp: float | None) -> dict[str, Any]:  # None: a prompt's first token only
         return {"token": token, "logprob": lp, "bytes": list(token.encode("utf-8"))}
 
     return {"content": [
@@ -36,6 +36,8 @@ def chat_logprobs(lps: list[TokenLogprob]) -> dict[str, Any]:
 
 
 def completion_logprobs(lps: list[TokenLogprob], offset: int = 0) -> dict[str, Any]:
+    """OpenAI's legacy format. With ``echo`` the prompt's tokens come first; the very first
+    has no logprob (``null``), as OpenAI and vLLM answer."""
     offsets, pos = [], offset
     for t in lps:
         offsets.append(pos)
@@ -43,7 +45,8 @@ def completion_logprobs(lps: list[TokenLogprob], offset: int = 0) -> dict[str, A
     return {
         "tokens": [t.token for t in lps],
         "token_logprobs": [t.logprob for t in lps],
-        "top_logprobs": [{tok: v for _, tok, v in t.top} for t in lps] if any(t.top for t in lps) else None,
+        "top_logprobs": ([None if t.logprob is None else {tok: v for _, tok, v in t.top} for t in lps]
+                         if any(t.top for t in lps) else None),
         "text_offset": offsets,
     }
 
@@ -67,6 +70,9 @@ class Call:
     principal: Principal
     handle: RequestHandle
     want_logprobs: bool
+    echo: str | None = None
+    """``echo``: the prompt's text, put before the answer (and its tokens before the
+    answer's in ``logprobs``)."""
     rid: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
     created: int = field(default_factory=lambda: int(time.time()))
     first_token_at: float | None = None
@@ -116,7 +122,7 @@ class Call:
             for _ in range(n):
                 itl.observe(gap)
 
-    def body(self, c: Completion) -> dict[str, Any]:
+    def body(self, c: Completion, index: int = 0) -> dict[str, Any]:
         if self.kind == "chat":
             choice: dict[str, Any] = {
                 "index": 0, "message": {"role": "assistant", "content": c.text, "refusal": None},
@@ -125,9 +131,14 @@ class Call:
             }
             obj = "chat.completion"
         else:
+            # The end token is not part of the text, but scoring clients read its logprob
+            # (lm-evaluation-harness drops the last entry, expecting the generated token).
+            lps = list(c.logprobs) + ([c.end_logprob] if c.end_logprob is not None else [])
+            if self.echo is not None:
+                lps = list(c.prompt_logprobs or []) + lps
             choice = {
-                "index": 0, "text": c.text, "finish_reason": finish_reason(c.finish_reason),
-                "logprobs": completion_logprobs(c.logprobs) if self.want_logprobs else None,
+                "index": index, "text": (self.echo or "") + c.text, "finish_reason": finish_reason(c.finish_reason),
+                "logprobs": completion_logprobs(lps) if self.want_logprobs else None,
             }
             obj = "text_completion"
         return {

@@ -135,18 +135,89 @@ def sampling(body: dict[str, Any], kind: str) -> dict[str, Any]:
         lp = get_field(body, "logprobs", (int,))
         if lp is not None:
             params.update(logprobs=True, top_logprobs=lp)
+        if get_field(body, "echo", (bool,), False) and lp is not None:
+            params["prompt_logprobs"] = lp  # the prompt's tokens get the same alternatives
+    constraint = response_format_of(body)
+    if constraint is not None:
+        params["constraint"] = constraint
     return params
 
 
-def prompt_of(body: dict[str, Any]) -> str:
+MAX_PROMPTS = 128
+"""Prompts in one /v1/completions call (each is one engine request; lm-evaluation-harness
+sends batches of a few dozen)."""
+
+
+def prompts_of(body: dict[str, Any]) -> list[str | list[int]]:
+    """``prompt`` as OpenAI accepts it: a string, a list of strings, a list of token ids,
+    or a list of such lists; one entry per choice."""
     p = body.get("prompt")
-    if isinstance(p, list) and len(p) == 1 and isinstance(p[0], str):
-        p = p[0]
-    if isinstance(p, list) and all(isinstance(x, str) for x in p):
-        raise ApiError(400, "one prompt per request is supported (send several requests)", param="prompt")
-    if not isinstance(p, str):
-        raise ApiError(400, "invalid prompt: expected a string", param="prompt")
-    return p
+    bad = ApiError(400, "invalid prompt: expected a string, a list of strings, a list of token ids "
+                        "or a list of token-id lists", param="prompt")
+    if isinstance(p, str):
+        return [p]
+    if not isinstance(p, list) or not p:
+        raise bad
+    if all(_is_id(x) for x in p):
+        return [list(p)]
+    if all(isinstance(x, str) for x in p):
+        prompts: list[str | list[int]] = list(p)
+    elif all(isinstance(x, list) and x and all(_is_id(t) for t in x) for x in p):
+        prompts = [list(x) for x in p]
+    else:
+        raise bad
+    if len(prompts) > MAX_PROMPTS:
+        raise ApiError(400, f"at most {MAX_PROMPTS} prompts per request (got {len(prompts)})", param="prompt")
+    return prompts
+
+
+def _is_id(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+# Fields that would change the answer and are not supported: refused by name, never
+# ignored (lm-evaluation-harness printed wrong scores when `echo` was ignored). Each
+# maps to the values that mean "off", which are accepted.
+_UNSUPPORTED: dict[str, tuple[Any, ...]] = {
+    "presence_penalty": (0, 0.0), "frequency_penalty": (0, 0.0), "repetition_penalty": (1, 1.0),
+    "logit_bias": ({},), "suffix": ("",), "tools": ([],), "tool_choice": ("none",), "functions": ([],),
+    "function_call": ("none",), "min_tokens": (0,), "guided_json": (), "guided_regex": (), "guided_choice": (),
+    "guided_grammar": (), "prediction": (), "audio": (), "modalities": (["text"],), "reasoning_effort": (),
+}
+
+
+def refuse_unsupported(body: dict[str, Any], kind: str) -> None:
+    """400 naming the first field that would change the answer and that we do not support."""
+    for name, off in _UNSUPPORTED.items():
+        v = body.get(name)
+        if v is not None and v not in off:
+            raise ApiError(400, f"{name} is not supported by this server (only {', '.join(map(repr, off)) or 'its absence'} "
+                                "is accepted)", param=name)
+    if kind == "chat" and body.get("echo"):
+        raise ApiError(400, "echo applies to /v1/completions only", param="echo")
+
+
+def response_format_of(body: dict[str, Any]) -> dict[str, Any] | None:
+    """``response_format`` as a structured-output constraint (None: free text)."""
+    rf = body.get("response_format")
+    if rf is None:
+        return None
+    if not isinstance(rf, dict) or not isinstance(rf.get("type"), str):
+        raise ApiError(400, "invalid response_format: expected an object with a type", param="response_format")
+    kind = rf["type"]
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"kind": "json_object"}
+    if kind == "json_schema":
+        spec = rf.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, (dict, bool)):
+            raise ApiError(400, "invalid response_format.json_schema: expected {\"name\", \"schema\": {...}}",
+                           param="response_format")
+        return {"kind": "json_schema", "json_schema": json.dumps(schema)}
+    raise ApiError(400, f"invalid response_format.type {kind!r}: expected text, json_object or json_schema",
+                   param="response_format")
 
 
 def messages_of(body: dict[str, Any]) -> list[dict[str, str]]:

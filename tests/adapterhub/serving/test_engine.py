@@ -179,7 +179,7 @@ def test_logprobs(host: AdapterHost) -> None:
 
 
 def test_bad_sampling_values_are_one_line_config_errors() -> None:
-    for bad in ({"top_p": 2.0}, {"temperature": -1}, {"top_logprobs": 9, "logprobs": True}, {"max_tokens": 0}, {"temprature": 1}):
+    for bad in ({"top_p": 2.0}, {"temperature": -1}, {"top_logprobs": 9, "logprobs": True}, {"max_tokens": -1}, {"prompt_logprobs": 6}, {"temprature": 1}):
         with pytest.raises(ConfigError) as err:
             make_request("hi", **bad)
         assert "\n" not in str(err.value)
@@ -485,3 +485,49 @@ def test_async_batches_catch_up_in_one_piece(host: AdapterHost) -> None:
         assert len(batches) == 1 and len(batches[0]) == 8
         times = [d.t for d in h]
         assert times == sorted(times)
+
+
+# --- prompt logprobs (echo) ----------------------------------------------------------------
+def _reference_prompt_logprobs(host: AdapterHost, prompt: str, adapter: str | None) -> tuple[list[int], list[float]]:
+    """A direct log_softmax over one plain forward of the whole prompt (``AdapterHost.logits``)."""
+    ids = host.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    full = host.logits([prompt], [adapter or "<base>"], raw=True)[0]
+    lp = torch.log_softmax(full.float(), dim=-1)
+    return ids, [float(lp[p, ids[p + 1]]) for p in range(len(ids) - 1)]
+
+
+@pytest.mark.parametrize("chunk", [None, 7])
+def test_prompt_logprobs_equal_a_direct_forward_for_every_adapter_kind(host: AdapterHost, chunk: int | None) -> None:
+    """Base, LoRA, prefix and selective rows, sharing prefill forwards (chunk None: fresh
+    prompts batched together) or chunked 7 tokens at a time: every prompt token's logprob
+    equals the log_softmax of a plain forward, to 1e-4, and the first is None."""
+    prompts = [PROMPTS[1], PROMPTS[3]]
+    with Engine(host, EngineConfig(max_prefill_tokens=chunk)) as eng:
+        handles = [
+            (p, a, eng.submit(make_request(p, a, raw=True, max_tokens=0, prompt_logprobs=2)))
+            for p in prompts for a in (None, "lora", "prefix", "sel")
+        ]
+        for p, a, h in handles:
+            c = h.result(timeout=60)
+            ids, ref = _reference_prompt_logprobs(host, p, a)
+            assert c.finish_reason == "length" and c.token_ids == [] and c.prompt_token_ids == ids
+            assert c.prompt_logprobs is not None and c.prompt_logprobs[0].logprob is None
+            assert [t.token_id for t in c.prompt_logprobs] == ids
+            got = [t.logprob for t in c.prompt_logprobs[1:] if t.logprob is not None]
+            assert max(abs(x - y) for x, y in zip(got, ref, strict=True)) < 1e-4, (a, chunk)
+            assert abs(sum(got) - sum(ref)) < 1e-3
+            assert all(len(t.top) == 2 and t.top[0][2] >= t.logprob - 1e-6 for t in c.prompt_logprobs[1:] if t.logprob is not None)
+    # The adapters really change the scores (or the equality above proves nothing).
+    sums = {a: sum(_reference_prompt_logprobs(host, prompts[0], a)[1]) for a in (None, "lora", "prefix", "sel")}
+    assert len({round(v, 3) for v in sums.values()}) == 4, sums
+
+
+def test_token_id_prompts_and_generation_after_scoring(host: AdapterHost, references: dict) -> None:
+    ids = host.tokenizer(PROMPTS[0], add_special_tokens=False)["input_ids"]
+    with Engine(host) as eng:
+        c = eng.submit(make_request(ids, "lora", max_tokens=10, prompt_logprobs=0, logprobs=True)).result(timeout=60)
+        # Token ids are the raw prompt: the same greedy tokens as the text sent raw.
+        raw = eng.submit(make_request(PROMPTS[0], "lora", raw=True, max_tokens=10)).result(timeout=60)
+        assert c.token_ids == raw.token_ids and c.prompt_token_ids == ids and len(c.prompt_logprobs or []) == len(ids)
+        with pytest.raises(ConfigError, match="outside the vocabulary"):
+            eng.submit(make_request([1, 2, 10**6], None, max_tokens=1))

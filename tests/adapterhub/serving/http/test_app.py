@@ -216,7 +216,14 @@ def _post(url: str, path: str, body: Any, **kw: Any) -> httpx.Response:
     ({"model": BASE, "prompt": PROMPT, "temperature": -1}, "temperature"),
     ({"model": BASE, "prompt": PROMPT, "n": 2}, "n"),
     ({"model": BASE, "prompt": PROMPT, "stop": [1]}, "stop"),
-    ({"model": BASE, "prompt": PROMPT, "max_tokens": 0}, "max_tokens"),
+    ({"model": BASE, "prompt": PROMPT, "max_tokens": -1}, "max_tokens"),
+    ({"model": BASE, "prompt": PROMPT, "presence_penalty": 0.5}, "presence_penalty"),  # changes answers: refused
+    ({"model": BASE, "prompt": PROMPT, "logit_bias": {"50": 10}}, "logit_bias"),
+    ({"model": BASE, "prompt": [1.5, 2]}, "prompt"),
+    ({"model": BASE, "prompt": [[1, 2], "x"]}, "prompt"),
+    ({"model": BASE, "prompt": PROMPT, "echo": True, "stream": True}, "echo"),
+    ({"model": BASE, "prompt": ["a", "b"], "stream": True}, "prompt"),
+    ({"model": BASE, "prompt": PROMPT, "response_format": {"type": "xml"}}, "response_format"),
     ({"model": BASE}, "prompt"),
     ({"prompt": PROMPT}, "model"),
 ])
@@ -455,3 +462,68 @@ def test_registry_adapters_over_http(adapter_dirs: dict[str, Path], refs: dict, 
         ld = _post(u, "/v1/adapters/load", {"model": "team/a@1.0.0"})
         assert ld.status_code == 200 and ld.json()["id"] == "team/a@1.0.0"
         assert _post(u, "/v1/adapters/load", {"model": "team/b"}).status_code == 422
+
+
+# --- echo, prompt logprobs, several prompts (what lm-evaluation-harness sends) -----------------
+def test_echo_scores_the_prompt_in_the_openai_format(url: str, engine: Engine) -> None:
+    ids = engine.host.tokenizer(PROMPT, add_special_tokens=False)["input_ids"]
+    direct = engine.submit(make_request(PROMPT, "lora", raw=True, max_tokens=0, prompt_logprobs=1)).result(timeout=60)
+    r = _post(url, "/v1/completions", {"model": "lora", "prompt": PROMPT, "echo": True, "logprobs": 1, "max_tokens": 0})
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    assert choice["text"] == PROMPT
+    lp = choice["logprobs"]
+    assert len(lp["tokens"]) == len(ids) and lp["token_logprobs"][0] is None and lp["top_logprobs"][0] is None
+    assert lp["token_logprobs"][1:] == [t.logprob for t in (direct.prompt_logprobs or [])[1:]]
+    assert all(len(top) == 1 for top in lp["top_logprobs"][1:])
+    assert lp["text_offset"][0] == 0 and r.json()["usage"]["prompt_tokens"] == len(ids)
+    # lm-evaluation-harness's loglikelihood call: max_tokens 1, and it drops the last entry
+    # (the generated token), so there must always be exactly one after the prompt.
+    r1 = _post(url, "/v1/completions", {"model": "lora", "prompt": PROMPT, "echo": True, "logprobs": 1, "max_tokens": 1,
+                                        "temperature": 0})
+    lp1 = r1.json()["choices"][0]["logprobs"]
+    assert len(lp1["tokens"]) == len(ids) + 1 and lp1["token_logprobs"][:-1] == lp["token_logprobs"]
+
+
+def test_several_prompts_and_token_ids_give_one_choice_each(url: str, engine: Engine, refs: dict) -> None:
+    texts = [PROMPT, "Hello there", PROMPT]
+    r = _post(url, "/v1/completions", {"model": "lora", "prompt": texts, "max_tokens": 8, "temperature": 0})
+    assert r.status_code == 200, r.text
+    choices = r.json()["choices"]
+    assert [c["index"] for c in choices] == [0, 1, 2]
+    assert choices[0]["text"] == choices[2]["text"] == refs[("completions", "lora")]
+    single = _post(url, "/v1/completions", {"model": "lora", "prompt": "Hello there", "max_tokens": 8, "temperature": 0})
+    assert choices[1]["text"] == single.json()["choices"][0]["text"]
+    tok = engine.host.tokenizer
+    as_ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    by_ids = _post(url, "/v1/completions", {"model": "lora", "prompt": as_ids, "max_tokens": 8, "temperature": 0})
+    assert [c["text"] for c in by_ids.json()["choices"]] == [c["text"] for c in choices]
+    one = _post(url, "/v1/completions", {"model": "lora", "prompt": as_ids[0], "max_tokens": 8, "temperature": 0})
+    assert one.json()["choices"][0]["text"] == refs[("completions", "lora")]
+    usage = r.json()["usage"]
+    assert usage["prompt_tokens"] == sum(len(i) for i in as_ids)
+    bad = _post(url, "/v1/completions", {"model": "lora", "prompt": [[1, 2], [10**7]], "max_tokens": 2})
+    assert bad.status_code == 400 and "vocabulary" in bad.json()["error"]["message"]
+
+
+def test_response_format_on_both_endpoints(url: str) -> None:
+    schema = {"type": "object", "properties": {"label": {"type": "string", "enum": ["positive", "negative"]},
+                                               "score": {"type": "integer", "minimum": 0, "maximum": 9}},
+              "required": ["label", "score"], "additionalProperties": False}
+    rf = {"type": "json_schema", "json_schema": {"name": "verdict", "schema": schema, "strict": True}}
+    for path, body in (("/v1/completions", {"prompt": PROMPT}), ("/v1/chat/completions", {"messages": CHAT})):
+        for model in (BASE, "lora"):
+            r = _post(url, path, {**body, "model": model, "max_tokens": 60, "temperature": 1.0, "seed": 3,
+                                  "response_format": rf})
+            assert r.status_code == 200, r.text
+            choice = r.json()["choices"][0]
+            text = choice["text"] if "text" in choice else choice["message"]["content"]
+            value = json.loads(text)
+            assert value["label"] in ("positive", "negative") and 0 <= value["score"] <= 9
+    r = _post(url, "/v1/chat/completions", {"model": BASE, "messages": CHAT, "max_tokens": 200, "seed": 1,
+                                            "response_format": {"type": "json_object"}})
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"].startswith("{")
+    bad = _post(url, "/v1/completions", {"model": BASE, "prompt": "x", "response_format": {
+        "type": "json_schema", "json_schema": {"name": "x", "schema": {"$ref": "#/missing"}}}})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "response_format"
+    assert "cannot be compiled" in bad.json()["error"]["message"]
