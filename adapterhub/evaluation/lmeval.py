@@ -17,9 +17,10 @@ the score, so the defaults are the flags that do that:
   ``tokenized_requests=True`` and ``--apply_chat_template``. In lm-eval 0.4.13 this is
   the only completions setup that applies a chat template: with ``tokenized_requests=False``
   it sends the chat as a JSON list for ``prompt``, and the remote tokenizer sends that list
-  to ``/tokenize`` (both a 400 here). It needs prompt logprobs (``echo``) and token-id
-  prompts from the server. The harness renders the base's template without a system turn,
-  so an adapter trained with ``chat-short`` is not scored as it was trained there.
+  to ``/tokenize`` (both a 400 here). The server answers it with prompt logprobs
+  (``echo``, ``max_tokens``) over token-id prompts. The harness renders the base's
+  template without a system turn, so an adapter trained with ``chat-short`` is not scored
+  exactly as it was trained on this path.
 
 ``--lm-eval-args`` are lm-eval CLI flags appended after ours (a later flag wins).
 Results are read from lm-eval's own results file and stored as an evaluation record

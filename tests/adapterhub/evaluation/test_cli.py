@@ -302,3 +302,16 @@ def test_eval_lm_eval_errors_are_one_line_and_stop_the_server(capsys, home, argv
     while {t.ident for t in threading.enumerate() if t.is_alive()} - before and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not {t.name for t in threading.enumerate() if t.ident not in before and not t.name.startswith("adapterhub-load")}
+
+
+def test_eval_lm_eval_multiple_choice_runs_through_completions(capsys, tiny_adapter):
+    pytest.importorskip("lm_eval")
+    rc, out, err = run(capsys, "eval", "--adapter", str(tiny_adapter), "--lm-eval", "sentiment-rt:mc", "--limit", "4",
+                       "--no-save", "--json")
+    assert rc == 0, err
+    doc = json.loads(out)
+    [ran] = doc["harness"]["runs"]
+    assert ran["model"] == "local-completions" and "tokenized_requests=True" in ran["model_args"]
+    assert "<base tokenizer>" in ran["model_args"]  # a temporary directory, not recorded
+    acc = doc["metrics"]["lm-eval:adapterhub_sentiment_rt_mc"]["acc"]
+    assert acc in (0.0, 25.0, 50.0, 75.0, 100.0) and doc["tasks"]["adapterhub_sentiment_rt_mc"]["examples"] == 4

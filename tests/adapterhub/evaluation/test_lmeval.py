@@ -97,19 +97,20 @@ def test_chat_completions_with_the_chat_template_scores_what_adapterhub_eval_sco
     assert acc == pytest.approx(expected_acc)
 
 
-@pytest.mark.parametrize("backend", ["huggingface", "auto"])
+@pytest.mark.parametrize(("backend", "tokenized"), [("huggingface", False), ("auto", False), ("auto", True)])
 @pytest.mark.parametrize("model", [BASE, ADAPTER])
-def test_completions_with_text_prompts_reach_the_model_unchanged(
-    server: tuple[str, AdapterHost, Path], tasks: tuple[Path, str], backend: str, model: str,
+def test_completions_without_a_template_reach_the_model_unchanged(
+    server: tuple[str, AdapterHost, Path], tasks: tuple[Path, str], backend: str, tokenized: bool, model: str,
 ) -> None:
-    """``tokenized_requests=False``: the prompt goes as text, no template (lm-eval 0.4.13
-    cannot apply one on this path); ``auto`` finds our tokenizer routes and uses them."""
+    """No chat template (lm-eval 0.4.13 cannot apply one with text prompts or the remote
+    tokenizer): the prompt as text, or as ids from ``/tokenize``, reaches the model as is;
+    ``auto`` finds our tokenizer routes and uses them."""
     from lm_eval.models.openai_completions import LocalCompletionsAPI
 
     url, host, tok_dir = server
     args: dict[str, Any] = {"tokenizer": str(tok_dir)} if backend == "huggingface" else {}
     lm = LocalCompletionsAPI(base_url=url + "/v1/completions", model=model, tokenizer_backend=backend,
-                             tokenized_requests=False, max_retries=1, **args)
+                             tokenized_requests=tokenized, max_retries=1, **args)
     if backend == "auto":
         assert lm.tokenizer_backend == "remote" and type(lm.tokenizer).__name__ == "RemoteTokenizer"
         assert lm.eos_string == "<|im_end|>" and lm.eot_token_id == host.tokenizer.eos_token_id
@@ -117,3 +118,80 @@ def test_completions_with_text_prompts_reach_the_model_unchanged(
     prompts = [ex.prompt for ex in get_catalog().task("sentiment-rt").load("test")[:N]]
     expected = host.generate(prompts, None if model == BASE else model, max_new_tokens=4, raw=True, batch_size=1)
     assert predictions == [g.completion for g in expected]
+
+
+@pytest.mark.parametrize("model", [BASE, ADAPTER])
+def test_completions_with_token_ids_and_the_chat_template_score_what_adapterhub_eval_scores(
+    server: tuple[str, AdapterHost, Path], tasks: tuple[Path, str], ours: dict[str, tuple[list[str], float]], model: str,
+) -> None:
+    """``tokenized_requests=True`` + ``--apply_chat_template`` on the base's tokenizer: the
+    one completions setup of lm-eval 0.4.13 that renders the template (as token ids)."""
+    from lm_eval.models.openai_completions import LocalCompletionsAPI
+
+    url, _, tok_dir = server
+    lm = LocalCompletionsAPI(base_url=url + "/v1/completions", model=model, tokenizer_backend="huggingface",
+                             tokenizer=str(tok_dir), tokenized_requests=True, max_retries=1)
+    predictions, acc = _evaluate(lm, tasks, chat=True)
+    expected, expected_acc = ours[model]
+    assert [p.strip() for p in predictions] == [e.strip() for e in expected]
+    assert acc == pytest.approx(expected_acc)
+
+
+# --- loglikelihood (multiple_choice): prompt logprobs through echo ----------------------------------
+def _reference_loglikelihoods(host: AdapterHost, adapter: str | None, contexts: list[str], choices: list[str]) -> list[list[float]]:
+    """Per context, each choice's summed log-probability, split as lm-eval splits it
+    (trailing whitespace of the context moves to the continuation), from the host's own
+    prefill logits: no engine, no HTTP."""
+    import torch
+
+    tok = host.tokenizer
+    out = []
+    for ctx in contexts:
+        row = []
+        for choice in choices:
+            n_space = len(ctx) - len(ctx.rstrip())
+            context, continuation = (ctx[:-n_space], ctx[-n_space:] + choice) if n_space else (ctx, choice)
+            whole = tok(context + continuation, add_special_tokens=False)["input_ids"]
+            n_ctx = len(tok(context, add_special_tokens=False)["input_ids"])
+            logits = host.logits([context + continuation], adapter, raw=True)[0]
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            row.append(float(sum(logp[i - 1, whole[i]] for i in range(n_ctx, len(whole)))))
+        out.append(row)
+    return out
+
+
+MC_CASES = [  # (tokenizer_backend, tokenized_requests, apply_chat_template)
+    ("huggingface", True, True),
+    ("huggingface", False, False),  # ids decoded back to text by the local tokenizer
+    ("auto", True, False),  # auto -> remote: /tokenize
+    ("auto", False, False),  # auto -> remote: /tokenize, then /detokenize for the text
+]
+
+
+@pytest.mark.parametrize(("backend", "tokenized", "chat"), MC_CASES)
+@pytest.mark.parametrize("model", [BASE, ADAPTER])
+def test_multiple_choice_loglikelihoods_are_the_model_s(
+    server: tuple[str, AdapterHost, Path], tasks: tuple[Path, str], model: str, backend: str, tokenized: bool, chat: bool,
+) -> None:
+    from lm_eval.models.openai_completions import LocalCompletionsAPI
+    from lm_eval.tasks import TaskManager
+
+    from adapterhub.prompting import format_prompt
+
+    url, host, tok_dir = server
+    directory, gen_name = tasks
+    name = gen_name + "_mc"
+    args: dict[str, Any] = {"tokenizer": str(tok_dir)} if backend == "huggingface" else {}
+    lm = LocalCompletionsAPI(base_url=url + "/v1/completions", model=model, tokenizer_backend=backend,
+                             tokenized_requests=tokenized, max_retries=1, **args)
+    manager = TaskManager(include_path=str(directory), include_defaults=False)
+    res = lm_eval.simple_evaluate(model=lm, tasks=[name], task_manager=manager, apply_chat_template=chat, log_samples=True)
+    samples = sorted(res["samples"][name], key=lambda s: s["doc_id"])
+    got = [[float(r[0][0]) for r in s["resps"]] for s in samples]
+    examples = get_catalog().task("sentiment-rt").load("test")[:N]
+    contexts = [format_prompt(host.tokenizer, e.prompt) if chat else e.prompt for e in examples]
+    expected = _reference_loglikelihoods(host, None if model == BASE else model, contexts, ["negative", "positive"])
+    assert [x for row in got for x in row] == pytest.approx([x for row in expected for x in row], abs=2e-3)
+    labels = [["negative", "positive"].index(e.completion) for e in examples]
+    acc = sum(max(range(2), key=lambda j, r=r: r[j]) == y for r, y in zip(expected, labels, strict=True)) / N
+    assert float(res["results"][name]["acc,none"]) == pytest.approx(acc)
