@@ -78,7 +78,8 @@ class LmEvalRun:
                         or not isinstance(value, (int, float))):
                     continue
                 name = metric if filt in ("", "none") else f"{metric}[{filt}]"
-                row[name] = 100.0 * float(value) if metric in PROPORTIONS else float(value)
+                # Rounded: 0.555 * 100 is 55.50000000000001 in binary floating point.
+                row[name] = round(100.0 * float(value), 9) if metric in PROPORTIONS else float(value)
             if row:
                 out[RECORD_PREFIX + task] = row
         return out
@@ -266,6 +267,7 @@ def run_lm_eval(
             out = root / f"out{i}"
             argv = ["--model", lm, "--model_args", model_args, "--tasks", ",".join(names), *common,
                     "--output_path", str(out), *extra_args]
+            started = time.perf_counter()
             try:
                 _cli_run(argv, only_included=all(t in sizes for t in names))
             except (ConfigError, EvaluationError):
@@ -278,7 +280,7 @@ def run_lm_eval(
                 samples[task] = int((n.get("effective") or n.get("original") or 0) if isinstance(n, dict) else n)
             shown = model_args.replace(url, "http://127.0.0.1:PORT").replace(str(tok_dir), "<base tokenizer>")
             runs.append({"model": lm, "model_args": shown, "tasks": names, "apply_chat_template": True,
-                         "extra_args": list(extra_args)})
+                         "extra_args": list(extra_args), "seconds": round(time.perf_counter() - started, 1)})
     harness = {"lm_eval": version, "runs": runs, "limit": limit}
     return LmEvalRun(base=str(getattr(base, "name", base)),
                      adapter=adapter.label if adapter else None, results=results, samples=samples,
