@@ -267,19 +267,33 @@ def test_eval_lm_eval_stores_beside_our_metrics_and_matches_them(capsys, tiny_ad
     assert manifest.intervals["lm-eval:adapterhub_sentiment_rt"]["acc"].n == 6
 
 
-def test_eval_lm_eval_attaches_a_record_to_a_published_version(capsys, tiny_adapter):
+def test_eval_lm_eval_results_reach_the_hub_card(capsys, tiny_adapter):
+    """Unpublished: a manifest metric (pushed with the adapter); published: an evaluation
+    record. The hub's card shows both beside the adapter's own metrics."""
     pytest.importorskip("lm_eval")
+    import httpx
     from adapterhub.registry.client import Registry
+    from adapterhub.registry.hub.app import build_app
+    from adapterhub.registry.hub.state import HubState
 
+    from adapterhub.serving.http.inprocess import serve_in_process
+
+    argv = ["eval", "--lm-eval", "sentiment-rt", "--limit", "3"]
+    assert run(capsys, *argv, "--adapter", str(tiny_adapter))[0] == 0
     reg = Registry(progress=False)
     reg.push(tiny_adapter, "team/sent", version="1.0.0")
-    rc, out, err = run(capsys, "eval", "--adapter", "team/sent@1.0.0", "--lm-eval", "sentiment-rt", "--limit", "3")
+    rc, out, err = run(capsys, *argv, "--adapter", "team/sent@1.0.0")
     assert rc == 0, err
     assert out.splitlines()[0].split() == ["TASK", "N", "METRIC", "VALUE", "CI95"]
     assert "evaluation record of team/sent@1.0.0" in err
     [rec] = [r for r in reg.evaluations("team/sent@1.0.0") if r.get("kind") == "lm-eval"]
     assert rec["harness"]["lm_eval"] == "0.4.13" and rec["tasks"]["adapterhub_sentiment_rt"]["examples"] == 3
     assert "acc" in rec["metrics"]["lm-eval:adapterhub_sentiment_rt"]
+    with serve_in_process(build_app(HubState.open(reg.local))) as hub:
+        page = httpx.get(f"{hub}/a/team/sent@1.0.0", timeout=30).text
+    table = page[page.index('id="metrics-table"'):page.index("</table>", page.index('id="metrics-table"'))]
+    assert "lm-eval:adapterhub_sentiment_rt" in table  # the manifest's metric, in the card's table
+    assert '"kind": "lm-eval"' in page.replace("&#34;", '"')  # the record, under Evaluation records
 
 
 @pytest.mark.parametrize(("argv", "message"), [
