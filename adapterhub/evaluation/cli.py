@@ -217,9 +217,11 @@ class EvalCommand:
         from adapterhub.evaluation.lmeval import run_lm_eval
         from adapterhub.evaluation.loading import resolve_adapter
 
-        if args.forgetting or args.shots or args.template or args.report is not None:
+        # Flags of our own harness that would change the answer are refused, not ignored.
+        if (args.forgetting or args.shots or args.template or args.report is not None
+                or args.max_new_tokens is not None or args.context_window is not None or args.resolve is not None):
             raise ConfigError("--lm-eval runs the harness's own prompts and report; drop --forgetting, --shots, "
-                              "--template and --report")
+                              "--template, --max-new-tokens, --context-window, --resolve and --report")
         if args.limit is not None and args.limit < 1:
             raise ConfigError(f"--limit must be at least 1, got {args.limit}")
         if not args.base and not args.adapter:
