@@ -43,7 +43,10 @@ OPEN_ATTEMPTS = 4
 """Tries to reach a live replica before a request fails with 503 (Ray replaces a dead
 replica in seconds; the others keep serving meanwhile)."""
 RETRY_BACKOFF_S = 0.5
-BOARD_CACHE_S = 0.5
+BOARD_EVERY_S = 0.25
+"""How often a background thread reads the replicas' board: ``/health`` and ``/metrics``
+run on the event loop and read this snapshot, never Ray itself."""
+BOARD_FRESH_S = 5.0
 
 try:  # Serve's own "replica/deployment unavailable" errors (names vary across versions)
     from ray.serve.exceptions import DeploymentUnavailableError as _DeploymentUnavailable
@@ -115,6 +118,8 @@ class RayEngine:
         self._resolve_lock = threading.Lock()
         self._registry: Any = None
         self._board_cache: tuple[float, dict[str, dict[str, Any]]] = (0.0, {})
+        self._stop = threading.Event()
+        threading.Thread(target=self._watch, name="adapterhub-ray-board", daemon=True).start()
         self._calls: set[asyncio.Task[None]] = set()
         self.retries = 0
         self.host = RemoteHost(self)
@@ -135,6 +140,7 @@ class RayEngine:
         if self._closed:
             return
         self._closed = True
+        self._stop.set()
 
         def stop() -> None:
             for t in list(self._calls):
@@ -149,17 +155,20 @@ class RayEngine:
 
     # --- what replicas hold ------------------------------------------------------------------
     def replicas(self) -> dict[str, dict[str, Any]]:
-        """Each live replica's latest report (stats, resident adapters, pid), cached briefly."""
-        t, cached = self._board_cache
-        if time.monotonic() - t < BOARD_CACHE_S:
-            return cached
-        try:
-            fresh: dict[str, dict[str, Any]] = ray.get(self._board.read.remote(), timeout=5)
-        except Exception as exc:  # noqa: BLE001 - metrics and listings degrade, requests do not
-            log.warning("replica board unreadable: %s", exc)
-            return cached
-        self._board_cache = (time.monotonic(), fresh)
-        return fresh
+        """Each live replica's latest report (stats, resident adapters, pid); {} when the
+        board has not been read for :data:`BOARD_FRESH_S` (then /health says unhealthy)."""
+        t, snapshot = self._board_cache
+        return snapshot if time.monotonic() - t < BOARD_FRESH_S else {}
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            try:
+                fresh: dict[str, dict[str, Any]] = ray.get(self._board.read.remote(), timeout=5)
+                self._board_cache = (time.monotonic(), fresh)
+            except Exception as exc:  # noqa: BLE001 - metrics and listings degrade, requests do not
+                if not self._stop.is_set():
+                    log.warning("replica board unreadable: %s", exc)
+            self._stop.wait(BOARD_EVERY_S)
 
     def stats(self) -> dict[str, Any]:
         """The replicas' engine stats summed (per-replica figures: :mod:`.metrics`)."""
@@ -216,7 +225,6 @@ class RayEngine:
     def unload(self, name: str) -> None:
         """Every replica unloads ``name`` on its next report (within a second)."""
         ray.get(self._board.unload.remote([name]), timeout=10)
-        self._board_cache = (0.0, {})
 
     # --- requests ------------------------------------------------------------------------------
     def _check_open(self) -> None:

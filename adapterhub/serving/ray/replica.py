@@ -24,8 +24,9 @@ import asyncio
 import logging
 import os
 import threading
+import time
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import ray
 from ray import serve
@@ -33,11 +34,18 @@ from ray import serve
 from adapterhub.errors import AdapterhubError
 from adapterhub.serving.ray.board import REPORT_EVERY_S, board
 from adapterhub.serving.ray.options import ReplicaSpec
-from adapterhub.serving.request import Request
+from adapterhub.serving.request import Delta, Request
+
+if TYPE_CHECKING:
+    from adapterhub.serving.handle import RequestHandle
 
 log = logging.getLogger(__name__)
 
 LOAD_TIMEOUT_S = 300.0
+SEND_EVERY_S = 0.005
+"""At most one stream message per this interval (the first and the last go at once): each
+Ray message costs about as much as a tiny model's decode step, so token-by-token messages
+would double its latency; a model slower than this per token sends every token at once."""
 
 
 class _Resident:
@@ -112,7 +120,7 @@ class EngineReplica:
             return
         yield ("accepted", request.adapter)
         try:
-            async for batch in handle.batches():
+            async for batch in _coalesced(handle):
                 last = batch[-1].finish_reason is not None
                 yield ("batch", batch, handle.result(timeout=0) if last else None)
         except Exception as exc:  # noqa: BLE001
@@ -169,6 +177,40 @@ class EngineReplica:
         engine = getattr(self, "engine", None)
         if engine is not None:
             engine.close()
+
+
+async def _coalesced(handle: RequestHandle) -> AsyncIterator[list[Delta]]:
+    """``handle``'s delta batches, merged so that at most one leaves every
+    :data:`SEND_EVERY_S` except the first and the last. Deltas that came before an error
+    are sent before the error is raised."""
+    it = handle.batches().__aiter__()
+    pending: list[Delta] = []
+    last_sent = 0.0
+    nxt: asyncio.Future[list[Delta]] = asyncio.ensure_future(it.__anext__())
+    try:
+        while True:
+            wait = None if not pending else max(0.0, last_sent + SEND_EVERY_S - time.perf_counter())
+            done, _ = await asyncio.wait({nxt}, timeout=wait)
+            if nxt in done:
+                try:
+                    pending.extend(nxt.result())
+                except StopAsyncIteration:
+                    break
+                except Exception:
+                    if pending:
+                        yield pending
+                    raise
+                nxt = asyncio.ensure_future(it.__anext__())
+                final = pending[-1].finish_reason is not None
+                if not final and time.perf_counter() - last_sent < SEND_EVERY_S:
+                    continue
+            if pending:
+                yield pending
+                pending, last_sent = [], time.perf_counter()
+        if pending:
+            yield pending
+    finally:
+        nxt.cancel()  # ends handle.batches() too (its finally drops its waker)
 
 
 def deployment(spec: ReplicaSpec, settings: Any, name: str = "adapterhub-engine") -> Any:

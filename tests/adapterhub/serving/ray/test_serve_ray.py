@@ -206,6 +206,7 @@ def test_requests_for_one_adapter_stick_to_the_replicas_holding_it(server: dict[
     assert len(before) == 2, before
     for _ in range(12):
         client.completions.create(model="team-b/lora", prompt=PROMPT, max_tokens=2, temperature=0)
+    time.sleep(1.0)  # replicas post their figures every 0.25 s
     m = metrics(server)
     after = per_replica(m, "adapterhub_replica_adapter_loads_total")
     loads = sum(after.values()) - sum(before.values())
@@ -215,6 +216,24 @@ def test_requests_for_one_adapter_stick_to_the_replicas_holding_it(server: dict[
                if labels["adapter"] == "team-b/lora@1.0.0"}
     assert len(holders) == 1, m["adapterhub_replica_adapter_loaded"]
     assert sum(v for _, v in m["adapterhub_ray_replicas"]) == 2
+
+
+def test_admin_load_and_unload_reach_the_replicas(server: dict[str, Any]) -> None:
+    auth = {"authorization": f"Bearer {OPS}"}
+    r = httpx.post(server["url"] + "/v1/adapters/load", json={"model": "team-a/lora"}, headers=auth, timeout=120)
+    assert r.json() == {"id": "team-a/lora@1.0.0", "loaded": True}
+    time.sleep(1.0)
+    held = [labels for labels, _ in metrics(server)["adapterhub_replica_adapter_loaded"]
+            if labels["adapter"] == "team-a/lora@1.0.0"]
+    assert held, "loaded on no replica"
+    r = httpx.post(server["url"] + "/v1/adapters/unload", json={"model": "team-a/lora"}, headers=auth, timeout=60)
+    assert r.status_code == 200 and r.json() == {"unloaded": ["team-a/lora@1.0.0"]}
+    deadline = time.monotonic() + 10
+    while any(labels["adapter"] == "team-a/lora@1.0.0" for labels, _ in metrics(server)["adapterhub_replica_adapter_loaded"]):
+        assert time.monotonic() < deadline, "a replica kept the unloaded adapter"
+        time.sleep(0.25)
+    team = {"authorization": f"Bearer {TEAM_A}"}
+    assert httpx.post(server["url"] + "/v1/adapters/load", json={"model": "team-a/lora"}, headers=team).status_code == 403
 
 
 def test_keys_and_tenants_hold_as_in_one_process(server: dict[str, Any], references: dict) -> None:
