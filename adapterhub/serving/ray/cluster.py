@@ -32,6 +32,9 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
     if address is not None:
         ray.init(address=address, **common)
         return False
+    # Ray nices its workers to 15 (made for background tasks); engine replicas are this
+    # server's main work and must not lose the CPU to every other process on the machine.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", num_cpus=num_cpus, **common)
     return True
 
