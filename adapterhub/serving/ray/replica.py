@@ -225,6 +225,9 @@ def deployment(spec: ReplicaSpec, settings: Any, name: str = "adapterhub-engine"
         "health_check_period_s": 2.0,
         "health_check_timeout_s": 30.0,
         "graceful_shutdown_timeout_s": 5.0,
+        # A replica that cannot build its engine (a --base typo, a registry down for
+        # --adapter) fails the same way again: report it after 3 tries, not Ray's 20.
+        "max_constructor_retry_count": 3,
     }
     if settings.autoscaling:
         opts["autoscaling_config"] = {

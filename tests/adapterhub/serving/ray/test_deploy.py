@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -50,17 +51,15 @@ finally:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_the_serve_deploy_application_answers_like_adapterhub_serve() -> None:
-    from tests.adapterhub.serving.ray.test_serve_ray import ray_processes
-
+def test_the_serve_deploy_application_answers_like_adapterhub_serve(leftover_ray: Callable[[str], list[str]]) -> None:
     tmp = tempfile.mkdtemp(prefix="ahray", dir="/tmp")
     env = {**os.environ, "RAY_TMPDIR": tmp, "HF_HUB_OFFLINE": "1"}
     done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=240,
                           check=False)
     deadline = time.monotonic() + 30
-    while ray_processes(tmp) and time.monotonic() < deadline:
+    while leftover_ray(tmp) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not ray_processes(tmp)
+    assert not leftover_ray(tmp)
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
     assert out["health"] == {"status": "ok", "base": "tiny-random-llama"}

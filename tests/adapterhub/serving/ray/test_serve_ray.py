@@ -19,7 +19,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,21 +43,6 @@ ADAPTERS = {"team-a/lora": ("lora", {"r": 4, "alpha": 8}),
             "team-a/prefix": ("prefix-tuning", {"num_virtual_tokens": 4})}
 OPS, TEAM_A = "sk-ops-0123456789", "sk-team-a-0123456789"
 ENTRY = "import sys; from adapterhub.cli.main import main; sys.exit(main(sys.argv[1:]))"
-
-
-def ray_processes(tag: str) -> list[str]:
-    """raylet / gcs_server processes whose command line holds ``tag`` (our Ray temp dir)."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if tag in cmd and ("raylet" in cmd or "gcs_server" in cmd):
-            found.append(f"{pid}: {cmd[:120]}")
-    return found
 
 
 def _free_port() -> int:
@@ -113,7 +98,7 @@ def _capture(argv: list[str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def server(home: Path) -> Iterator[dict[str, Any]]:
+def server(home: Path, leftover_ray: Callable[[str], list[str]]) -> Iterator[dict[str, Any]]:
     tmp = tempfile.mkdtemp(prefix="ahray", dir="/tmp")  # short: Ray's unix sockets live here
     port = _free_port()
     env = {**os.environ, "RAY_TMPDIR": tmp, "ADAPTERHUB_HOME": str(home / "home")}
@@ -143,9 +128,9 @@ def server(home: Path) -> Iterator[dict[str, Any]]:
                 proc.wait(30)
         # Ray's processes share the server's fate; give them a moment to go, then insist.
         deadline = time.monotonic() + 30
-        while ray_processes(tmp) and time.monotonic() < deadline:
+        while leftover_ray(tmp) and time.monotonic() < deadline:
             time.sleep(0.5)
-        left = ray_processes(tmp)
+        left = leftover_ray(tmp)
         for line in left:
             with contextlib.suppress(OSError):
                 os.kill(int(line.split(":")[0]), signal.SIGKILL)
