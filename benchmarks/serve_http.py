@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adapterhub.testing.procs import ServerDied, wait_healthy
+
 PROMPTS = [
     "The film was a quiet triumph:",
     "Summarize: the committee met on Tuesday and agreed to postpone the vote.",
@@ -160,18 +162,10 @@ def http_phase(alias: str, dirs: list[Path], refs: dict[tuple[int, str | None], 
     log = open(Path(args.out) / "serve_http-server.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 600
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"server exited with {proc.returncode}; see {log.name}")
-            if time.monotonic() > deadline:
-                raise SystemExit("server did not become healthy in 600 s")
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
+        try:
+            wait_healthy(url, proc, timeout=600, interval=0.5)
+        except (ServerDied, TimeoutError) as exc:
+            raise SystemExit(f"{exc}; see {log.name}") from None
         samples: list[tuple[float, int]] = []
         done = threading.Event()
 

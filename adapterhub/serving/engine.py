@@ -464,7 +464,7 @@ class Engine:
         self.finished[reason] = self.finished.get(reason, 0) + 1
         # The last delta and the completion arrive together: a consumer that sees the
         # finish reason can read the result without waiting.
-        row.handle._finish(completion_of(row, reason), last=last)
+        row.handle._finish(completion_of(row, reason, self.host.tokenizer.decode), last=last)
 
     def _fail(self, row: Row, error: BaseException) -> None:
         self._leave(row)

@@ -45,8 +45,12 @@ def token_output(
     return Delta(text, [token], lps), None
 
 
-def completion_of(row: Row, reason: FinishReason) -> Completion:
+def completion_of(row: Row, reason: FinishReason, decode: Callable[[list[int]], str]) -> Completion:
     """The finished request as its handle reports it."""
+    req = row.request
+    prompt_text = None
+    if req.echo:
+        prompt_text = req.prompt if req.prompt is not None else decode(list(req.prompt_ids or ()))
     return Completion(
         request_id=row.rid,
         text="" if row.text is None else row.text.text,
@@ -60,4 +64,5 @@ def completion_of(row: Row, reason: FinishReason) -> Completion:
         prompt_token_ids=list(row.prompt_ids),
         prompt_logprobs=list(row.prompt_logprobs) if row.request.sampling.prompt_logprobs is not None else None,
         end_logprob=row.end_logprob,
+        prompt_text=prompt_text,
     )

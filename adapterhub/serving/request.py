@@ -95,6 +95,7 @@ class Request(BaseModel):
     raw: bool = Field(default=False, description="send the prompt as it is (no chat template), as /v1/completions does")
     sampling: SamplingParams = SamplingParams()
     request_id: str | None = None
+    echo: bool = Field(default=False, description="the completion carries the prompt's text (OpenAI's echo)")
 
     @model_validator(mode="after")
     def _check(self) -> Request:
@@ -119,6 +120,7 @@ def make_request(
     *,
     raw: bool = False,
     request_id: str | None = None,
+    echo: bool = False,
     **sampling: Any,
 ) -> Request:
     """Build a :class:`Request`; a string is a prompt, a list of ints its token ids, a
@@ -129,10 +131,10 @@ def make_request(
     try:
         params = SamplingParams(**sampling)
         if isinstance(prompt, str):
-            return Request(prompt=prompt, adapter=adapter, raw=raw, sampling=params, request_id=request_id)
+            return Request(prompt=prompt, adapter=adapter, raw=raw, sampling=params, request_id=request_id, echo=echo)
         if prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
             ids = tuple(int(cast("int", t)) for t in prompt)
-            return Request(prompt_ids=ids, adapter=adapter, raw=True, sampling=params, request_id=request_id)
+            return Request(prompt_ids=ids, adapter=adapter, raw=True, sampling=params, request_id=request_id, echo=echo)
         msgs = tuple(Message.model_validate(dict(cast("Mapping[str, str]", m))) for m in prompt)
         return Request(messages=msgs, adapter=adapter, sampling=params, request_id=request_id)
     except ValidationError as exc:
@@ -189,6 +191,8 @@ class Completion:
     prompt_logprobs: list[TokenLogprob] | None = None
     """With ``prompt_logprobs``: one entry per prompt token (the first has no logprob:
     nothing predicts it), computed in the prefill forward."""
+    prompt_text: str | None = None
+    """With ``echo``: the prompt as sent (a text prompt) or decoded (token ids)."""
     end_logprob: TokenLogprob | None = None
     """With ``logprobs``: the end-of-sequence token that finished the request (not part of
     the text or ``token_ids``), for clients that score it, as OpenAI reports it."""

@@ -40,13 +40,13 @@ from adapterhub.serving.http.tokenizer import detokenize, tokenize, tokenizer_in
 from adapterhub.serving.http.vllm import vllm_admin
 
 if TYPE_CHECKING:
-    from adapterhub.serving.engine import Engine
+    from adapterhub.serving.http.backend import EngineLike
 
 __all__ = ["ApiError", "HttpLimits", "ServerState", "create_app"]
 
 
 def create_app(
-    engine: Engine, *, base_alias: str | None = None, keys: KeyRing | None = None, registry_url: str | None = None,
+    engine: EngineLike, *, base_alias: str | None = None, keys: KeyRing | None = None, registry_url: str | None = None,
     limits: HttpLimits | None = None,
 ) -> Starlette:
     """The ASGI app serving ``engine`` (started here if it is not yet)."""

@@ -20,6 +20,7 @@ from adapterhub.logs import add_log_options
 from adapterhub.net import is_loopback
 from adapterhub.registry.signing_cli import add_trust_opts, required_trust
 from adapterhub.serving.options import adapter_budget_bytes, add_engine_options, engine_config
+from adapterhub.serving.ray.options import add_ray_options, ray_settings
 
 if TYPE_CHECKING:
     from adapterhub.protocols.command import Command
@@ -60,6 +61,7 @@ class ServeCommand:
         http.add_argument("--keep-alive", type=int, default=5, metavar="S",
                           help="seconds an idle keep-alive connection stays open [default: 5]")
         add_log_options(parser, prompts=True)
+        add_ray_options(parser)
 
     def run(self, args: argparse.Namespace) -> int:
         from adapterhub.errors import ConfigError
@@ -82,6 +84,7 @@ class ServeCommand:
         trust = required_trust(args)
         if trust is not None and any(Path(ref).exists() for ref in args.adapter):
             raise ConfigError("--require-signed: --adapter takes registry refs only (a directory has no signatures)")
+        ray_opts = ray_settings(args)  # None without --ray
         if keys is None and not is_loopback(args.host):
             print(f"warning: serving on {args.host} without --api-keys: anyone who can reach it may use "
                   "every adapter and load/unload adapters", file=sys.stderr)
@@ -98,11 +101,18 @@ class ServeCommand:
         from adapterhub.serving import Engine
         from adapterhub.serving.http.app import create_app
 
-        host = AdapterHost(args.base, device=args.device, registry_url=args.registry,
-                           device_budget_bytes=adapter_budget_bytes(args))
-        engine = Engine(host, config, registry_url=args.registry, trust=trust)
+        engine: Any
+        if ray_opts is not None:  # engine replicas on Ray Serve (docs/serving-ray.md); they preload --adapter
+            from adapterhub.serving.ray.cluster import ray_engine
+            from adapterhub.serving.ray.ingress import create_ray_app as create_app  # type: ignore[assignment]
+
+            engine = ray_engine(args, config, ray_opts, adapter_budget_bytes(args))
+        else:
+            host = AdapterHost(args.base, device=args.device, registry_url=args.registry,
+                               device_budget_bytes=adapter_budget_bytes(args))
+            engine = Engine(host, config, registry_url=args.registry, trust=trust)
         try:
-            _preload(engine, args.adapter)
+            _preload(engine, [] if ray_opts is not None else args.adapter)
             app = create_app(engine, base_alias=args.base, keys=keys, registry_url=args.registry, limits=limits)
             state = app.state.server
 

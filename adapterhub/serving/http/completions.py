@@ -50,7 +50,7 @@ class _Prepared:
     stream: bool
     include_usage: bool
     want_logprobs: bool
-    echoes: list[str | None]
+    echo: bool
 
 
 def _prepare(state: ServerState, principal: Principal, raw: bytes, kind: str, rid: str | None) -> _Prepared:
@@ -76,16 +76,11 @@ def _prepare(state: ServerState, principal: Principal, raw: bytes, kind: str, ri
     opts = body.get("stream_options")
     include_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
     handles: list[RequestHandle] = []
-    echoes: list[str | None] = []
     try:
         for i, prompt in enumerate(prompts):
             one_id = rid if len(prompts) == 1 or rid is None else f"{rid}.{i}"
-            req = make_request(prompt, adapter, raw=kind == "completions", request_id=one_id, **params)
+            req = make_request(prompt, adapter, raw=kind == "completions", request_id=one_id, echo=echo, **params)
             handles.append(state.engine.submit(req))
-            if echo:
-                echoes.append(prompt if isinstance(prompt, str) else state.engine.host.tokenizer.decode(prompt))
-            else:
-                echoes.append(None)
     except (AdapterhubError, ValueError) as exc:
         for h in handles:  # all or nothing: the prompts queued before the bad one leave
             h.cancel()
@@ -93,7 +88,7 @@ def _prepare(state: ServerState, principal: Principal, raw: bytes, kind: str, ri
         if err.code == "context_length_exceeded" and kind == "completions":
             err.param = "prompt"
         raise err from None
-    return _Prepared(handles, model, stream, include_usage, bool(params.get("logprobs")), echoes)
+    return _Prepared(handles, model, stream, include_usage, bool(params.get("logprobs")), echo)
 
 
 async def complete(state: ServerState, request: HttpRequest, kind: str) -> Response:
@@ -112,7 +107,7 @@ async def complete(state: ServerState, request: HttpRequest, kind: str) -> Respo
     except ApiError as e:
         state.metrics.requests.labels(kind, str(e.status), "-", principal.name).inc()
         return e.response()
-    calls = [Call(state, kind, p.model, principal, h, p.want_logprobs, echo=e) for h, e in zip(p.handles, p.echoes, strict=True)]
+    calls = [Call(state, kind, p.model, principal, h, p.want_logprobs, echo=p.echo) for h in p.handles]
     if p.stream:
         return await _stream(calls[0], p.include_usage)
     return await _whole(calls, request)

@@ -23,6 +23,7 @@ from adapterhub.errors import (
     IncompatibleAdapterError,
     InvalidNameError,
     QueueFullError,
+    ReplicaUnavailableError,
     SignatureError,
     StoreError,
 )
@@ -78,6 +79,9 @@ def api_error(exc: BaseException, model: str | None = None) -> ApiError:
         return ApiError(400, text, param=param)
     if isinstance(exc, EngineClosedError):
         return shutting_down()
+    if isinstance(exc, ReplicaUnavailableError):  # serve --ray: retrying may reach a live replica
+        return ApiError(503, _msg(exc), "server_error", "replica_unavailable",
+                        headers={"Retry-After": str(RETRY_AFTER_S)})
     if isinstance(exc, StoreError):
         log.warning("registry unavailable: %s", _msg(exc), extra={"fields": {"request_id": request_id()}})
         return ApiError(503, f"the registry is unavailable: {_msg(exc)}", "server_error", "registry_unavailable")

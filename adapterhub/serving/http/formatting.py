@@ -70,9 +70,9 @@ class Call:
     principal: Principal
     handle: RequestHandle
     want_logprobs: bool
-    echo: str | None = None
-    """``echo``: the prompt's text, put before the answer (and its tokens before the
-    answer's in ``logprobs``)."""
+    echo: bool = False
+    """``echo``: the prompt's text (``Completion.prompt_text``) goes before the answer, and
+    its tokens before the answer's in ``logprobs``."""
     rid: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
     created: int = field(default_factory=lambda: int(time.time()))
     first_token_at: float | None = None
@@ -134,10 +134,10 @@ class Call:
             # The end token is not part of the text, but scoring clients read its logprob
             # (lm-evaluation-harness drops the last entry, expecting the generated token).
             lps = list(c.logprobs) + ([c.end_logprob] if c.end_logprob is not None else [])
-            if self.echo is not None:
+            if self.echo:
                 lps = list(c.prompt_logprobs or []) + lps
             choice = {
-                "index": index, "text": (self.echo or "") + c.text, "finish_reason": finish_reason(c.finish_reason),
+                "index": index, "text": (c.prompt_text or "") + c.text if self.echo else c.text, "finish_reason": finish_reason(c.finish_reason),
                 "logprobs": completion_logprobs(lps) if self.want_logprobs else None,
             }
             obj = "text_completion"

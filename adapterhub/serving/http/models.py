@@ -10,6 +10,7 @@ from adapterhub.errors import AdapterhubError
 from adapterhub.serving.http.errors import ApiError
 
 if TYPE_CHECKING:
+    from adapterhub.serving.http.backend import HostView
     from adapterhub.serving.http.keys import Principal
     from adapterhub.serving.http.state import ServerState
 
@@ -22,16 +23,11 @@ def list_models(state: ServerState, principal: Principal, query: Any) -> dict[st
     rows: dict[str, dict[str, Any]] = {}
     rows[state.base_alias] = {"id": state.base_alias, "object": "model", "created": created, "owned_by": "adapterhub",
                               "kind": "base", "method": None, "task": None, "metrics": {}, "loaded": True}
-    for a in host.adapters():
-        try:
-            entry = host.entry(a["name"])
-        except AdapterhubError:
-            continue
-        man = entry.manifest
+    for a in resident(host):
         rows[a["name"]] = {
             "id": a["name"], "object": "model", "created": created, "owned_by": "adapterhub", "kind": "adapter",
-            "root": entry.label, "parent": state.base_alias, "method": a["method"], "task": getattr(man, "task", None),
-            "metrics": _manifest_metrics(man), "loaded": True,
+            "root": a["root"], "parent": state.base_alias, "method": a["method"], "task": a["task"],
+            "metrics": a["metrics"], "loaded": True,
         }
     for r in _registry_rows(state):
         rows.setdefault(r["name"], {
@@ -55,6 +51,21 @@ def list_models(state: ServerState, principal: Principal, query: Any) -> dict[st
         "object": "list", "data": [rows[i] for i in page], "has_more": start + limit < len(ids),
         "first_id": page[0] if page else None, "last_id": page[-1] if page else None,
     }
+
+
+def resident(host: HostView) -> list[dict[str, Any]]:
+    """The loaded adapters: name, ``root`` (name@version), method, task, metrics, in_flight.
+    (``serve --ray`` replicas post the same rows for the ingress to list.)"""
+    out = []
+    for a in host.adapters():
+        try:
+            entry = host.entry(a["name"])
+        except AdapterhubError:
+            continue
+        man = entry.manifest
+        out.append({"name": a["name"], "root": entry.label, "method": a["method"], "task": getattr(man, "task", None),
+                    "metrics": _manifest_metrics(man), "in_flight": a.get("in_flight", 0)})
+    return out
 
 
 def _manifest_metrics(man: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from adapterhub.serving.http.keys import ANONYMOUS, KeyRing, Principal
 from adapterhub.serving.http.metrics import Metrics
 
 if TYPE_CHECKING:
-    from adapterhub.serving.engine import Engine
+    from adapterhub.serving.http.backend import EngineLike
 
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -36,7 +36,7 @@ class HttpLimits:
 
 @dataclass
 class ServerState:
-    engine: Engine
+    engine: EngineLike
     base_alias: str
     keys: KeyRing | None = None
     registry_url: str | None = None

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from adapterhub.cli.main import main
+from adapterhub.testing.procs import ServerDied, wait_healthy
 
 ENTRY = "import sys; from adapterhub.cli.main import main; sys.exit(main(sys.argv[1:]))"
 
@@ -62,16 +63,10 @@ def test_sigterm_lets_running_requests_finish_then_exits_0(tmp_path: Path) -> No
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.communicate()[1]
-            assert time.monotonic() < deadline, "server did not become healthy"
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+        try:
+            wait_healthy(url, proc)
+        except ServerDied:
+            raise AssertionError(proc.communicate()[1]) from None
         streams: list[list[str]] = [[] for _ in range(2)]
         started = [threading.Event() for _ in streams]
 
@@ -143,16 +138,10 @@ def test_sigterm_exits_0_within_grace_while_requests_wait_on_a_hung_registry(tmp
     )
     statuses: list[int | str] = []
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.communicate()[1]
-            assert time.monotonic() < deadline, "server did not become healthy"
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+        try:
+            wait_healthy(url, proc)
+        except ServerDied:
+            raise AssertionError(proc.communicate()[1]) from None
 
         def ask() -> None:
             try:
