@@ -21,7 +21,7 @@ Same keys as every route: a key may tokenize for the base and for the adapters i
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request as HttpRequest
@@ -38,6 +38,47 @@ if TYPE_CHECKING:
     from adapterhub.serving.http.state import ServerState
 
 LOAD_TIMEOUT_S = 300.0
+
+
+class LocalHost(Protocol):
+    """What these routes (and vLLM's load route) need beyond :class:`~.backend.HostView`:
+    the tokenizer, the renderer and named loads, which only an in-process host has."""
+
+    @property
+    def tokenizer(self) -> Any: ...
+
+    def render(self, prompt: Any, entry: Any, raw: bool = False) -> str: ...
+
+    def entry(self, name: str) -> Any: ...
+
+    def load(self, source: Any, *, name: str | None = None) -> Any: ...
+
+    def loaded(self) -> list[str]: ...
+
+
+class LocalEngine(Protocol):
+    @property
+    def host(self) -> LocalHost: ...
+
+    @property
+    def max_model_len(self) -> int: ...
+
+    @property
+    def adapters(self) -> Any: ...
+
+    def load(self, ref: str, timeout: float | None = None) -> str: ...
+
+    def unload(self, name: str) -> None: ...
+
+
+def local_engine(state: ServerState, route: str) -> LocalEngine:
+    """The in-process engine; 501 under ``serve --ray``, whose tokenizer and adapter pool
+    live in the replicas (the HTTP process holds neither)."""
+    eng = state.engine
+    if not (hasattr(eng.host, "tokenizer") and hasattr(eng.host, "render") and hasattr(eng, "max_model_len")):
+        raise ApiError(501, f"{route} is not available with serve --ray (the tokenizer and adapters live in the replicas)",
+                       "server_error", "not_implemented")
+    return cast(LocalEngine, eng)
 
 _UNSUPPORTED = ("chat_template", "chat_template_kwargs", "tools", "mm_processor_kwargs")
 """Tokenize options that change the tokens and that we do not honour (a 400 naming them)."""
@@ -78,12 +119,14 @@ def _entry(state: ServerState, principal: Principal, body: dict[str, Any]) -> Po
     if adapter is None:
         return None
     note(model=adapter)
+    engine = local_engine(state, "tokenize")
     try:
-        key = state.engine.load(adapter, timeout=LOAD_TIMEOUT_S)
+        key = engine.load(adapter, timeout=LOAD_TIMEOUT_S)
     except TimeoutError:
         raise ApiError(504, f"loading {adapter!r} takes longer than {LOAD_TIMEOUT_S:.0f} s",
                        "server_error", "timeout") from None
-    return state.engine.host.entry(key)
+    entry: PoolEntry = engine.host.entry(key)
+    return entry
 
 
 def _tokenize(state: ServerState, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
@@ -95,7 +138,8 @@ def _tokenize(state: ServerState, principal: Principal, body: dict[str, Any]) ->
     has_prompt, has_messages = body.get("prompt") is not None, body.get("messages") is not None
     if has_prompt == has_messages:
         raise ApiError(400, "invalid request: send exactly one of prompt and messages", param="prompt")
-    host = state.engine.host
+    engine = local_engine(state, "/tokenize")
+    host = engine.host
     if has_prompt:
         prompt = body["prompt"]
         if not isinstance(prompt, str):
@@ -113,15 +157,15 @@ def _tokenize(state: ServerState, principal: Principal, body: dict[str, Any]) ->
         entry = _entry(state, principal, body)
         text = host.render(messages, entry)
     ids = [int(i) for i in host.tokenizer(text, add_special_tokens=add_special)["input_ids"]]
-    out: dict[str, Any] = {"count": len(ids), "max_model_len": state.engine.max_model_len, "tokens": ids,
+    out: dict[str, Any] = {"count": len(ids), "max_model_len": engine.max_model_len, "tokens": ids,
                            "token_strs": host.tokenizer.convert_ids_to_tokens(ids) if want_strs else None}
     return out
 
 
 def _detokenize(state: ServerState, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
+    tok = local_engine(state, "/detokenize").host.tokenizer
     _entry(state, principal, body)  # the same model check as /tokenize
     tokens = body.get("tokens")
-    tok = state.engine.host.tokenizer
     vocab = len(tok)
     if not isinstance(tokens, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in tokens):
         raise ApiError(400, "invalid tokens: expected a list of token ids", param="tokens")
@@ -140,7 +184,8 @@ def _token(tok: Any, name: str) -> str | None:
 
 
 def _info(state: ServerState, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
-    tok = state.engine.host.tokenizer
+    engine = local_engine(state, "/tokenizer_info")
+    tok = engine.host.tokenizer
     info: dict[str, Any] = {
         "tokenizer_class": type(tok).__name__,
         "eos_token": _token(tok, "eos_token"),
@@ -149,7 +194,7 @@ def _info(state: ServerState, principal: Principal, body: dict[str, Any]) -> dic
         "unk_token": _token(tok, "unk_token"),
         "chat_template": getattr(tok, "chat_template", None) or None,
         # The window this server enforces, not the tokenizer's nominal 1e30 default.
-        "model_max_length": state.engine.max_model_len,
+        "model_max_length": engine.max_model_len,
         "vocab_size": len(tok),
     }
     for name in _INFO_FIELDS:

@@ -30,6 +30,7 @@ from adapterhub.access import note, request_id
 from adapterhub.errors import AdapterhubError, SignatureError
 from adapterhub.serving.http.errors import ApiError, api_error
 from adapterhub.serving.http.parsing import ClientGone, read_json
+from adapterhub.serving.http.tokenizer import local_engine
 
 if TYPE_CHECKING:
     from adapterhub.serving.http.state import ServerState
@@ -57,7 +58,7 @@ def _name(body: dict[str, Any]) -> str:
 
 
 def _load(state: ServerState, name: str, path: str) -> str:
-    engine = state.engine
+    engine = local_engine(state, "/v1/load_lora_adapter")  # a load under a chosen name: in-process pools only
     if name in engine.host.loaded():
         raise ApiError(400, f"The lora adapter '{name}' has already been loaded.", "InvalidUserInput",
                        param="lora_name")

@@ -125,3 +125,38 @@ def test_same_keys_as_every_route(url: str) -> None:
     assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
     assert _post(url, "/tokenize", {"model": "nope/missing", "prompt": "x"}).status_code == 404
     assert _post(url, "/tokenize", {"prompt": "x"}, key=TEAM).status_code == 200
+
+
+class _RemoteOnly:
+    """An engine like ``serve --ray``'s: no tokenizer or adapter pool in this process."""
+
+    class host:  # noqa: N801 - a namespace standing in for HostView
+        class base:  # noqa: N801
+            name = BASE
+
+        @staticmethod
+        def adapters() -> list[dict[str, Any]]:
+            return []
+
+        @staticmethod
+        def loaded() -> list[str]:
+            return []
+
+    healthy = True
+
+    def start(self) -> _RemoteOnly:
+        return self
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [
+    ("POST", "/tokenize", {"prompt": "x"}), ("POST", "/detokenize", {"tokens": [1]}), ("GET", "/tokenizer_info", None),
+    ("POST", "/v1/load_lora_adapter", {"lora_name": "a", "lora_path": "team/a"}),
+])
+def test_without_a_local_tokenizer_the_routes_say_so(method: str, path: str, body: Any) -> None:
+    app = create_app(_RemoteOnly(), base_alias=BASE)  # type: ignore[arg-type]
+    with serve_in_process(app) as u:
+        r = httpx.request(method, u + path, json=body, timeout=30)
+    assert r.status_code == 501 and "serve --ray" in r.json()["error"]["message"], r.text
