@@ -138,7 +138,8 @@ def test_streaming_equals_non_streaming_and_ends_with_usage(client: openai.OpenA
 
 
 def test_sse_wire_format_ends_with_done(url: str) -> None:
-    with httpx.stream("POST", url + "/v1/completions", json={"model": BASE, "prompt": PROMPT, "max_tokens": 4, "stream": True}) as r:
+    with httpx.stream("POST", url + "/v1/completions", json={"model": BASE, "prompt": PROMPT, "max_tokens": 4, "stream": True,
+                                                                   "temperature": 0}) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         lines = [ln for ln in r.iter_lines() if ln]
     assert lines[-1] == "data: [DONE]"
