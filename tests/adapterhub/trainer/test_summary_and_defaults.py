@@ -64,7 +64,7 @@ def test_human_summary_lines(tmp_path: Path, data: Path, capsys: pytest.CaptureF
                "--steps", "2", "--batch-size", "4", "--lr", "0.05", "--out", str(tmp_path / "a")])
     assert rc == 0
     out = capsys.readouterr().out
-    assert "% of the base's" in out and "tokens/s" in out and "peak memory" in out and "MiB" in out
+    assert "% of the base's" in out and "tokens/s" in out and "peak memory" in out and ("MiB" in out or "GiB" in out)  # process-wide peak: grows with the suite before it
     assert "lr           0.05  (given)" in out
 
 
