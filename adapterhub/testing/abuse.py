@@ -215,18 +215,3 @@ def run_abuse(url: str, model: str, *, cases: list[Callable[[], Outcome]], warmu
         time.sleep(0.2)
     return AbuseReport(outcomes, streams.gaps(t0, t1), streams.gaps(t_warm, t0), streams.ok, streams.failed, t1 - t0,
                        lag_before, lag_during)
-
-
-def rss_bytes(pid: int | None = None) -> int:
-    """Resident memory of a process (this one by default), from /proc."""
-    path = f"/proc/{pid or 'self'}/statm"
-    with open(path) as f:
-        pages = int(f.read().split()[1])
-    import os
-
-    return pages * os.sysconf("SC_PAGE_SIZE")
-
-
-def as_rows(report: AbuseReport) -> list[dict[str, Any]]:
-    return [{"case": o.case, "bytes_sent": o.bytes_sent, "statuses": o.statuses, "seconds": round(o.seconds, 2)}
-            for o in report.outcomes]
