@@ -21,7 +21,9 @@ if TYPE_CHECKING:
         Method,
         MethodConfig,
         MethodRuntime,
+        PackedRuntime,
         SwapPlan,
+        TokenSpan,
         TrainableAdapter,
     )
     from adapterhub.protocols.store import Store, StoreFactory
@@ -32,7 +34,7 @@ _MODULES = {
     "capabilities": ("Capabilities", "MethodKind"),
     "command": ("Command",),
     "evaluator": ("EvalResult", "Evaluator", "EvaluatorContext"),
-    "method": ("Method", "MethodConfig", "MethodRuntime", "SwapPlan", "TrainableAdapter"),
+    "method": ("Method", "MethodConfig", "MethodRuntime", "PackedRuntime", "SwapPlan", "TokenSpan", "TrainableAdapter"),
     "store": ("Store", "StoreFactory"),
     "task": ("Example", "TaskPack"),
 }
@@ -52,9 +54,11 @@ __all__ = [
     "MethodConfig",
     "MethodKind",
     "MethodRuntime",
+    "PackedRuntime",
     "Store",
     "StoreFactory",
     "SwapPlan",
     "TaskPack",
+    "TokenSpan",
     "TrainableAdapter",
 ]

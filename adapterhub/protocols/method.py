@@ -35,6 +35,20 @@ A method is designed for two lives:
   continuous batch change between steps. The conformance check ``route_decode``
   (``adapterhub.testing.methods``) holds every runtime to this.
 
+  **Packed forwards (optional, added with the engine's one-forward-per-step).** The
+  serving engine runs one forward per step over *many* requests' tokens laid end to end
+  in a single sequence (batch 1): every decoding row's next token and the step's prompt
+  chunks (SARATHI-style chunked prefill piggybacked on decode). Attention keeps each
+  request to its own cache (``adapterhub.host.packed``), so a runtime only has to route
+  *tokens*, not rows. A runtime opts in by also implementing :class:`PackedRuntime`:
+  ``route_tokens`` gets :class:`TokenSpan` s (an adapter id, or None, for each
+  contiguous run of tokens) and ``initial_kv`` says what a request's cache starts with
+  before its first token (prefix tuning's virtual tokens; None for most methods). A
+  runtime without it keeps working: rows on it are served by per-row forwards, as before
+  (the IA³ example in ``examples/`` is such a runtime). The conformance check
+  ``route_tokens`` holds a packed runtime to this: a packed forward over several
+  requests on different adapters equals each request run alone.
+
   ``plan`` performs every check (keys, shapes, dtypes, ranks, config) and raises
   :class:`~adapterhub.errors.IncompatibleAdapterError` without touching anything;
   ``apply`` only copies into tensors prepared by ``plan``, so a swap that fails
@@ -208,6 +222,52 @@ class StagingRuntime(Protocol):
 
     def unstage(self, plan: SwapPlan) -> None:
         """Release what ``stage`` took for ``plan`` (no-op if nothing, or once applied)."""
+        ...
+
+
+@dataclass(frozen=True)
+class TokenSpan:
+    """A contiguous run ``[start, stop)`` of a packed forward's tokens on one adapter.
+
+    ``adapter_id`` is the adapter these tokens are served by (None: none of this
+    runtime's). Spans of one forward are disjoint and sorted by ``start``; tokens no span
+    covers belong to no adapter of this runtime.
+    """
+
+    adapter_id: str | None
+    start: int
+    stop: int
+
+
+@runtime_checkable
+class PackedRuntime(Protocol):
+    """Optional extra of a :class:`MethodRuntime`: serve packed forwards (module docs).
+
+    A packed forward's inputs have batch size 1: ``input_ids`` ``(1, T)`` hold the tokens
+    of several requests, each request's tokens contiguous, and ``position_ids`` ``(1, T)``
+    each token's position *in its own request*. The engine builds the attention (each
+    token sees its own request's cache only); the runtime selects adapters per token.
+    """
+
+    def route_tokens(self, spans: Sequence[TokenSpan], inputs: dict[str, Any]) -> AbstractContextManager[dict[str, Any]]:
+        """Select an adapter per token span for the forward inside the context.
+
+        Yields the kwargs to use; a packed runtime must not add a cache or widen the
+        mask (what a request's cache starts with comes from :meth:`initial_kv`). On exit
+        the base behaves as if no adapter were selected. A runtime that can only serve
+        one adapter per forward (a selective method rewrites base weights) raises
+        :class:`~adapterhub.errors.IncompatibleAdapterError` for spans on two adapters;
+        the engine never sends it such a forward.
+        """
+        ...
+
+    def initial_kv(self, adapter_id: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Keys and values ``(layers, kv_heads, tokens, head_dim)`` that a request on this
+        adapter has in its cache before its first token, or None.
+
+        The request's own tokens then take positions ``tokens, tokens + 1, ...`` (as
+        prefix tuning's ``route`` places them). The tensors are read, never written.
+        """
         ...
 
 

@@ -32,6 +32,14 @@ class EngineConfig(BaseModel):
     max_kv_tokens: int = Field(
         default=131072, ge=1, description="sum over running rows of prompt + max_tokens that may be reserved"
     )
+    prefix_cache: bool = Field(
+        default=True,
+        description=(
+            "keep finished prompts' KV blocks, keyed by adapter name@version and token ids, and reuse them for "
+            "later prompts that start the same way (multi-turn chat); the blocks share max_kv_tokens with running rows"
+        ),
+    )
+    prefix_block_tokens: int = Field(default=16, ge=1, le=1024, description="tokens per prefix-cache block")
     max_loaded_adapters: int = Field(
         default=256, ge=1, description="adapters the engine keeps loaded from the registry; LRU beyond"
     )
