@@ -29,11 +29,19 @@ from adapterhub.catalog import get_catalog
 from adapterhub.errors import ConfigError, IncompatibleAdapterError, InvalidNameError
 from adapterhub.fingerprint import fingerprint as compute_fingerprint
 from adapterhub.host.decode import Route, greedy_generate, prefill_logits
+from adapterhub.host.packed import packable, token_routes
 from adapterhub.host.pool import AdapterPool, PoolEntry
 from adapterhub.manifest import BaseFingerprint
 from adapterhub.prompting import format_messages, format_prompt
 from adapterhub.protocols.basemodel import LoadedBase
-from adapterhub.protocols.method import Method, MethodRuntime, StagingRuntime, SwapPlan
+from adapterhub.protocols.method import (
+    Method,
+    MethodRuntime,
+    PackedRuntime,
+    StagingRuntime,
+    SwapPlan,
+    TokenSpan,
+)
 from adapterhub.refs import is_base
 
 # A load hashes weights of at least this size on a helper thread while it parses, plans
@@ -342,6 +350,24 @@ class AdapterHost:
     def routes(self, entries: Sequence[PoolEntry | None]) -> list[Route]:
         """One ``(runtime, per-row adapter ids)`` route per method with rows in ``entries``."""
         return self._routes(entries)
+
+    def packable(self, entry: PoolEntry | None) -> bool:
+        """True when rows on ``entry`` can share a packed forward (its method's runtime
+        implements ``PackedRuntime``; the bare base always can)."""
+        return entry is None or packable(self._runtimes.get(entry.method.name))
+
+    def token_routes(self, spans: Sequence[tuple[PoolEntry | None, int, int]]) -> list[tuple[PackedRuntime, list[TokenSpan]]]:
+        """Per-runtime token spans of one packed forward: ``spans`` gives each run of
+        tokens ``[start, stop)`` and the entry serving it (None: the bare base)."""
+        return token_routes(self._runtimes, [(None if e is None else (e.method.name, e.uid), a, b) for e, a, b in spans])
+
+    def initial_kv(self, entry: PoolEntry | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """What a request on ``entry`` has in its cache before its first token (prefix
+        tuning's virtual tokens), ``(layers, kv_heads, tokens, head_dim)``; or None."""
+        if entry is None:
+            return None
+        rt = self._runtimes.get(entry.method.name)
+        return rt.initial_kv(entry.uid) if isinstance(rt, PackedRuntime) else None
 
     def render(self, prompt: str | Sequence[Mapping[str, str]], entry: PoolEntry | None, raw: bool = False) -> str:
         """The text a row is served: a prompt or chat messages, as its adapter was trained."""

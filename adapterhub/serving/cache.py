@@ -23,7 +23,11 @@ The object implements the two methods a transformers decoder calls on its cache,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+
+from adapterhub.host.packed import attention
 
 
 def _kv_of(cache: object) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -113,7 +117,14 @@ class SlotCache:
         new row's index here. Masked columns (left padding, unused prefix slots) come
         along and stay masked."""
         keys, values = _kv_of(prefill_cache)
-        length = int(keys[0].shape[2])
+        return self.add_row_kv([k[index] for k in keys], [v[index] for v in values], mask)
+
+    def add_row_kv(self, keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor], mask: torch.Tensor | None = None) -> int:
+        """Copy one request's per-layer keys/values ``(kv_heads, length, head_dim)`` in
+        (``mask``: which columns are real; None: all); returns the new row's index."""
+        length = int(keys[0].shape[1])
+        if mask is None:
+            mask = torch.ones(length, dtype=torch.bool, device=self.device)
         if mask.shape[-1] != length:
             raise ValueError(f"prefill mask covers {mask.shape[-1]} keys, cache holds {length}")
         if self.rows == 0:  # an empty group starts over at the left edge
@@ -124,8 +135,8 @@ class SlotCache:
         i = self.rows
         lo = self.end - length
         for layer in range(self.num_layers):
-            self.keys[layer][i, :, lo : self.end] = keys[layer][index].to(self.dtype)
-            self.values[layer][i, :, lo : self.end] = values[layer][index].to(self.dtype)
+            self.keys[layer][i, :, lo : self.end] = keys[layer].to(self.dtype)
+            self.values[layer][i, :, lo : self.end] = values[layer].to(self.dtype)
         self.valid[i].zero_()
         self.valid[i, lo : self.end] = mask.reshape(-1).to(torch.bool)
         self.first.append(lo)
@@ -166,6 +177,20 @@ class SlotCache:
     def advance(self, new_tokens: int) -> None:
         self.end += new_tokens
 
+    def row_kv(self, i: int, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row ``i``'s keys/values of its own columns ``[start, stop)`` (counted from its
+        first column), every layer stacked: ``(layers, kv_heads, n, head_dim)`` copies."""
+        lo = self.first[i]
+        if lo + stop > self.end:
+            raise ValueError(f"row {i} holds {self.end - lo} columns, not {stop}")
+        keys = torch.stack([k[i, :, lo + start : lo + stop] for k in self.keys])
+        values = torch.stack([v[i, :, lo + start : lo + stop] for v in self.values])
+        return keys, values
+
+    def decode_segment(self) -> DecodeSegment:
+        """This group's part of a packed forward: one new token per live row."""
+        return DecodeSegment(self)
+
     # The decoder's view of this object: transformers calls these two.
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.width
@@ -177,3 +202,33 @@ class SlotCache:
         k[:rows, :, end : end + n] = key_states
         v[:rows, :, end : end + n] = value_states
         return k[:rows, :, lo : end + n], v[:rows, :, lo : end + n]
+
+
+class DecodeSegment:
+    """A packed forward's tokens for a decode group (``adapterhub.host.packed.Segment``):
+    token ``i`` is row ``i``'s next token, attending over the group's window with the
+    same step mask a separate decode forward would use. The caller advances the cache
+    after the forward."""
+
+    def __init__(self, cache: SlotCache) -> None:
+        cache.reserve(1)
+        self.cache = cache
+        self.rows = cache.rows
+        self.mask = cache.step_mask(1, cache.dtype)  # (rows, 1, 1, window)
+
+    @property
+    def tokens(self) -> int:
+        return self.rows
+
+    def write(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+        c = self.cache
+        c.keys[layer][: self.rows, :, c.end] = keys.transpose(0, 1)
+        c.values[layer][: self.rows, :, c.end] = values.transpose(0, 1)
+
+    def attend(self, layer: int, query: torch.Tensor, scaling: float) -> torch.Tensor:
+        c = self.cache
+        lo, hi = c.start, c.end + 1
+        k = c.keys[layer][: self.rows, :, lo:hi]
+        v = c.values[layer][: self.rows, :, lo:hi]
+        out = attention(query.transpose(0, 1).unsqueeze(2), k, v, self.mask, scaling)  # (rows, heads, 1, d)
+        return out[:, :, 0]

@@ -39,10 +39,10 @@ from adapterhub.serving.handle import RequestHandle
 from adapterhub.serving.output import completion_of, token_output
 from adapterhub.serving.prompts import PromptEncoder
 from adapterhub.serving.request import Completion, Delta, FinishReason, Request
-from adapterhub.serving.rows import QUEUED, Row, RowState
+from adapterhub.serving.rows import QUEUED, Group, Row, RowState
 from adapterhub.serving.runner import Prefilled, Runner
 from adapterhub.serving.sampling import new_generator
-from adapterhub.serving.scheduler import PrefillWork, Scheduler
+from adapterhub.serving.scheduler import Chunks, PrefillWork, Scheduler
 from adapterhub.serving.text import TextStream
 
 if TYPE_CHECKING:
@@ -88,8 +88,9 @@ class Engine:
         )
         self.prompts = PromptEncoder(host, self.max_model_len, self.config.max_kv_tokens)
         self.max_prompt_chars = self.prompts.max_prompt_chars
-        self.runner = Runner(host)
-        self.scheduler = Scheduler(self.config, self.max_prefill_tokens, lambda r: self.runner.group_key(r.entry))
+        self.runner = Runner(host, self.config.prefix_block_tokens if self.config.prefix_cache else None)
+        self.scheduler = Scheduler(self.config, self.max_prefill_tokens, lambda r: self.runner.group_key(r.entry),
+                                   self.runner.packable)
         self._cv = threading.Condition()
         self._inbox: deque[Row] = deque()  # submitted by client threads, taken by the engine thread
         self._queued = 0  # submitted, not yet admitted (bounded by max_queue; under _cv)
@@ -238,6 +239,8 @@ class Engine:
                 "adapter_load_failures": self.adapters.load_failures,
                 "adapter_evictions": self.adapters.evictions,
                 "finished": dict(self.finished),
+                # Plain ints written by the engine thread: a reader may see one step old.
+                "prefix_cache": None if self.runner.prefix is None else self.runner.prefix.stats(),
                 **self.counters,
             }
 
@@ -375,30 +378,77 @@ class Engine:
             row.generator = new_generator(row.request.sampling.seed)
             if row.request.sampling.constraint is not None:
                 row.constraint = self.runner.grammar.matcher(row.request.sampling.constraint)
+            if self.runner.packable(row):
+                self.runner.start(row)  # its own cache, from the prefix cache where it can
+        if self.runner.prefix is not None:
+            self.runner.prefix.trim(self._kv_budget())  # running rows' reservations come first
+
+    def _kv_budget(self) -> int:
+        """KV tokens the prefix cache may hold: what admitted rows have not reserved."""
+        busy = self._in(RowState.PREFILLING) + self.runner.decode_rows()
+        return self.config.max_kv_tokens - sum(r.reserved for r in busy)
 
     # --- one step ----------------------------------------------------------------------------
     def _step(self) -> None:
         self.adapters.commit_ready()  # loads that finished meanwhile publish before the forward
         self.counters["steps"] += 1
-        for g in list(self.runner.groups.values()):
-            if g.rows:
-                try:
-                    tokens, logits = self.runner.decode(g)
-                except Exception as exc:  # noqa: BLE001 - fail this group's rows, keep serving
-                    self._fail_forward("decode", list(g.rows), exc)
-                    continue
-                for i, (row, token) in enumerate(zip(list(g.rows), tokens, strict=True)):
-                    self._emit(row, token, logits[i])
         prefilling = self._in(RowState.PREFILLING)
         decoding = self.runner.decoding()
         budget = self.scheduler.prefill_budget(decoding, len(prefilling))
-        while prefilling and budget > 0:
-            work = self.scheduler.next_prefill(prefilling, budget)
-            budget -= work.cost
-            self._prefill(work)
+        plan = self.scheduler.plan_prefill(prefilling, budget) if prefilling else None
+        for g in list(self.runner.groups.values()):
+            if not g.rows:
+                continue
+            if self.runner.packable_group(g):
+                # One forward for the group's decode tokens and, when they are of this
+                # group, the step's prompt chunks (SARATHI-style piggybacking).
+                chunks: tuple[tuple[Row, int], ...] = ()
+                if isinstance(plan, Chunks) and plan.key == g.key:
+                    chunks, plan = plan.chunks, None
+                self._packed(g, chunks)
+                continue
+            try:
+                tokens, logits = self.runner.decode(g)
+            except Exception as exc:  # noqa: BLE001 - fail this group's rows, keep serving
+                self._fail_forward("decode", list(g.rows), exc)
+                continue
+            for i, (row, token) in enumerate(zip(list(g.rows), tokens, strict=True)):
+                self._emit(row, token, logits[i])
+        if isinstance(plan, Chunks):
+            self._packed(None, plan.chunks)
+            return
+        # Rows whose method cannot pack: per-row prefill forwards, as before packing.
+        while plan is not None and budget > 0:
+            budget -= plan.cost
+            self._prefill(plan)
             if decoding:
                 break  # one prefill forward per step while rows decode (see scheduler)
             prefilling = self._in(RowState.PREFILLING)
+            plan = self.scheduler.plan_prefill(prefilling, budget) if prefilling else None
+            if isinstance(plan, Chunks):
+                self._packed(None, plan.chunks)
+                return
+
+    def _packed(self, g: Group | None, chunks: Sequence[tuple[Row, int]]) -> None:
+        """Run one packed forward and hand out what it produced."""
+        rows = (list(g.rows) if g is not None else []) + [r for r, _ in chunks]
+        try:
+            out = self.runner.step(g, chunks)
+        except Exception as exc:  # noqa: BLE001 - fail these requests, keep serving
+            self._fail_forward("packed", rows, exc)
+            return
+        if chunks:
+            self.counters["prefill_forwards"] += 1
+        self.counters["prompt_tokens"] += out.prompt_tokens
+        for row, token, logits in out.decoded:
+            self._emit(row, token, logits)
+        for row, token, logits in out.done:
+            if row.request.sampling.max_tokens == 0:  # scoring the prompt only: no token
+                self._finish(row, "length")
+            elif not self._emit(row, token, logits):
+                row.last_token = token
+                self.runner.join_kv(row, self._kv_budget())
+                self._move(row, RowState.DECODING)
 
     def _prefill(self, work: PrefillWork) -> None:
         try:
@@ -454,6 +504,8 @@ class Engine:
             self.host.release([row.entry])
 
     def _finish(self, row: Row, reason: FinishReason, last: Delta | None = None) -> None:
+        if reason != "cancelled" and row.state is RowState.DECODING:
+            self.runner.remember(row, self._kv_budget() + row.reserved)  # its own reservation ends now
         self._leave(row)
         tail = "" if row.text is None else row.text.finish()
         if last is None:

@@ -27,12 +27,18 @@ FLAGS: dict[str, tuple[type, str, str]] = {
     "max_kv_tokens": (int, "131072", "sum over running rows of prompt + max_tokens that may be reserved"),
     "max_loaded_adapters": (int, "256", "adapters the engine keeps loaded from the registry; LRU beyond"),
     "resolve_ttl_s": (float, "1.0", "seconds a resolved tag/latest serves before it is re-resolved in the background; 0: before every request"),
+    # A bool field is an off switch: --no-prefix-cache.
+    "prefix_cache": (bool, "on", "reuse cached KV blocks of earlier prompts on the same adapter version (--no-prefix-cache: off)"),
+    "prefix_block_tokens": (int, "16", "tokens per prefix-cache block"),
 }
 
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("serving limits (see docs/serving.md)")
     for name, (kind, default, text) in FLAGS.items():
+        if kind is bool:
+            group.add_argument("--no-" + name.replace("_", "-"), dest=name, action="store_false", default=None, help=text)
+            continue
         group.add_argument(
             "--" + name.replace("_", "-"), type=kind, default=None, metavar="N", help=f"{text} [default: {default}]"
         )

@@ -13,12 +13,14 @@ where it happens instead of a row silently served twice or never.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
 
+    from adapterhub.host.packed import RowKV
     from adapterhub.host.pool import PoolEntry
     from adapterhub.serving.adapters import Ticket
     from adapterhub.serving.cache import SlotCache
@@ -71,6 +73,10 @@ class Row:
     done_prefill: int = 0
     pcache: Any = None
     pmask: torch.Tensor | None = None
+    kv: RowKV | None = None  # packed prefill: the row's own cache until it joins its group
+    kv_start: int = 0  # columns before the prompt (an adapter's initial state, e.g. virtual tokens)
+    packed: bool = False  # prefilled by packed forwards (its cache columns are exactly its tokens)
+    cached_tokens: int = 0  # prompt tokens taken from the prefix cache
     prompt_logprobs: list[TokenLogprob] = field(default_factory=list)  # with prompt_logprobs
     prev_logits: torch.Tensor | None = None  # a chunk's last logits: they score the next chunk's first token
     # decode
@@ -111,6 +117,12 @@ class Group:
     def add(self, row: Row, cache: Any, mask: torch.Tensor, index: int) -> None:
         """Append ``row`` with its prefill cache row ``index`` of ``cache``."""
         self.cache.add_row(cache, mask, index=index)
+        self.rows.append(row)
+        row.group = self
+
+    def add_kv(self, row: Row, keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor]) -> None:
+        """Append ``row`` with its own per-layer keys/values ``(kv_heads, length, head_dim)``."""
+        self.cache.add_row_kv(keys, values)
         self.rows.append(row)
         row.group = self
 

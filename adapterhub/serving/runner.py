@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from adapterhub.host.decode import enter_routes
+from adapterhub.host.packed import Chunk, RowKV, Segment, packed_forward
 from adapterhub.serving.cache import SlotCache
 from adapterhub.serving.grammar import GrammarBackend
+from adapterhub.serving.prefix_cache import PrefixCache, root_of
 from adapterhub.serving.request import TokenLogprob
 from adapterhub.serving.rows import Group, Row
 from adapterhub.serving.sampling import pick
@@ -30,6 +32,18 @@ if TYPE_CHECKING:
     from adapterhub.host.host import AdapterHost
     from adapterhub.host.pool import PoolEntry
     from adapterhub.serving.scheduler import PrefillWork
+
+
+@dataclass
+class Stepped:
+    """What one packed forward produced."""
+
+    decoded: list[tuple[Row, int, torch.Tensor]]
+    """Each decoding row, its next token, and that position's logits."""
+    done: list[tuple[Row, int, torch.Tensor]]
+    """Rows whose whole prompt is now in their cache, their first token, and its logits."""
+    prompt_tokens: int
+    """Prompt tokens this forward consumed."""
 
 
 @dataclass
@@ -51,8 +65,11 @@ class Prefilled:
 class Runner:
     """Forwards, sampling and the decode groups' KV caches (see module docs)."""
 
-    def __init__(self, host: AdapterHost) -> None:
+    def __init__(self, host: AdapterHost, prefix_block_tokens: int | None = None) -> None:
         self.host = host
+        # None: no prefix cache (--no-prefix-cache).
+        self.prefix = PrefixCache(prefix_block_tokens) if prefix_block_tokens else None
+        self._roots: dict[str, bytes] = {}
         cfg = host.model.config
         text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
         self._geometry = (
@@ -98,7 +115,139 @@ class Runner:
             g.remove(row)
             if not g.rows and g.key:  # a selective adapter's group: free its cache
                 del self.groups[g.key]
-        row.pcache = row.pmask = None
+        row.pcache = row.pmask = row.kv = None
+
+    # --- packed forwards ---------------------------------------------------------------------
+    def packable(self, row: Row) -> bool:
+        """True when the row's method can share a packed forward (module docs of
+        ``adapterhub.host.packed``); other rows are served by per-row forwards."""
+        return self.host.packable(row.entry)
+
+    def packable_group(self, g: Group) -> bool:
+        return all(self.host.packable(r.entry) for r in g.rows)
+
+    def _root(self, entry: PoolEntry | None) -> bytes:
+        """The prefix-cache root of an adapter version (or the base): never a name alone."""
+        uid = "" if entry is None else entry.uid
+        root = self._roots.get(uid)
+        if root is None:
+            if entry is None:
+                root = root_of("<base>", [self.host.fingerprint.weights_sha256])
+            else:
+                root = root_of(entry.label, [f.sha256 for f in entry.manifest.files])
+            if len(self._roots) > 4096:
+                self._roots.clear()
+            self._roots[uid] = root
+        return root
+
+    def start(self, row: Row) -> None:
+        """Give an admitted packable row its own cache: its adapter's initial state (prefix
+        tuning's virtual tokens), then the longest run of cached blocks its prompt starts
+        with. The rest of the prompt is prefilled by :meth:`step`."""
+        layers, heads, dim = self._geometry
+        initial = self.host.initial_kv(row.entry)
+        t0 = 0 if initial is None else int(initial[0].shape[2])
+        row.kv = RowKV(layers, heads, dim, t0 + len(row.prompt_ids), dtype=self.dtype, device=self.device)
+        if initial is not None:
+            row.kv.extend(*initial)
+        row.kv_start = row.position = t0
+        row.packed = True
+        # A row that reports prompt logprobs needs every position's logits: no reuse.
+        if self.prefix is not None and row.request.sampling.prompt_logprobs is None:
+            # At least the last prompt token is computed: its logits give the first token.
+            for block in self.prefix.lookup(self._root(row.entry), row.prompt_ids, len(row.prompt_ids) - 1):
+                row.kv.extend(block.keys, block.values)
+            hit = row.kv.length - t0
+            row.done_prefill = row.cached_tokens = hit
+            row.position = t0 + hit
+
+    def step(self, group: Group | None, chunks: Sequence[tuple[Row, int]]) -> Stepped:
+        """One packed forward: the next token of every row of ``group`` and the next ``n``
+        prompt tokens of each ``(row, n)`` in ``chunks`` (same group key), laid end to end."""
+        decoding = list(group.rows) if group is not None else []
+        rows = decoding + [r for r, _ in chunks]
+        self.host.ensure_resident([r.entry for r in rows])
+        segments: list[Segment] = []
+        ids: list[int] = []
+        pos: list[int] = []
+        spans: list[tuple[PoolEntry | None, int, int]] = []
+        keep: list[int] = []
+        if group is not None and decoding:
+            segments.append(group.cache.decode_segment())
+            for i, r in enumerate(decoding):
+                ids.append(r.last_token)
+                pos.append(r.position)
+                spans.append((r.entry, i, i + 1))
+            keep.extend(range(len(decoding)))
+        parts: list[tuple[Row, int, int, int]] = []  # row, took, first kept index, kept count
+        for row, n in chunks:
+            assert row.kv is not None, "a packed prefill row has its own cache (start)"
+            at, lo = len(ids), row.done_prefill
+            segments.append(row.kv.chunk(n))
+            ids.extend(row.prompt_ids[lo : lo + n])
+            pos.extend(range(row.position, row.position + n))
+            spans.append((row.entry, at, at + n))
+            scoring = row.request.sampling.prompt_logprobs is not None
+            ends = lo + n == len(row.prompt_ids)
+            kept = n if scoring else int(ends)
+            parts.append((row, n, len(keep), kept))
+            keep.extend(range(at + n - kept, at + n))
+        t = torch.tensor
+        logits = packed_forward(
+            self.host.model, t([ids], device=self.device), t([pos], device=self.device), segments,
+            self.host.token_routes(spans), t(keep, dtype=torch.long, device=self.device),
+        ).float()
+        if group is not None and decoding:
+            group.cache.advance(1)
+        done: list[tuple[Row, torch.Tensor]] = []
+        consumed = 0
+        for (row, n, k0, kept), seg in zip(parts, segments[len(segments) - len(parts) :], strict=True):
+            assert isinstance(seg, Chunk)
+            seg.commit()
+            if row.request.sampling.prompt_logprobs is not None:
+                self._score_prompt(row, logits[k0 : k0 + kept], n)
+            row.done_prefill += n
+            row.position += n
+            consumed += n
+            if row.done_prefill == len(row.prompt_ids):
+                done.append((row, logits[k0 + kept - 1]))
+        picked = [logits[i] for i in range(len(decoding))] + [lg for _, lg in done]
+        tokens = self.sample(torch.stack(picked), decoding + [r for r, _ in done]) if picked else []
+        decoded = [(r, tok, logits[i]) for i, (r, tok) in enumerate(zip(decoding, tokens, strict=False))]
+        for r, tok, _ in decoded:
+            r.position += 1
+            r.last_token = tok
+        finished = [(r, tok, lg) for (r, lg), tok in zip(done, tokens[len(decoding) :], strict=True)]
+        return Stepped(decoded, finished, consumed)
+
+    def join_kv(self, row: Row, budget: int) -> None:
+        """Move a row whose packed prefill is done into its group (and its prompt's full
+        blocks into the prefix cache, within ``budget`` tokens)."""
+        kv = row.kv
+        assert kv is not None
+        if self.prefix is not None:
+            t0 = row.kv_start
+            self.prefix.insert(self._root(row.entry), row.prompt_ids, lambda a, b: kv.span(t0 + a, t0 + b), budget)
+        key = self.group_key(row.entry)
+        g = self.groups.get(key)
+        if g is None:
+            layers, heads, dim = self._geometry
+            g = self.groups[key] = Group(key, SlotCache(layers, heads, dim, dtype=self.dtype, device=self.device))
+        keys, values = kv.span(0, kv.length)
+        g.add_kv(row, list(keys.unbind(0)), list(values.unbind(0)))
+        row.kv = None
+
+    def remember(self, row: Row, budget: int) -> None:
+        """Keep a finishing row's prompt + answer blocks in the prefix cache (the next turn
+        of a chat starts with them)."""
+        g = row.group
+        if self.prefix is None or g is None or not row.packed:
+            return
+        i = g.rows.index(row)
+        fed = g.cache.end - g.cache.first[i] - row.kv_start  # tokens whose keys are in the cache
+        seq = (row.prompt_ids + row.out_ids)[:fed]
+        t0 = row.kv_start
+        self.prefix.insert(self._root(row.entry), seq, lambda a, b: g.cache.row_kv(i, t0 + a, t0 + b), budget)
 
     # --- forwards ----------------------------------------------------------------------------
     def _forward(self, entries: Sequence[PoolEntry | None], kwargs: dict[str, Any],

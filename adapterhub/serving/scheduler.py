@@ -46,13 +46,51 @@ class PrefillWork:
         return self.n * len(self.rows)
 
 
+@dataclass(frozen=True)
+class Chunks:
+    """The prompt chunks of one step's packed forward: the next ``n`` prompt tokens of each
+    row, all of the decode group ``key`` (their forward is that group's)."""
+
+    key: str
+    chunks: tuple[tuple[Row, int], ...]
+
+    @property
+    def cost(self) -> int:
+        return sum(n for _, n in self.chunks)
+
+
 class Scheduler:
     """The engine's policies over rows it is given (it owns no row; see module docs)."""
 
-    def __init__(self, config: EngineConfig, max_prefill_tokens: int, group_key: Callable[[Row], str]) -> None:
+    def __init__(self, config: EngineConfig, max_prefill_tokens: int, group_key: Callable[[Row], str],
+                 packable: Callable[[Row], bool] = lambda r: False) -> None:
         self.config = config
         self.max_prefill_tokens = max_prefill_tokens
         self._group_key = group_key  # rows of one key may share a forward
+        self._packable = packable  # rows whose method can share a packed forward
+
+    def plan_prefill(self, prefilling: Sequence[Row], budget: int) -> Chunks | PrefillWork:
+        """This step's prompt work for the head of ``prefilling`` (admission order).
+
+        Packable rows: chunks of every packable row of the head's group, oldest first,
+        until ``budget`` prompt tokens (no padding: each chunk is only its own tokens, and
+        a row may stop mid-prompt and go on next step). Otherwise the per-row forward of
+        :meth:`next_prefill`.
+        """
+        head = prefilling[0]
+        if not self._packable(head):
+            return self.next_prefill(prefilling, budget)
+        key = self._group_key(head)
+        out: list[tuple[Row, int]] = []
+        for row in prefilling:
+            if budget <= 0:
+                break
+            if self._group_key(row) != key or not self._packable(row):
+                continue
+            n = min(len(row.prompt_ids) - row.done_prefill, budget)
+            out.append((row, n))
+            budget -= n
+        return Chunks(key, tuple(out))
 
     def admit(self, waiting: Sequence[Row], busy: Sequence[Row]) -> list[Row]:
         """Which ``waiting`` rows (oldest first) start prefilling now, given the ``busy``

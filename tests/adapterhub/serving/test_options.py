@@ -33,6 +33,13 @@ def test_the_flag_table_matches_the_config() -> None:
             assert kind(shown) == default, name
 
 
+def test_no_prefix_cache_turns_it_off() -> None:
+    assert engine_config(_parse("--no-prefix-cache")).prefix_cache is False
+    assert engine_config(_parse("--prefix-block-tokens", "32")).prefix_block_tokens == 32
+    with pytest.raises(ConfigError, match="--prefix-block-tokens"):
+        engine_config(_parse("--prefix-block-tokens", "0"))
+
+
 def test_unset_flags_keep_the_library_defaults() -> None:
     assert engine_config(_parse()) == EngineConfig()
     assert adapter_budget_bytes(_parse()) is None
