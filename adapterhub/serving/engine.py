@@ -42,7 +42,7 @@ from adapterhub.serving.request import Completion, Delta, FinishReason, Request
 from adapterhub.serving.rows import QUEUED, Group, Row, RowState
 from adapterhub.serving.runner import Prefilled, Runner
 from adapterhub.serving.sampling import new_generator
-from adapterhub.serving.scheduler import Chunks, PrefillWork, Scheduler
+from adapterhub.serving.scheduler import PrefillWork, Scheduler
 from adapterhub.serving.text import TextStream
 
 if TYPE_CHECKING:
@@ -104,7 +104,8 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self.counters: dict[str, int] = {
-            "requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "steps": 0, "prefill_forwards": 0, "refused": 0,
+            "requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "steps": 0, "forwards": 0, "prefill_forwards": 0,
+            "refused": 0,
         }
         self.finished: dict[str, int] = {}
         self._by_state = dict.fromkeys(RowState, 0)  # rows per state, for stats() (under _cv)
@@ -375,7 +376,7 @@ class Engine:
             with self._cv:
                 self._queued -= 1
             row.text = TextStream(self.host.tokenizer, row.request.sampling.stop)
-            row.generator = new_generator(row.request.sampling.seed)
+            row.generator = new_generator(row.request.sampling.seed, self.runner.device)
             if row.request.sampling.constraint is not None:
                 row.constraint = self.runner.grammar.matcher(row.request.sampling.constraint)
             if self.runner.packable(row):
@@ -392,46 +393,34 @@ class Engine:
     def _step(self) -> None:
         self.adapters.commit_ready()  # loads that finished meanwhile publish before the forward
         self.counters["steps"] += 1
-        prefilling = self._in(RowState.PREFILLING)
-        decoding = self.runner.decoding()
-        budget = self.scheduler.prefill_budget(decoding, len(prefilling))
-        plan = self.scheduler.plan_prefill(prefilling, budget) if prefilling else None
-        for g in list(self.runner.groups.values()):
-            if not g.rows:
-                continue
-            if self.runner.packable_group(g):
-                # One forward for the group's decode tokens and, when they are of this
-                # group, the step's prompt chunks (SARATHI-style piggybacking).
-                chunks: tuple[tuple[Row, int], ...] = ()
-                if isinstance(plan, Chunks) and plan.key == g.key:
-                    chunks, plan = plan.chunks, None
-                self._packed(g, chunks)
-                continue
-            try:
-                tokens, logits = self.runner.decode(g)
-            except Exception as exc:  # noqa: BLE001 - fail this group's rows, keep serving
-                self._fail_forward("decode", list(g.rows), exc)
-                continue
-            for i, (row, token) in enumerate(zip(list(g.rows), tokens, strict=True)):
-                self._emit(row, token, logits[i])
-        if isinstance(plan, Chunks):
-            self._packed(None, plan.chunks)
+        plan = self.scheduler.plan_step(list(self.runner.groups.values()), self._in(RowState.PREFILLING),
+                                        self.runner.packable_group)
+        for f in plan:
+            if f.work is not None:
+                self._prefill(f.work)
+            elif f.group is not None and not f.group.rows and not f.chunks:
+                continue  # every row of the group left earlier in this step (a failed forward)
+            elif f.per_row:
+                assert f.group is not None
+                self._decode(f.group)
+            else:
+                self._packed(f.group, f.chunks)
+
+    def _decode(self, g: Group) -> None:
+        """A per-row decode forward (a group holding a row whose method cannot pack)."""
+        self.counters["forwards"] += 1
+        try:
+            tokens, logits = self.runner.decode(g)
+        except Exception as exc:  # noqa: BLE001 - fail this group's rows, keep serving
+            self._fail_forward("decode", list(g.rows), exc)
             return
-        # Rows whose method cannot pack: per-row prefill forwards, as before packing.
-        while plan is not None and budget > 0:
-            budget -= plan.cost
-            self._prefill(plan)
-            if decoding:
-                break  # one prefill forward per step while rows decode (see scheduler)
-            prefilling = self._in(RowState.PREFILLING)
-            plan = self.scheduler.plan_prefill(prefilling, budget) if prefilling else None
-            if isinstance(plan, Chunks):
-                self._packed(None, plan.chunks)
-                return
+        for i, (row, token) in enumerate(zip(list(g.rows), tokens, strict=True)):
+            self._emit(row, token, logits[i])
 
     def _packed(self, g: Group | None, chunks: Sequence[tuple[Row, int]]) -> None:
         """Run one packed forward and hand out what it produced."""
         rows = (list(g.rows) if g is not None else []) + [r for r, _ in chunks]
+        self.counters["forwards"] += 1
         try:
             out = self.runner.step(g, chunks)
         except Exception as exc:  # noqa: BLE001 - fail these requests, keep serving
@@ -451,6 +440,7 @@ class Engine:
                 self._move(row, RowState.DECODING)
 
     def _prefill(self, work: PrefillWork) -> None:
+        self.counters["forwards"] += 1
         try:
             out = self.runner.prefill(work)
         except Exception as exc:  # noqa: BLE001 - fail these requests, keep serving

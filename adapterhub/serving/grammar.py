@@ -118,11 +118,13 @@ class RowMatcher:
 
     def masked(self, logits: torch.Tensor) -> torch.Tensor:
         """A copy of one row's logits (shape (V,)) with every forbidden token at -inf."""
-        out = logits.clone().unsqueeze(0)
+        # The bitmask is built and applied on the CPU (no GPU kernels installed): a
+        # constrained row on an accelerator costs one copy each way.
+        out = logits.detach().float().cpu().clone().unsqueeze(0)
         self._matcher.fill_next_token_bitmask(self._mask)
         self._xgr.apply_token_bitmask_inplace(out, self._mask)
         out[0, self._control] = float("-inf")
-        return out[0]
+        return out[0].to(logits.device)
 
     def accept(self, token: int) -> None:
         if not self._matcher.accept_token(token):

@@ -77,29 +77,41 @@ class PrefixCache:
         recorded; counts ``len(ids)`` looked-up tokens and the hits."""
         self.lookups += len(ids)
         found: list[Block] = []
+        keys: list[bytes] = []
         for key in self._chain(root, ids, max(limit, 0) // self.block):
             block = self._blocks.get(key)
             if block is None:
                 break
-            self._blocks.move_to_end(key)
+            keys.append(key)
             found.append(block)
+        self._touch(keys)
         self.hits += len(found) * self.block
         return found
+
+    def _touch(self, keys: Sequence[bytes]) -> None:
+        """Mark a chain's blocks most recently used, its *first* block last: eviction then
+        takes a chain's tail before its head (a block whose parent went can never be
+        found again, so evicting heads first would waste the rest)."""
+        for key in reversed(keys):
+            if key in self._blocks:
+                self._blocks.move_to_end(key)
 
     def insert(self, root: bytes, ids: Sequence[int], read: Callable[[int, int], tuple[torch.Tensor, torch.Tensor]], budget: int) -> int:
         """Keep the full blocks of ``ids`` not cached yet; ``read(start, stop)`` gives their
         keys/values (copied here). Stays within ``budget`` tokens, evicting the least
         recently used blocks; returns how many blocks were added."""
         added = 0
-        for i, key in enumerate(self._chain(root, ids, len(ids) // self.block)):
+        chain = self._chain(root, ids, len(ids) // self.block)
+        self._touch(chain)  # what is cached already outlives other chains' blocks
+        for i, key in enumerate(chain):
             if key in self._blocks:
-                self._blocks.move_to_end(key)
                 continue
             if not self.trim(budget - self.block):
                 break
             k, v = read(i * self.block, (i + 1) * self.block)
             self._blocks[key] = Block(k.clone(), v.clone())
             added += 1
+        self._touch(chain)
         return added
 
     def trim(self, budget: int) -> bool:

@@ -55,7 +55,7 @@ class Prefilled:
     tokens: list[int]
     """The first sampled token of each ``done`` row."""
     logits: torch.Tensor
-    """The last position's logits, one row per forward row (float32, on the CPU)."""
+    """The last position's logits, one row per forward row (float32, on the model's device)."""
     prompt_tokens: int
     """Prompt tokens this forward consumed (all its rows)."""
     cache: Any
@@ -252,7 +252,7 @@ class Runner:
     # --- forwards ----------------------------------------------------------------------------
     def _forward(self, entries: Sequence[PoolEntry | None], kwargs: dict[str, Any],
                  every_position: bool = False) -> tuple[torch.Tensor, dict[str, Any]]:
-        """One routed forward: the last position's logits (float32, CPU), or with
+        """One routed forward: the last position's logits (float32, on the device), or with
         ``every_position`` all of them (B, T, V) on the device; and the call's kwargs."""
         with ExitStack() as stack:
             call = enter_routes(stack, self.host.routes(entries), kwargs)
@@ -263,7 +263,7 @@ class Runner:
             call["cache"] = cache
             if every_position:
                 return out.logits, call
-            return out.logits[:, -1].float().cpu(), call
+            return out.logits[:, -1].float(), call  # stays on the device: sampling is there too
 
     def prefill(self, work: PrefillWork) -> Prefilled:
         """Run one prefill forward (either mode of :class:`PrefillWork`) and sample the
@@ -276,7 +276,7 @@ class Runner:
         scoring = any(r.request.sampling.prompt_logprobs is not None for r in rows)
         logits, call = self._forward([r.entry for r in rows], kwargs, every_position=scoring)
         if scoring:
-            every, logits = logits, logits[:, -1].float().cpu()
+            every, logits = logits, logits[:, -1].float()
         cache, full_mask, positions = call["cache"], call["attention_mask"], call["position_ids"]
         done: list[tuple[Row, int]] = []
         consumed = 0

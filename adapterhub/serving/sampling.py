@@ -17,9 +17,11 @@ import torch
 from adapterhub.serving.request import SamplingParams
 
 
-def new_generator(seed: int | None) -> torch.Generator:
-    """A CPU generator for one request (a random seed when none is given)."""
-    gen = torch.Generator(device="cpu")
+def new_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator for one request on the device its logits live on (a random seed when
+    none is given). On the CPU a seed gives the same tokens as before sampling moved to
+    the device; on an accelerator the stream is the device's own, reproducible there."""
+    gen = torch.Generator(device=device)
     gen.manual_seed(seed if seed is not None else int.from_bytes(os.urandom(8), "little") >> 1)
     return gen
 
@@ -41,14 +43,16 @@ def _filtered(logits: torch.Tensor, p: SamplingParams) -> torch.Tensor:
 
 
 def pick(logits: torch.Tensor, params: Sequence[SamplingParams], generators: Sequence[torch.Generator]) -> list[int]:
-    """The next token of every row: ``logits`` is ``(rows, vocab)`` float32 on CPU."""
-    out = logits.argmax(-1).tolist()
+    """The next token of every row: ``logits`` is ``(rows, vocab)`` float32 on the model's
+    device. Every op stays there (argmax, filtering, the seeded draw written into the
+    token tensor); the one ``tolist`` at the end is the step's only host sync."""
+    tokens = logits.argmax(-1)
     for i, p in enumerate(params):
         if p.greedy:
             continue
         probs = torch.softmax(_filtered(logits[i], p), dim=-1)
-        out[i] = int(torch.multinomial(probs, 1, generator=generators[i]).item())
-    return out
+        tokens[i] = torch.multinomial(probs, 1, generator=generators[i])[0]
+    return [int(t) for t in tokens.tolist()]
 
 
 def logprobs_of(logits: torch.Tensor, token_id: int, top: int) -> tuple[float, list[tuple[int, float]]]:

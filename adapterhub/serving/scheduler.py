@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from adapterhub.serving.config import EngineConfig
-from adapterhub.serving.rows import Row
+from adapterhub.serving.rows import Group, Row
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,18 @@ class Chunks:
         return sum(n for _, n in self.chunks)
 
 
+@dataclass(frozen=True)
+class Forward:
+    """One forward of a step: a decode ``group`` (packed unless ``per_row``) with the step's
+    prompt ``chunks`` of its rows' group riding along, chunks alone (``group`` None), or a
+    per-row prefill ``work`` for rows whose method cannot pack."""
+
+    group: Group | None = None
+    chunks: tuple[tuple[Row, int], ...] = ()
+    per_row: bool = False
+    work: PrefillWork | None = None
+
+
 class Scheduler:
     """The engine's policies over rows it is given (it owns no row; see module docs)."""
 
@@ -68,6 +80,29 @@ class Scheduler:
         self.max_prefill_tokens = max_prefill_tokens
         self._group_key = group_key  # rows of one key may share a forward
         self._packable = packable  # rows whose method can share a packed forward
+
+    def plan_step(self, groups: Sequence[Group], prefilling: Sequence[Row], packable_group: Callable[[Group], bool]) -> list[Forward]:
+        """The step's forwards: one per decode group with rows, the step's prompt chunks
+        riding on the forward of their own group (one packed forward per step when every
+        row packs), or a forward of their own when that group is not decoding."""
+        decoding = sum(len(g.rows) for g in groups)
+        prompt = self.plan_prefill(prefilling, self.prefill_budget(decoding, len(prefilling))) if prefilling else None
+        out: list[Forward] = []
+        for g in groups:
+            if not g.rows:
+                continue
+            if not packable_group(g):
+                out.append(Forward(group=g, per_row=True))
+                continue
+            chunks: tuple[tuple[Row, int], ...] = ()
+            if isinstance(prompt, Chunks) and prompt.key == g.key:
+                chunks, prompt = prompt.chunks, None
+            out.append(Forward(group=g, chunks=chunks))
+        if isinstance(prompt, Chunks):
+            out.append(Forward(chunks=prompt.chunks))
+        elif prompt is not None:
+            out.append(Forward(work=prompt))
+        return out
 
     def plan_prefill(self, prefilling: Sequence[Row], budget: int) -> Chunks | PrefillWork:
         """This step's prompt work for the head of ``prefilling`` (admission order).

@@ -47,6 +47,9 @@ weights on every call* (e.g. ``tiny_llama(seed=0)[0]``). The checks, in order:
   exact outputs, routing the removed one raises, the base is bit-identical at the end.
 * ``mixed_batch`` (``mixed_batch``): one batch with rows on two adapters and a row on
   none equals each row run alone (``route_atol``).
+* ``route_tokens`` (runtimes implementing ``PackedRuntime``): requests on different
+  adapters laid end to end in packed forwards equal each request run alone
+  (:mod:`adapterhub.testing.packed_checks`). Not generated for other runtimes.
 * ``route_decode`` (``hot_swap``): what the serving engine relies on. ``route`` is
   entered on *every* forward of a row: its first one (empty cache) and each that
   continues it (a decode step, a later prefill chunk) with the cache, the mask the
@@ -573,7 +576,15 @@ CHECKS: dict[str, Callable[[MethodCase], None]] = {
     "runtime_remove": check_runtime_remove,
     "mixed_batch": check_mixed_batch,
     "route_decode": check_route_decode,
+    "route_tokens": lambda case: _packed_checks().check_route_tokens(case),
 }
+
+
+def _packed_checks() -> Any:
+    # A module of its own (it imports the helpers above): imported when first used.
+    from adapterhub.testing import packed_checks
+
+    return packed_checks
 
 
 # --- entry points ----------------------------------------------------------------------------------------
@@ -619,6 +630,8 @@ def applies(case: MethodCase, check: str) -> bool:
         return bool(caps.hot_swap)
     if check == "mixed_batch":
         return bool(caps.hot_swap and caps.mixed_batch)
+    if check == "route_tokens":
+        return _packed_checks().is_packed(case)  # type: ignore[no-any-return]
     return True
 
 

@@ -42,10 +42,23 @@ class _EngineCollector(Collector):
             ("adapter_load_failures", "adapter loads that failed"),
             ("adapter_evictions", "adapters unloaded by the engine's LRU"),
             ("steps", "engine steps"),
-            ("prefill_forwards", "prefill forwards"),
+            ("forwards", "model forwards (one per step when every row packs)"),
+            ("prefill_forwards", "forwards that prefilled prompt tokens"),
             ("refused", "requests refused because the queue was full"),
         ):
             yield CounterMetricFamily(f"adapterhub_engine_{name}", what, value=float(s.get(name, 0)))
+        pc = s.get("prefix_cache")
+        if isinstance(pc, dict):  # None with --no-prefix-cache: no families at all
+            yield CounterMetricFamily("adapterhub_engine_prefix_cache_lookup_tokens",
+                                      "prompt tokens looked up in the prefix cache", value=float(pc.get("lookups", 0)))
+            yield CounterMetricFamily("adapterhub_engine_prefix_cache_hit_tokens",
+                                      "prompt tokens served from the prefix cache (not prefilled)", value=float(pc.get("hits", 0)))
+            yield CounterMetricFamily("adapterhub_engine_prefix_cache_evicted_blocks",
+                                      "prefix-cache blocks evicted (LRU, under --max-kv-tokens)", value=float(pc.get("evictions", 0)))
+            yield GaugeMetricFamily("adapterhub_engine_prefix_cache_hit_rate",
+                                    "hit tokens / looked-up tokens since start", value=float(pc.get("hit_rate", 0.0)))
+            yield GaugeMetricFamily("adapterhub_engine_prefix_cache_tokens", "tokens held in the prefix cache",
+                                    value=float(pc.get("tokens", 0)))
         fam = CounterMetricFamily("adapterhub_engine_finished", "requests finished, by reason", labels=["reason"])
         for reason, n in sorted(dict(s.get("finished", {})).items()):
             fam.add_metric([reason], float(n))

@@ -178,8 +178,16 @@ class RayEngine:
                 if k == "finished":
                     for reason, n in v.items():
                         total["finished"][reason] = total["finished"].get(reason, 0) + n
+                elif k == "prefix_cache" and isinstance(v, dict):
+                    pc = total.setdefault("prefix_cache", {})
+                    for name, n in v.items():
+                        if name not in ("hit_rate", "block_tokens"):
+                            pc[name] = pc.get(name, 0) + n
                 elif isinstance(v, (int, float)):
                     total[k] = total.get(k, 0) + v
+        pc = total.get("prefix_cache")
+        if pc is not None:
+            pc["hit_rate"] = round(pc.get("hits", 0) / pc["lookups"], 4) if pc.get("lookups") else 0.0
         total["replicas"] = len(self.replicas())
         total["retries"] = self.retries
         return total

@@ -341,6 +341,25 @@ def test_metrics_parse_and_count_the_requests(url: str, client: openai.OpenAI) -
     assert requests_ok() == before + 4
 
 
+def test_a_second_chat_turn_hits_the_prefix_cache_and_metrics_show_it(url: str, client: openai.OpenAI) -> None:
+    def cache() -> dict[str, float]:
+        fams = {f.name: f for f in text_string_to_metric_families(httpx.get(url + "/metrics").text)}
+        return {k: fams[f"adapterhub_engine_prefix_cache_{k}"].samples[0].value
+                for k in ("lookup_tokens", "hit_tokens", "hit_rate", "tokens")}
+
+    turn1 = [{"role": "user", "content": "Tell me about the quick brown fox and the lazy dog, at length. " * 3}]
+    first = client.chat.completions.create(model="lora", messages=turn1, max_tokens=6, temperature=0)
+    before = cache()
+    turn2 = [*turn1, {"role": "assistant", "content": first.choices[0].message.content or ""},
+             {"role": "user", "content": "And then?"}]
+    second = client.chat.completions.create(model="lora", messages=turn2, max_tokens=6, temperature=0)
+    after = cache()
+    assert second.usage is not None and after["lookup_tokens"] - before["lookup_tokens"] == second.usage.prompt_tokens
+    # Turn 1's prompt (at least its full blocks) came from the cache, not a prefill.
+    assert after["hit_tokens"] - before["hit_tokens"] >= 16
+    assert 0 < after["hit_rate"] <= 1 and after["tokens"] > 0
+
+
 # --- keys ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def keyed_url(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
