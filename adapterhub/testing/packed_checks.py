@@ -44,8 +44,16 @@ def is_packed(case: MethodCase) -> bool:
     return bool(case._cache["packed"])
 
 
-@torch.no_grad()
 def check_route_tokens(case: MethodCase) -> None:
+    from adapterhub.testing.methods import _trained
+
+    c = "route_tokens"
+    state, _ = _trained(case)  # trains (with grad) once per case
+    with torch.no_grad():
+        _check(case, c, state)
+
+
+def _check(case: MethodCase, c: str, state: dict[str, torch.Tensor]) -> None:
     from adapterhub.testing.methods import (
         NotApplicable,
         _apply,
@@ -54,15 +62,12 @@ def check_route_tokens(case: MethodCase) -> None:
         _logits,
         _runtime,
         _second_adapter,
-        _trained,
     )
 
-    c = "route_tokens"
     model, rt = _runtime(case, c)
     if not isinstance(rt, PackedRuntime):
         raise NotApplicable("the runtime does not implement PackedRuntime (the engine gives its rows per-row forwards)")
     model.eval()
-    state, _ = _trained(case)
     _apply(case, c, rt, "conf-a", state)
     mixed = case.method.capabilities.mixed_batch
     if mixed:

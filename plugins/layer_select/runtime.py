@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 import torch
 from adapterhub.plugins.layer_select.tensors import base_tensors, snapshot, write_into
 
 from adapterhub.errors import AdapterUnloadedError, IncompatibleAdapterError
-from adapterhub.protocols.method import MethodConfig, SwapPlan
+from adapterhub.protocols.method import MethodConfig, SwapPlan, TokenSpan
 
 if TYPE_CHECKING:
     from adapterhub.plugins.layer_select.method import LayerSelectiveMethod
@@ -94,6 +94,24 @@ class LayerSelectiveRuntime:
             return list(self._plans)
 
     # -- routing -------------------------------------------------------------------------------
+    def route_tokens(self, spans: Sequence[TokenSpan], inputs: dict[str, Any]) -> AbstractContextManager[dict[str, Any]]:
+        """``PackedRuntime``: a packed forward is one adapter's (the swap is for every
+        token), so its spans must cover every token with one adapter, or name none."""
+        ref = inputs.get("input_ids")
+        if ref is None:
+            ref = inputs.get("inputs_embeds")
+        total = int(ref.shape[1]) if isinstance(ref, torch.Tensor) and ref.dim() >= 2 else 0
+        named = [sp for sp in spans if sp.adapter_id is not None and sp.stop > sp.start]
+        rows: list[str | None] = [sp.adapter_id for sp in named]
+        covered = sum(sp.stop - sp.start for sp in named)
+        if named and covered < total:
+            rows.append(None)  # tokens on no adapter of this method: refused by _single
+        return self.route(rows or [None], inputs)
+
+    def initial_kv(self, adapter_id: str) -> None:
+        """``PackedRuntime``: a selective adapter adds nothing to a request's cache."""
+        return None
+
     def _single(self, rows: Sequence[str | None]) -> str | None:
         named = list(dict.fromkeys(r for r in rows if r is not None))
         if len(named) > 1:

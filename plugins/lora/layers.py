@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -153,42 +154,71 @@ class LoraLinear(_SharedLinear):
 # --- serving ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class SlotGroup:
+    """The rows (or, in a packed forward, the tokens) of one forward that use one slot."""
+
+    slot: int
+    scale: float
+    rank: int
+    sel: slice | torch.Tensor
+    """A slice when they are contiguous (a view, no copy), else a long index tensor."""
+    count: int
+
+
+def select(indices: Sequence[int], device: torch.device) -> slice | torch.Tensor:
+    """A slice for contiguous ascending ``indices``, else an index tensor."""
+    lo = indices[0]
+    if list(indices) == list(range(lo, lo + len(indices))):
+        return slice(lo, lo + len(indices))
+    return torch.tensor(list(indices), dtype=torch.long, device=device)
+
+
 @dataclass
 class Route:
     """One forward's adapter selection, shared by every multi-adapter layer.
 
     ``mask`` has bit ``s`` set for every slot used by some row; a layer whose own mask
     does not intersect it does no LoRA work at all. ``slot`` is set when every row uses
-    the same adapter (the fast path); otherwise ``index`` maps rows to slots (slot 0 is
-    the all-zero slot, for rows without an adapter) and ``scales`` holds each row's scale.
+    the same adapter (the fast path: one low-rank product accumulated into the base
+    GEMM). Otherwise ``groups`` holds one :class:`SlotGroup` per *distinct* adapter:
+    its rows (``packed`` False: rows of the batch) or its tokens (``packed`` True: a
+    packed forward's ``(1, T)`` tokens), each group one shrink and one expand.
     """
 
     mask: int
     rank: int
     slot: int | None = None
     scale: float = 0.0
-    index: torch.Tensor | None = None
-    scales: torch.Tensor | None = None
-    _expanded: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    groups: tuple[SlotGroup, ...] = ()
+    packed: bool = False
+    rows: int = 0
+    """Rows of the batch a per-row route was built for."""
+    _expanded: dict[int, tuple[SlotGroup, ...]] = field(default_factory=dict)
 
-    def rows_for(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Index and (batch, 1, 1) scales for a forward whose batch is ``batch`` rows.
+    def groups_for(self, batch: int) -> tuple[SlotGroup, ...]:
+        """The groups for a forward whose batch is ``batch`` rows (packed: ``batch`` tokens).
 
         Beam search and ``num_return_sequences`` repeat each request row
-        ``batch // len(rows)`` times consecutively (``repeat_interleave``), so the
-        route follows that layout instead of failing.
+        ``batch // rows`` times consecutively (``repeat_interleave``), so the route
+        follows that layout instead of failing.
         """
-        assert self.index is not None and self.scales is not None
-        n = self.index.shape[0]
-        if batch == n:
-            return self.index, self.scales
+        n = sum(g.count for g in self.groups) if self.packed else self.rows
+        if batch == n or self.packed:
+            return self.groups
         got = self._expanded.get(batch)
         if got is None:
             if batch % n:
                 raise RuntimeError(f"LoRA route has {n} rows but the forward got a batch of {batch}")
             k = batch // n
-            got = (self.index.repeat_interleave(k), self.scales.repeat_interleave(k, dim=0))
-            self._expanded[batch] = got
+            out = []
+            for g in self.groups:
+                if isinstance(g.sel, slice):
+                    sel: slice | torch.Tensor = slice(g.sel.start * k, g.sel.stop * k)
+                else:
+                    sel = (g.sel.unsqueeze(1) * k + torch.arange(k, device=g.sel.device)).flatten()
+                out.append(SlotGroup(g.slot, g.scale, g.rank, sel, g.count * k))
+            got = self._expanded[batch] = tuple(out)
         return got
 
 
@@ -314,18 +344,28 @@ class MultiLoraLinear(_SharedLinear):
             h = F.linear(x2, self.lora_A[s, :r])
             y = lora_linear(x2, self.weight, self.bias, h, self.lora_B[s, :, :r], route.scale)
             return y.view(*x.shape[:-1], self.out_features)
-        batch = x.shape[0]
-        index, scales = route.rows_for(batch)
-        # One gather per forward of the rows' slots, then two batched matmuls: no Python
-        # loop over rows or adapters.
-        a = self.lora_A[:, :r].index_select(0, index)  # (batch, r, in)
-        b = self.lora_B[:, :, :r].index_select(0, index)  # (batch, out, r)
-        x3 = x.reshape(batch, -1, self.in_features)
-        # Base first, update added after: rows without an adapter (slot 0, all zeros)
-        # then read exactly the base value.
+        # One shrink and one expand per distinct adapter over its rows (or tokens): the
+        # base GEMM runs once over everything, and no per-row gather of A and B.
         out = F.linear(x, self.weight, self.bias)
-        h = torch.bmm(x3, a.transpose(1, 2)).mul_(scales)  # (batch, seq, r)
-        out.view(batch, -1, self.out_features).baddbmm_(h, b.transpose(1, 2))
+        if route.packed:
+            x3 = x.reshape(-1, 1, self.in_features)  # token t is "row" t
+            o3 = out.view(-1, 1, self.out_features)
+        else:
+            x3 = x.reshape(x.shape[0], -1, self.in_features)
+            o3 = out.view(x.shape[0], -1, self.out_features)
+        for g in route.groups_for(x3.shape[0]):
+            if not (self.mask >> g.slot) & 1:
+                continue  # this adapter has no weights on this layer
+            a = self.lora_A[g.slot, : g.rank]  # (r, in)
+            b = self.lora_B[g.slot, :, : g.rank]  # (out, r)
+            if isinstance(g.sel, slice):
+                xs = x3[g.sel].reshape(-1, self.in_features)
+                h = torch.mm(xs, a.t()).mul_(g.scale)
+                o3[g.sel].view(-1, self.out_features).addmm_(h, b.t())
+            else:
+                xs = x3.index_select(0, g.sel).reshape(-1, self.in_features)
+                h = torch.mm(xs, a.t()).mul_(g.scale)
+                o3.index_add_(0, g.sel, torch.mm(h, b.t()).view(g.count, -1, self.out_features))
         return out
 
     def extra_repr(self) -> str:

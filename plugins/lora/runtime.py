@@ -21,12 +21,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from adapterhub.plugins.lora.layers import LoraLinear, MultiLoraLinear, Route, Router
+from adapterhub.plugins.lora.layers import (
+    LoraLinear,
+    MultiLoraLinear,
+    Route,
+    Router,
+    SlotGroup,
+    select,
+)
 from adapterhub.plugins.lora.validation import BaseLayout, validate_against
 from torch import nn
 
 from adapterhub.errors import AdapterUnloadedError, IncompatibleAdapterError
-from adapterhub.protocols.method import MethodConfig, SwapPlan
+from adapterhub.protocols.method import MethodConfig, SwapPlan, TokenSpan
 
 INITIAL_SLOTS = 4
 """Adapter slots allocated on first use (plus the all-zero slot 0); doubles when full."""
@@ -205,47 +212,86 @@ class LoraRuntime:
         ids = inputs.get("input_ids")
         if isinstance(ids, torch.Tensor) and ids.dim() >= 1 and ids.shape[0] != len(rows):
             raise ValueError(f"LoRA route got {len(rows)} rows for a batch of {ids.shape[0]}")
-        new = self.build_route(rows)
+        with self._routed(self.build_route(rows)):
+            yield inputs
+
+    @contextmanager
+    def route_tokens(self, spans: Sequence[TokenSpan], inputs: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """``PackedRuntime``: adapters per token span of a packed ``(1, T)`` forward."""
+        ref = inputs.get("input_ids")
+        if ref is None:
+            ref = inputs.get("inputs_embeds")
+        total = int(ref.shape[1]) if isinstance(ref, torch.Tensor) and ref.dim() >= 2 else None
+        with self._routed(self.build_token_route(spans, total)):
+            yield inputs
+
+    def initial_kv(self, adapter_id: str) -> None:
+        """``PackedRuntime``: a LoRA request's cache starts empty."""
+        return None
+
+    @contextmanager
+    def _routed(self, new: Route | None) -> Iterator[None]:
         prev = self._router.route
         self._router.route = new
         try:
-            yield inputs
+            yield
         finally:
             self._router.route = prev
 
     # --- extras -------------------------------------------------------------------------------
+    def _resident_of(self, adapter_id: str) -> _Resident:
+        res = self._resident.get(adapter_id)
+        if res is None:
+            raise AdapterUnloadedError(f"LoRA adapter {adapter_id!r} is not resident")
+        return res
+
     def build_route(self, rows: Sequence[str | None]) -> Route | None:
         """The Route for ``rows`` (None when no row uses a LoRA adapter)."""
-        resident = self._resident
-        used: list[_Resident | None] = []
-        for r in rows:
-            if r is None:
-                used.append(None)
-                continue
-            res = resident.get(r)
-            if res is None:
-                raise AdapterUnloadedError(f"LoRA adapter {r!r} is not resident")
-            used.append(res)
+        used = [None if r is None else self._resident_of(r) for r in rows]
         present = [u for u in used if u is not None]
         if not present:
             return None
         first = present[0]
         if len(present) == len(used) and all(u.slot == first.slot for u in present):
             return Route(mask=1 << first.slot, rank=first.rank, slot=first.slot, scale=first.scale)
+        by_slot: dict[int, list[int]] = {}
+        for i, u in enumerate(used):
+            if u is not None:
+                by_slot.setdefault(u.slot, []).append(i)
+        return self._grouped(by_slot, {u.slot: u for u in present}, packed=False, rows=len(rows))
+
+    def build_token_route(self, spans: Sequence[TokenSpan], total: int | None = None) -> Route | None:
+        """The Route of a packed forward of ``total`` tokens (None: no span on LoRA)."""
+        by_slot: dict[int, list[int]] = {}
+        info: dict[int, _Resident] = {}
+        covered = 0
+        for sp in spans:
+            if sp.adapter_id is None or sp.stop <= sp.start:
+                continue
+            u = self._resident_of(sp.adapter_id)
+            info[u.slot] = u
+            by_slot.setdefault(u.slot, []).extend(range(sp.start, sp.stop))
+            covered += sp.stop - sp.start
+        if not by_slot:
+            return None
+        if len(by_slot) == 1 and total is not None and covered == total:
+            u = next(iter(info.values()))  # every token on one adapter: the fast path
+            return Route(mask=1 << u.slot, rank=u.rank, slot=u.slot, scale=u.scale)
+        return self._grouped(by_slot, info, packed=True)
+
+    def _grouped(self, by_slot: dict[int, list[int]], info: dict[int, _Resident], *, packed: bool, rows: int = 0) -> Route:
+        device, _ = self._stack_layout()
         mask = 0
-        for u in present:
-            mask |= 1 << u.slot
-        device, dtype = self._stack_layout()
-        index = torch.tensor([0 if u is None else u.slot for u in used], dtype=torch.long, device=device)
-        scales = torch.tensor([0.0 if u is None else u.scale for u in used], dtype=dtype, device=device)
-        return Route(mask=mask, rank=max(u.rank for u in present), index=index, scales=scales.view(-1, 1, 1))
+        groups = []
+        for slot, idx in by_slot.items():
+            u = info[slot]
+            mask |= 1 << slot
+            groups.append(SlotGroup(slot, u.scale, u.rank, select(idx, device), len(idx)))
+        return Route(mask=mask, rank=max(u.rank for u in info.values()), groups=tuple(groups), packed=packed, rows=rows)
 
     def slot_of(self, adapter_id: str) -> int:
         """The slot an adapter occupies (for tests and diagnostics)."""
-        res = self._resident.get(adapter_id)
-        if res is None:
-            raise AdapterUnloadedError(f"LoRA adapter {adapter_id!r} is not resident")
-        return res.slot
+        return self._resident_of(adapter_id).slot
 
     @property
     def capacity(self) -> int:

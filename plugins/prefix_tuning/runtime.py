@@ -45,7 +45,7 @@ from adapterhub.plugins.prefix_tuning.method import coerce_config
 from torch import nn
 
 from adapterhub.errors import AdapterUnloadedError, ConfigError, IncompatibleAdapterError
-from adapterhub.protocols.method import MethodConfig, SwapPlan
+from adapterhub.protocols.method import MethodConfig, SwapPlan, TokenSpan
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,24 @@ class PrefixRuntime:
     def route(self, rows: Sequence[str | None], inputs: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """Yield prefill kwargs with per-row prefixes (see module docs); mutates nothing."""
         yield self.prefill_kwargs(rows, inputs)
+
+    @contextmanager
+    def route_tokens(self, spans: Sequence[TokenSpan], inputs: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """``PackedRuntime``: nothing to select per token. The engine started each
+        request's own cache with :meth:`initial_kv` and placed its tokens after the
+        virtual ones, which is all a prefix does; the forward passes through."""
+        with self._lock:
+            missing = sorted({sp.adapter_id for sp in spans if sp.adapter_id is not None and sp.adapter_id not in self._resident})
+        if missing:
+            raise AdapterUnloadedError(f"prefix-tuning adapter(s) {missing} are not resident")
+        yield inputs
+
+    def initial_kv(self, adapter_id: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``PackedRuntime``: the adapter's virtual tokens ``(L, Hkv, T, D)``: a request's
+        cache starts with them, and its own tokens take positions ``T, T + 1, ...``
+        (as :meth:`route` places them)."""
+        entry = self.get(adapter_id)
+        return entry.key, entry.value
 
     def prefill_kwargs(self, rows: Sequence[str | None], inputs: Mapping[str, Any]) -> dict[str, Any]:
         """The kwargs ``route`` yields, as a plain function."""

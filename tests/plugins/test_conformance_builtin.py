@@ -198,3 +198,32 @@ def test_suite_catches_a_route_that_forgets_decode_steps() -> None:
     inner = get_catalog().method("lora")
     with pytest.raises(ConformanceError, match=r"lora\] route_decode: logits of forwards continuing a cached row"):
         check_method(_Forgetful(inner), inner.config_cls(), _factory, only=["route_decode"])  # type: ignore[arg-type]
+
+
+class _FirstSpanOnlyRuntime(_ForgetfulRuntime):
+    """A packed runtime that routes only the first token span (the others silently run on
+    the bare base): the kind of bug ``route_tokens`` exists for."""
+
+    def route_tokens(self, spans: Any, inputs: dict[str, Any]) -> Any:
+        return self.inner.route_tokens(list(spans)[:1], inputs)
+
+    def initial_kv(self, adapter_id: str) -> Any:
+        return self.inner.initial_kv(adapter_id)
+
+
+class _FirstSpanOnly(_Wrapped):
+    def runtime(self, model: torch.nn.Module) -> Any:
+        return _FirstSpanOnlyRuntime(self.inner.runtime(model))
+
+
+def test_suite_catches_a_packed_route_that_drops_spans() -> None:
+    inner = get_catalog().method("lora")
+    with pytest.raises(ConformanceError, match=r"lora\] route_tokens: request 2 \(conf-b\) in packed forwards"):
+        check_method(_FirstSpanOnly(inner), inner.config_cls(), _factory, only=["route_tokens"])  # type: ignore[arg-type]
+
+
+def test_route_tokens_applies_only_to_packed_runtimes() -> None:
+    inner = get_catalog().method("lora")
+    # The forgetful runtime has no route_tokens: not a PackedRuntime, so no check.
+    report = check_method(_Forgetful(inner), inner.config_cls(), _factory, only=["route_tokens"])  # type: ignore[arg-type]
+    assert "route_tokens" in report.skipped and not report.passed

@@ -12,6 +12,7 @@ import random
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -345,13 +346,13 @@ def test_request_finishes_on_its_version_while_latest_moves(registry: Registry, 
 
 def test_loaded_adapters_are_bounded_and_in_use_ones_stay(registry: Registry, references: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     host = _fresh_host()
-    real_decode = Runner.decode
+    real_step = Runner.step
 
-    def slow_decode(self: Runner, group: Group) -> tuple[list[int], torch.Tensor]:  # 200 steps take >= 4 s:
+    def slow_step(self: Runner, group: Group | None, chunks: Any) -> Any:  # 200 steps take >= 4 s:
         time.sleep(0.02)  # the other load surely ends first, even on a loaded machine
-        return real_decode(self, group)
+        return real_step(self, group, chunks)
 
-    monkeypatch.setattr(Runner, "decode", slow_decode)
+    monkeypatch.setattr(Runner, "step", slow_step)
     with Engine(host, EngineConfig(max_loaded_adapters=1, max_running=4)) as eng:
         busy = eng.submit(make_request(PROMPTS[0], "team/a", max_tokens=200))
         next(iter(busy))

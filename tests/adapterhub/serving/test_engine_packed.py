@@ -106,7 +106,7 @@ def test_a_new_version_under_the_same_name_never_reads_the_old_blocks(adapter_di
     with Engine(h, EngineConfig(prefix_block_tokens=4)) as eng:
         first = eng.submit(make_request(PROMPTS[0], "x", max_tokens=6)).result(timeout=60).token_ids
         # Same name, same version label, other weights (a local rebuild): other files' sha256.
-        make_adapter("lora", h.model, tmp_path / "x2", config={"r": 4, "alpha": 8}, name="t/a", version="1.0.0", seed=77, scale=1.5)
+        make_adapter("lora", _base().model, tmp_path / "x2", config={"r": 4, "alpha": 8}, name="t/a", version="1.0.0", seed=77, scale=1.5)
         h.load(tmp_path / "x2", name="x")
         hits = eng.stats()["prefix_cache"]["hits"]
         second = eng.submit(make_request(PROMPTS[0], "x", max_tokens=6)).result(timeout=60).token_ids

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 from adapterhub.plugins.lora import LoraConfig, LoraMethod
-from adapterhub.plugins.lora.layers import LoraLinear, MultiLoraLinear, Route, Router
+from adapterhub.plugins.lora.layers import (
+    LoraLinear,
+    MultiLoraLinear,
+    Route,
+    Router,
+    SlotGroup,
+    select,
+)
 from torch import nn
 
 
@@ -56,8 +63,8 @@ def test_multi_lora_linear_paths_with_bias_and_2d_input() -> None:
         router.route = Route(mask=1 << 2, rank=2, slot=2, scale=1.5)
         single = layer(x)
         router.route = Route(
-            mask=(1 << 1) | (1 << 2), rank=3,
-            index=torch.tensor([1, 0, 2]), scales=torch.tensor([0.5, 0.0, 1.5]).view(-1, 1, 1),
+            mask=(1 << 1) | (1 << 2), rank=3, rows=3,
+            groups=(SlotGroup(1, 0.5, 3, slice(0, 1), 1), SlotGroup(2, 1.5, 2, slice(2, 3), 1)),
         )
         mixed = layer(x)
         router.route = None
@@ -68,11 +75,66 @@ def test_multi_lora_linear_paths_with_bias_and_2d_input() -> None:
     assert (mixed[2] - ref2[2]).abs().max().item() <= 1e-5
 
 
-def test_route_rows_for_rejects_a_batch_it_cannot_map() -> None:
-    route = Route(mask=2, rank=1, index=torch.tensor([1, 0]), scales=torch.ones(2, 1, 1))
-    assert route.rows_for(4)[0].tolist() == [1, 1, 0, 0]
-    with pytest.raises(RuntimeError, match="2 rows but the forward got a batch of 3"):
-        route.rows_for(3)
+def test_route_groups_for_follows_repeated_rows_and_rejects_a_batch_it_cannot_map() -> None:
+    route = Route(mask=2, rank=1, rows=2, groups=(SlotGroup(1, 1.0, 1, torch.tensor([0]), 1),))
+    (g,) = route.groups_for(4)
+    assert g.sel.tolist() == [0, 1] and g.count == 2  # type: ignore[union-attr]
+    route = Route(mask=2, rank=1, rows=3, groups=(SlotGroup(1, 1.0, 1, slice(1, 3), 2),))
+    assert route.groups_for(6)[0].sel == slice(2, 6)
+    with pytest.raises(RuntimeError, match="3 rows but the forward got a batch of 4"):
+        route.groups_for(4)
+
+
+def _stacked_layer(slots: int = 4) -> tuple[nn.Linear, Router, MultiLoraLinear, dict[int, tuple[torch.Tensor, torch.Tensor]]]:
+    torch.manual_seed(3)
+    lin = nn.Linear(8, 5, bias=True)
+    router = Router()
+    layer = MultiLoraLinear(lin, router, capacity=slots + 1, r_max=4, zero_slots=1)
+    pairs = {s: (torch.randn(r, 8), torch.randn(5, r)) for s, r in zip(range(1, slots + 1), (4, 2, 3, 1), strict=False)}
+    for slot, (a, b) in pairs.items():
+        layer.write_slot(slot, a, b)
+    return lin, router, layer, pairs
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "scattered"])
+def test_grouped_rows_equal_each_row_alone(layout: str) -> None:
+    lin, router, layer, pairs = _stacked_layer()
+    # Rows on slots 1, 3, none, 1, 2: slot 1's rows are not contiguous when scattered.
+    slots = [1, 1, 3, 0, 2] if layout == "contiguous" else [1, 3, 0, 1, 2]
+    scale = {1: 0.5, 2: 2.0, 3: 1.25}
+    x = torch.randn(len(slots), 3, 8)
+    groups = []
+    for s in sorted(set(slots) - {0}):
+        idx = [i for i, v in enumerate(slots) if v == s]
+        groups.append(SlotGroup(s, scale[s], pairs[s][0].shape[0], select(idx, torch.device("cpu")), len(idx)))
+    with torch.no_grad():
+        router.route = Route(mask=sum(1 << s for s in set(slots) - {0}), rank=4, rows=len(slots), groups=tuple(groups))
+        got = layer(x)
+        router.route = None
+    for i, s in enumerate(slots):
+        want = lin(x[i]) if s == 0 else _reference(x[i : i + 1], lin, *pairs[s], scale[s])[0]
+        if s == 0:
+            assert torch.equal(got[i], want)  # rows without an adapter read exactly the base
+        else:
+            assert (got[i] - want).abs().max().item() <= 1e-5
+
+
+def test_packed_token_groups_equal_each_token_run_alone() -> None:
+    lin, router, layer, pairs = _stacked_layer()
+    # A packed (1, T) forward: 3 decode tokens on slots 2, 2, 1, then a 6-token chunk on 3.
+    spans = [(2, 0, 2), (1, 2, 3), (0, 3, 4), (3, 4, 10)]
+    x = torch.randn(1, 10, 8)
+    groups = []
+    for s in (1, 2, 3):
+        idx = [t for slot, a, b in spans if slot == s for t in range(a, b)]
+        groups.append(SlotGroup(s, 1.5, pairs[s][0].shape[0], select(idx, torch.device("cpu")), len(idx)))
+    with torch.no_grad():
+        router.route = Route(mask=0b1110, rank=4, groups=tuple(groups), packed=True)
+        got = layer(x)[0]
+        router.route = None
+    for s, a, b in spans:
+        want = lin(x[0, a:b]) if s == 0 else _reference(x[:, a:b], lin, *pairs[s], 1.5)[0]
+        assert (got[a:b] - want).abs().max().item() <= 1e-5
 
 
 class _Mlp(nn.Module):

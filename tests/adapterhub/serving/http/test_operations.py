@@ -159,10 +159,14 @@ def test_a_failed_decode_group_logs_its_traceback_and_request_ids(
 ) -> None:
     caplog.set_level(logging.INFO, logger="adapterhub")
 
-    def broken(self: Runner, group: Any) -> Any:
-        raise RuntimeError("device fell over")
+    real = Runner.step
 
-    monkeypatch.setattr(Runner, "decode", broken)
+    def broken(self: Runner, group: Any, chunks: Any) -> Any:
+        if group is not None:  # the request's prompt is prefilled; its first decode forward fails
+            raise RuntimeError("device fell over")
+        return real(self, group, chunks)
+
+    monkeypatch.setattr(Runner, "step", broken)
     r = httpx.post(keyed_url + "/v1/completions", headers={**_auth(OPS_KEY), "x-request-id": "decode-fails-1"},
                    json={"model": "lora", "prompt": "x", "max_tokens": 4}, timeout=30)
     assert r.status_code == 500 and r.json()["error"]["request_id"] == "decode-fails-1"
