@@ -494,7 +494,7 @@ class Engine:
             self.host.release([row.entry])
 
     def _finish(self, row: Row, reason: FinishReason, last: Delta | None = None) -> None:
-        if reason != "cancelled" and row.state is RowState.DECODING:
+        if reason != "cancelled" and row.state in (RowState.DECODING, RowState.PREFILLING):
             self.runner.remember(row, self._kv_budget() + row.reserved)  # its own reservation ends now
         self._leave(row)
         tail = "" if row.text is None else row.text.finish()

@@ -239,14 +239,20 @@ class Runner:
 
     def remember(self, row: Row, budget: int) -> None:
         """Keep a finishing row's prompt + answer blocks in the prefix cache (the next turn
-        of a chat starts with them)."""
+        of a chat starts with them); a row that ends with its first token keeps its prompt's."""
+        if self.prefix is None or not row.packed:
+            return
+        kv, t0 = row.kv, row.kv_start
+        if kv is not None:
+            if kv.length - t0 == len(row.prompt_ids):
+                self.prefix.insert(self._root(row.entry), row.prompt_ids, lambda a, b: kv.span(t0 + a, t0 + b), budget)
+            return
         g = row.group
-        if self.prefix is None or g is None or not row.packed:
+        if g is None:
             return
         i = g.rows.index(row)
-        fed = g.cache.end - g.cache.first[i] - row.kv_start  # tokens whose keys are in the cache
+        fed = g.cache.end - g.cache.first[i] - t0  # tokens whose keys are in the cache
         seq = (row.prompt_ids + row.out_ids)[:fed]
-        t0 = row.kv_start
         self.prefix.insert(self._root(row.entry), seq, lambda a, b: g.cache.row_kv(i, t0 + a, t0 + b), budget)
 
     # --- forwards ----------------------------------------------------------------------------

@@ -171,3 +171,12 @@ def test_rows_on_a_method_without_packed_forwards_use_per_row_forwards(host: Ada
     for (p, a, _), ids in zip(jobs, got, strict=True):
         assert ids == refs[(p, a)], (p, a)
     assert stats["forwards"] > stats["steps"]  # some steps ran per-row forwards
+
+
+def test_a_request_that_ends_with_its_first_token_still_leaves_its_prompt(host: AdapterHost) -> None:
+    with Engine(host, EngineConfig(prefix_block_tokens=4)) as eng:
+        eng.submit(make_request(PROMPTS[1], "b", max_tokens=1)).result(timeout=60)
+        assert eng.stats()["prefix_cache"]["tokens"] >= 16
+        again = eng.submit(make_request(PROMPTS[1], "b", max_tokens=4)).result(timeout=60)
+        assert eng.stats()["prefix_cache"]["hits"] >= 16
+    assert again.token_ids == host.generate([PROMPTS[1]], ["b"], max_new_tokens=4)[0].token_ids
