@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 from adapterhub.plugins.lora.layers import (
+    SEGMENT_MIN,
+    Gather,
     LoraLinear,
     MultiLoraLinear,
     Route,
@@ -280,14 +282,32 @@ class LoraRuntime:
         return self._grouped(by_slot, info, packed=True)
 
     def _grouped(self, by_slot: dict[int, list[int]], info: dict[int, _Resident], *, packed: bool, rows: int = 0) -> Route:
-        device, _ = self._stack_layout()
+        """Segments per adapter and one gather (layers.SEGMENT_MIN says which is which):
+        packed, adapters with many tokens are segments and the rest is gathered; per
+        row, both forms over every row (the layer picks by the forward's length)."""
+        device, dtype = self._stack_layout()
         mask = 0
         groups = []
+        small: list[tuple[int, int]] = []  # (row or token, slot) gathered
         for slot, idx in by_slot.items():
             u = info[slot]
             mask |= 1 << slot
-            groups.append(SlotGroup(slot, u.scale, u.rank, select(idx, device), len(idx)))
-        return Route(mask=mask, rank=max(u.rank for u in info.values()), groups=tuple(groups), packed=packed, rows=rows)
+            if packed and len(idx) < SEGMENT_MIN:
+                small.extend((i, slot) for i in idx)
+            else:
+                groups.append(SlotGroup(slot, u.scale, u.rank, select(idx, device), len(idx)))
+        gather = None
+        if not packed:  # every row, rows without an adapter on the all-zero slot 0
+            slot_of = {i: slot for slot, idx in by_slot.items() for i in idx}
+            small = [(i, slot_of.get(i, 0)) for i in range(rows)]
+        if small:
+            small.sort()
+            index = torch.tensor([slot for _, slot in small], dtype=torch.long, device=device)
+            scales = torch.tensor([info[slot].scale if slot else 0.0 for _, slot in small], dtype=dtype, device=device)
+            rank = max(info[slot].rank for _, slot in small if slot)
+            gather = Gather(select([i for i, _ in small], device), index, scales.view(-1, 1, 1), rank, len(small))
+        return Route(mask=mask, rank=max(u.rank for u in info.values()), groups=tuple(groups), gather=gather,
+                     packed=packed, rows=rows)
 
     def slot_of(self, adapter_id: str) -> int:
         """The slot an adapter occupies (for tests and diagnostics)."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from adapterhub.plugins.lora import LoraConfig, LoraMethod
 from adapterhub.plugins.lora.layers import (
+    SEGMENT_MIN,
+    Gather,
     LoraLinear,
     MultiLoraLinear,
     Route,
@@ -75,14 +76,17 @@ def test_multi_lora_linear_paths_with_bias_and_2d_input() -> None:
     assert (mixed[2] - ref2[2]).abs().max().item() <= 1e-5
 
 
-def test_route_groups_for_follows_repeated_rows_and_rejects_a_batch_it_cannot_map() -> None:
-    route = Route(mask=2, rank=1, rows=2, groups=(SlotGroup(1, 1.0, 1, torch.tensor([0]), 1),))
-    (g,) = route.groups_for(4)
-    assert g.sel.tolist() == [0, 1] and g.count == 2  # type: ignore[union-attr]
+def test_route_parts_follow_repeated_rows_and_reject_a_batch_they_cannot_map() -> None:
+    gather = Gather(slice(0, 2), torch.tensor([1, 0]), torch.ones(2, 1, 1), 1, 2)
+    route = Route(mask=2, rank=1, rows=2, groups=(SlotGroup(1, 1.0, 1, torch.tensor([0]), 1),), gather=gather)
+    (g,), none = route.parts_for(4, seq=SEGMENT_MIN)  # long rows: segments
+    assert g.sel.tolist() == [0, 1] and g.count == 2 and none is None  # type: ignore[union-attr]
+    groups, got = route.parts_for(4, seq=1)  # decode rows: the gather
+    assert groups == () and got is not None and got.index.tolist() == [1, 1, 0, 0] and got.sel == slice(0, 4)
     route = Route(mask=2, rank=1, rows=3, groups=(SlotGroup(1, 1.0, 1, slice(1, 3), 2),))
-    assert route.groups_for(6)[0].sel == slice(2, 6)
+    assert route.parts_for(6, seq=1)[0][0].sel == slice(2, 6)
     with pytest.raises(RuntimeError, match="3 rows but the forward got a batch of 4"):
-        route.groups_for(4)
+        route.parts_for(4, seq=1)
 
 
 def _stacked_layer(slots: int = 4) -> tuple[nn.Linear, Router, MultiLoraLinear, dict[int, tuple[torch.Tensor, torch.Tensor]]]:
@@ -119,62 +123,27 @@ def test_grouped_rows_equal_each_row_alone(layout: str) -> None:
             assert (got[i] - want).abs().max().item() <= 1e-5
 
 
-def test_packed_token_groups_equal_each_token_run_alone() -> None:
+@pytest.mark.parametrize("gathered", [False, True])
+def test_packed_token_groups_equal_each_token_run_alone(gathered: bool) -> None:
     lin, router, layer, pairs = _stacked_layer()
-    # A packed (1, T) forward: 3 decode tokens on slots 2, 2, 1, then a 6-token chunk on 3.
+    # A packed (1, T) forward: 3 decode tokens on slots 2, 2, 1, one on none, then a
+    # 6-token chunk on slot 3; the decode tokens segmented or gathered (BGMV-style).
     spans = [(2, 0, 2), (1, 2, 3), (0, 3, 4), (3, 4, 10)]
     x = torch.randn(1, 10, 8)
     groups = []
-    for s in (1, 2, 3):
+    for s in (1, 2, 3) if not gathered else (3,):
         idx = [t for slot, a, b in spans if slot == s for t in range(a, b)]
         groups.append(SlotGroup(s, 1.5, pairs[s][0].shape[0], select(idx, torch.device("cpu")), len(idx)))
+    gather = None
+    if gathered:
+        gather = Gather(torch.tensor([0, 1, 2]), torch.tensor([2, 2, 1]), torch.full((3, 1, 1), 1.5), 4, 3)
     with torch.no_grad():
-        router.route = Route(mask=0b1110, rank=4, groups=tuple(groups), packed=True)
+        router.route = Route(mask=0b1110, rank=4, groups=tuple(groups), gather=gather, packed=True)
         got = layer(x)[0]
         router.route = None
     for s, a, b in spans:
         want = lin(x[0, a:b]) if s == 0 else _reference(x[:, a:b], lin, *pairs[s], 1.5)[0]
-        assert (got[a:b] - want).abs().max().item() <= 1e-5
-
-
-class _Mlp(nn.Module):
-    """Not a transformers model: no config, no get_output_embeddings, biases everywhere."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(8, 16)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(16, 8)
-        self.lm_head = nn.Linear(8, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(self.fc2(self.act(self.fc1(x))))
-
-
-def test_plain_module_defaults_to_all_linear_but_the_head_and_round_trips() -> None:
-    torch.manual_seed(0)
-    model = _Mlp()
-    x = torch.randn(4, 8)
-    base = model(x).detach()
-    method = LoraMethod()
-    cfg = LoraConfig(r=2)
-    adapter = method.attach(model, cfg)
-    assert adapter.targets == ["fc1", "fc2"]
-    opt = torch.optim.AdamW(adapter.trainable_parameters(), lr=0.05)
-    target = torch.randn(4, 5)
-    for _ in range(5):
-        loss = torch.nn.functional.mse_loss(model(x), target)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    tuned = model(x).detach()
-    state = adapter.adapter_state()
-    adapter.detach()
-    assert torch.equal(model(x), base)
-    rt = method.runtime(model)
-    rt.apply(rt.plan("mlp", cfg, state))
-    with torch.no_grad(), rt.route(["mlp", None, "mlp", None], {}):
-        out = model(x)
-    assert (out[0] - tuned[0]).abs().max().item() <= 1e-5
-    assert torch.equal(out[1], base[1])
-
+        if s == 0:
+            assert torch.equal(got[a:b], want)
+        else:
+            assert (got[a:b] - want).abs().max().item() <= 1e-5

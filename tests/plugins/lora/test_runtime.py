@@ -420,3 +420,43 @@ def test_slot_reuse_across_targets_and_ranks_leaves_nothing_behind(adapters: dic
     for i, uid in enumerate(rows):
         want = attached_logits[resident[uid]][i] if uid is not None else logits(tiny_llama()[0], IDS)[i]
         assert (mixed[i] - want).abs().max().item() <= TOL
+
+
+def test_a_token_route_segments_chunks_and_gathers_decode_tokens(adapters: dict[str, Any]) -> None:
+    from adapterhub.plugins.lora.layers import SEGMENT_MIN
+
+    from adapterhub.host.packed import RowKV, packed_forward
+    from adapterhub.protocols.method import PackedRuntime, TokenSpan
+
+    model, rt = loaded_runtime(adapters)
+    assert isinstance(rt, PackedRuntime) and rt.initial_kv("qv4") is None
+    # Decode-like single tokens on two adapters and none, then a long chunk on a third.
+    spans = [TokenSpan("qv4", 0, 1), TokenSpan("all8", 1, 3), TokenSpan("qv4", 4, 5), TokenSpan("mlp2", 5, 5 + SEGMENT_MIN + 2)]
+    route = rt.build_token_route(spans, total=5 + SEGMENT_MIN + 2)
+    assert route is not None and route.packed
+    assert [g.slot for g in route.groups] == [rt.slot_of("mlp2")]  # the chunk: its own GEMM
+    assert route.gather is not None and route.gather.count == 4  # the decode tokens: one gather
+    one = rt.build_token_route([TokenSpan("all8", 0, 6)], total=6)
+    assert one is not None and one.slot == rt.slot_of("all8")  # every token on one adapter: fast path
+    with pytest.raises(AdapterUnloadedError):
+        rt.build_token_route([TokenSpan("nope", 0, 1)], total=1)
+
+    # Through the model: each request's logits equal the request alone.
+    cfg = model.config
+    heads = cfg.num_attention_heads
+    dims = (cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.hidden_size // heads)
+    reqs = [("qv4", IDS[0, :1]), ("all8", IDS[1, :2]), (None, IDS[2, :1]), ("qv4", IDS[3, :1]), ("mlp2", IDS[4, :SEGMENT_MIN + 2])]
+    segs, ids, pos, token_spans, at = [], [], [], [], 0
+    for name, t in reqs:
+        segs.append(RowKV(*dims, len(t), dtype=torch.float32, device="cpu").chunk(len(t)))
+        ids += t.tolist()
+        pos += list(range(len(t)))
+        if name is not None:
+            token_spans.append(TokenSpan(name, at, at + len(t)))
+        at += len(t)
+    packed = packed_forward(model, torch.tensor([ids]), torch.tensor([pos]), segs, [(rt, token_spans)], torch.arange(at))
+    at = 0
+    for name, t in reqs:
+        alone = logits(model, t[None], rt, [name])[0]
+        assert (packed[at : at + len(t)] - alone).abs().max().item() <= TOL, name
+        at += len(t)
