@@ -249,7 +249,7 @@ def markdown_bound(bound: dict[str, Any] | None) -> list[str]:
         f"Bound: prefill {f(bound['prefill_ms_per_token'], '.3f')} ms/token (one forward of {bound['prefill_rows']} × "
         f"{bound['prefill_width']} tokens), decode step {f(bound['decode_step_ms_c'])} ms at {bound['decode_rows']} rows "
         f"({bound['decode_kv_tokens']} cached tokens each); the mix's {bound['prompt_tokens']} prompt tokens and the "
-        f"{bound.get('completion_tokens', '—')} tokens the 8-adapter workload produced take at best {f(bound['best_case_s'])} s "
+        f"{bound.get('completion_tokens', '—')} tokens the 8-adapter workload produced take at best {f(bound['best_case_s'], '.2f')} s "
         f"= {f(bound['bound_tokens_per_s'])} tok/s; the engine (8 adapters) reaches {f(bound['share_of_bound'], '.3f')} of it.",
         "",
     ]

@@ -178,7 +178,8 @@ def markdown(chat: dict[str, Any] | None) -> list[str]:
     return [
         f"Multi-turn chat: {chat['clients']} clients × {chat['turns']} turns, {chat['adapters']} adapters (client i on a<i % "
         f"{chat['adapters']}>); prefix cache on {f(on['tokens_per_s'])} tok/s, off {f(off['tokens_per_s'])} tok/s; cache hits "
-        f"{pc.get('hits', '—')} of {pc.get('lookups', '—')} prompt tokens looked up (hit rate {f(pc.get('hit_rate'), '.3f')}), "
+        f"{pc.get('hits', '—')} of {pc.get('lookups', '—')} prompt tokens looked up (hit rate "
+        f"{f(pc.get('hit_rate') if pc.get('lookups') else None, '.3f')}), "
         f"evictions {pc.get('evictions', '—')}",
         "",
         "| turn | prompt tokens (mean) | cache on: tokens/s | TTFT p50 / p99 ms | ITL p50 / p99 ms | "
