@@ -97,8 +97,11 @@ def run_hf_cb(model: Any, ids: Sequence[Sequence[int]], specs: Sequence[se.Spec]
     # margin (under it no new prompt is admitted); sized here because the default takes
     # a share of the machine's free memory.
     blocks = math.ceil(clients * math.ceil(longest / page_size) / 0.85) + 1
+    # auto_switch_to_flash=False: in half precision transformers would otherwise look for
+    # flash-attention kernels, which the `kernels` package fetches from the Hub; the peer
+    # stays offline and on sdpa everywhere.
     cb = ContinuousBatchingConfig(page_size=page_size, num_blocks=blocks, max_batch_tokens=batch_tokens,
-                                  allow_block_sharing=False, seed=0)
+                                  allow_block_sharing=False, auto_switch_to_flash=False, seed=0)
     gen = GenerationConfig(do_sample=False, max_new_tokens=max(s.max_tokens for s in specs), eos_token_id=list(eos),
                            pad_token_id=eos[0])
     eos_set = set(eos)
