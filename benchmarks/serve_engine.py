@@ -1,4 +1,4 @@
-"""Serving engine benchmark (issue 13): closed-loop clients against ``adapterhub.serving.Engine``.
+"""Serving engine benchmark (issues 13, 25): closed-loop clients against ``adapterhub.serving.Engine``.
 
 ``--clients`` threads each send ``--requests-per-client`` requests back to back (submit,
 consume the stream, time every delta). The request mix is drawn once with ``--seed``:
@@ -25,15 +25,50 @@ Peers, same run, same mix, eight-adapter workload:
   batch waiting for its longest row; a row's tokens count only up to its own
   ``max_tokens``.
 
+Issue 25 adds, in the same run (``benchmarks/serve_bound.py``, ``benchmarks/serve_chat.py``):
+
+* ``hf_cb``: transformers' own continuous batching on the bare-base workload, on its own
+  copy of the base: ``model.init_continuous_batching`` (``sdpa`` attention over its paged
+  cache, FIFO scheduler, ``max_batch_tokens`` transformers' default unless
+  ``--hf-cb-batch-tokens``), driven by the same closed loop through
+  ``add_request(streaming=True)``, with the prompt token ids the engine's ``PromptEncoder``
+  makes of each request and its ``max_tokens``, greedy, so TTFT and ITL are measured as for
+  the engine. Keys: ``tokens_per_s_hf_cb_base``, ``ttft_p50_ms_hf_cb``/``p99``,
+  ``itl_p50_ms_hf_cb``/``p99``; ratios ``engine_base_over_hf_cb`` (engine base tokens/s
+  over hf_cb's) and ``itl_p99_hf_cb_over_engine`` (hf_cb's ITL p99 over the engine base's).
+* ``chat``: multi-turn chat, ``--clients`` conversations of ``--chat-turns`` turns (5), one
+  adapter each (client i on ``a<i % 8>``): a first user message of 100-200 corpus tokens and
+  an instruction, then per turn the engine's answer appended as the assistant message and
+  a 30-80-token follow-up; ``max_tokens`` 32-64 per turn, greedy. Run twice, on engines with
+  ``prefix_cache=True`` and ``False``. Keys: ``chat_tokens_per_s_cache``/``nocache`` (every
+  turn's tokens over the loop's wall time), ``chat_ttft_p50_ms_turn5_cache``/``nocache`` (the
+  last turn's TTFT p50: turn 5 by default), ``prefix_cache_hit_rate`` (prompt tokens served
+  from the cache over those looked up, cache-on engine's ``stats()["prefix_cache"]``; None
+  where the engine has no such stats or looked nothing up), ``chat_turns``; ratios ``chat_cache_over_nocache``
+  (tokens/s) and ``chat_ttft5_cache_over_nocache``. The workload record holds a per-turn
+  table for each (tokens/s over the turn's span, first submit to last finish; TTFT, ITL,
+  mean prompt tokens).
+* ``bound``: how close the engine gets to the machine. On the plain base, no scheduler:
+  ``prefill_ms_per_token``, one forward of ``--bound-prefill-tokens`` (2048) prompt tokens
+  as rows of ``--bound-width`` (256), logits of the last position only, median of 3, over
+  its tokens; ``decode_step_ms_c``, one decode step of ``--clients`` rows over a
+  ``--bound-kv``-token (200) cache each, median of 10. The mix's best case is its prompt
+  tokens × the prefill cost + the tokens the 8-adapter workload produced × the decode step
+  / clients; ``bound_tokens_per_s`` is those tokens over that time and ``share_of_bound`` the
+  best case over the 8-adapter workload's wall time (its tokens/s over the bound's). The
+  bound is the bare base's: LoRA's own cost counts against the engine.
+
 Tokens/s is completion tokens actually produced (a request may stop at EOS before its
 ``max_tokens``) over the wall time of the loop. TTFT is submit → first delta carrying a
 token; inter-token latency is the gap between consecutive token deltas of one request,
 as the client thread sees them.
 
     .venv/bin/python benchmarks/serve_engine.py [--model smollm2|tiny] [--threads 1] [--clients 16]
-        [--adapter qv-r8|all-r16] [--requests-per-client 8] [--workloads base,1,8,64,64_cold,peft_naive,static] [--json]
+        [--adapter qv-r8|all-r16] [--requests-per-client 8] [--chat-turns 5] [--hf-cb-batch-tokens N]
+        [--workloads base,1,8,64,64_cold,peft_naive,static,hf_cb,chat,bound] [--json]
 
-``--model tiny`` is a smoke run (well under a minute); result files
+``--model tiny`` is a smoke run (well under a minute; its chat is 3 short turns: a byte
+tokenizer in a 512-token window); result files
 (``benchmarks/results/serve_engine-<model>-<adapter>-t<threads>.{json,md}``) are written
 for real runs, or wherever ``--out`` says. With ``--json`` the last stdout line is one
 JSON object (tokens/s per workload, TTFT/ITL percentiles, ratios).
@@ -63,6 +98,14 @@ from adapterhub.host import AdapterHost
 from adapterhub.serving import Engine, EngineConfig, make_request
 from adapterhub.testing.adapters import make_adapter
 
+# The new workloads' modules (issue 25), beside this file; they import this one by name.
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+if __name__ == "__main__":
+    sys.modules.setdefault("serve_engine", sys.modules[__name__])
+import serve_bound  # noqa: E402
+import serve_chat  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 ADAPTERS: dict[str, dict[str, Any]] = {
     "qv-r8": {"r": 8, "alpha": 16, "target_modules": ["q_proj", "v_proj"]},
@@ -70,11 +113,15 @@ ADAPTERS: dict[str, dict[str, Any]] = {
 }
 MODELS = {"smollm2": "smollm2-135m-instruct", "tiny": "tiny-random-llama", "random": "random-smollm2-shape"}
 ENGINE_WORKLOADS = ("base", "1", "8", "64", "64_cold")
-WORKLOADS = (*ENGINE_WORKLOADS, "peft_naive", "static")
+WORKLOADS = (*ENGINE_WORKLOADS, "peft_naive", "static", "hf_cb", "chat", "bound")
 N_ADAPTERS = 64
 NAMESPACE = "team"
 # Zipf exponent of the 64-adapter popularity (issue 13).
 ZIPF_S = 1.0
+# The chat workload's conversations (issue 25); the tiny model's byte tokenizer and
+# 512-token window hold only shorter ones.
+CHAT: dict[str, Any] = {"turns": 5, "first": (100, 200), "follow": (30, 80), "max": (32, 64)}
+TINY_CHAT: dict[str, Any] = {"turns": 3, "first": (24, 48), "follow": (8, 16), "max": (4, 8)}
 
 
 # --- the request mix ---------------------------------------------------------------------------
@@ -104,11 +151,16 @@ def corpus() -> tuple[str, list[str]]:
     return "README.md + docs/*.md", [p.read_text() for p in [root / "README.md", *sorted((root / "docs").glob("*.md"))] if p.exists()]
 
 
-def draw_mix(tokenizer: Any, docs: Sequence[str], n: int, prompt_range: tuple[int, int], max_range: tuple[int, int], seed: int) -> list[Spec]:
-    """``n`` requests: windows of the token stream of ``docs``, decoded back to text."""
+def token_stream(tokenizer: Any, docs: Sequence[str]) -> list[int]:
+    """The corpus as one token stream (documents separated by a blank line)."""
     # Tokenized document by document: one call on the whole corpus trips the tokenizer's
     # "longer than the model's maximum" warning, which is about model inputs, not this.
-    stream: list[int] = [t for ids in tokenizer([doc + "\n\n" for doc in docs], add_special_tokens=False)["input_ids"] for t in ids]
+    return [t for ids in tokenizer([doc + "\n\n" for doc in docs], add_special_tokens=False)["input_ids"] for t in ids]
+
+
+def draw_mix(tokenizer: Any, docs: Sequence[str], n: int, prompt_range: tuple[int, int], max_range: tuple[int, int], seed: int) -> list[Spec]:
+    """``n`` requests: windows of the token stream of ``docs``, decoded back to text."""
+    stream = token_stream(tokenizer, docs)
     rng = random.Random(seed)
     specs: list[Spec] = []
     for i in range(n):
@@ -403,13 +455,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peft-requests", type=int, default=32, help="requests the naive peft server runs (a rate is measured)")
     ap.add_argument("--static-requests", type=int, default=None, help="requests the static-batch peer runs (default: all)")
     ap.add_argument("--workloads", type=_workloads, default=WORKLOADS, metavar=",".join(WORKLOADS))
+    ap.add_argument("--hf-cb-batch-tokens", type=int, default=None,
+                    help="hf_cb: transformers' max_batch_tokens, tokens per forward (default: transformers' own, 8192)")
+    ap.add_argument("--chat-turns", type=int, default=None, help=f"chat: turns per conversation (default {CHAT['turns']}; tiny {TINY_CHAT['turns']})")
+    ap.add_argument("--chat-first-tokens", type=_range, default=None, metavar="LO,HI",
+                    help=f"chat: corpus tokens of the first message (default {CHAT['first']}; tiny {TINY_CHAT['first']})")
+    ap.add_argument("--chat-followup-tokens", type=_range, default=None, metavar="LO,HI",
+                    help=f"chat: corpus tokens of a follow-up (default {CHAT['follow']}; tiny {TINY_CHAT['follow']})")
+    ap.add_argument("--chat-max-tokens", type=_range, default=None, metavar="LO,HI",
+                    help=f"chat: max_tokens of each answer (default {CHAT['max']}; tiny {TINY_CHAT['max']})")
+    ap.add_argument("--bound-prefill-tokens", type=int, default=2048, help="bound: prompt tokens of the one large prefill forward")
+    ap.add_argument("--bound-width", type=int, default=256, help="bound: tokens per row of that forward (rows = prefill tokens / width)")
+    ap.add_argument("--bound-kv", type=int, default=200, help="bound: cached tokens of each row in the decode step")
     ap.add_argument("--cold-pinned", action="store_true", help="64_cold names team/a7@1.0.0 instead of team/a7 (no tag re-resolution)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None, help="result JSON (default: benchmarks/results/serve_engine-<model>-<adapter>-t<threads>.json; not written for --model tiny)")
     ap.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     args = ap.parse_args(argv)
-    if args.clients < 1 or args.requests_per_client < 1 or args.threads < 1:
-        ap.error("--clients, --requests-per-client and --threads must be >= 1")
+    chat_defaults = TINY_CHAT if args.model == "tiny" else CHAT
+    for flag, key in (("chat_turns", "turns"), ("chat_first_tokens", "first"), ("chat_followup_tokens", "follow"), ("chat_max_tokens", "max")):
+        if getattr(args, flag) is None:
+            setattr(args, flag, chat_defaults[key])
+    if args.clients < 1 or args.requests_per_client < 1 or args.threads < 1 or args.chat_turns < 1:
+        ap.error("--clients, --requests-per-client, --threads and --chat-turns must be >= 1")
 
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
@@ -421,12 +489,22 @@ def main(argv: list[str] | None = None) -> int:
     specs = draw_mix(base.tokenizer, docs, n, args.prompt_tokens, args.max_tokens, args.seed)
     n_peft = min(args.peft_requests, n)
     n_static = min(args.static_requests or n, n)
-    need = max([N_ADAPTERS if run & {"64", "64_cold"} else 0, 8 if run & {"8", "peft_naive", "static"} else 0, 1 if "1" in run else 0])
+    need = max([N_ADAPTERS if run & {"64", "64_cold"} else 0, 8 if run & {"8", "peft_naive", "static", "chat"} else 0, 1 if "1" in run else 0])
     extra: dict[str, Any] = {}
     if args.max_prefill_tokens is not None:
         extra["max_prefill_tokens"] = args.max_prefill_tokens
     config = EngineConfig(max_running=args.clients, max_queue=max(256, args.clients), **extra)
     results: dict[str, dict[str, Any]] = {}
+    convs: list[Any] = []
+    if "chat" in run:
+        # Drawn (and checked against the context window) before anything is timed.
+        convs = serve_chat.draw_chats(base.tokenizer, docs, args.clients, args.chat_turns, args.chat_first_tokens,
+                                      args.chat_followup_tokens, args.chat_max_tokens, args.seed)
+        window = min(config.max_model_len or 1 << 30, int(getattr(base.model.config, "max_position_embeddings", 2048)))
+        longest = serve_chat.longest(base.tokenizer, convs)
+        if longest > window:
+            ap.error(f"chat: a conversation may reach {longest} tokens, more than the {window}-token window; "
+                     "lower --chat-turns or --chat-*-tokens")
 
     with tempfile.TemporaryDirectory(prefix="serve-engine-") as d:
         tmp = Path(d)
@@ -439,6 +517,10 @@ def main(argv: list[str] | None = None) -> int:
         pm = build_peft(copy.deepcopy(base.model), dirs[:8], tmp) if "peft_naive" in run else None
         if pm is not None:
             pm.to(args.device)
+        # transformers' continuous batching and the bound run on a plain copy too.
+        plain = copy.deepcopy(base.model) if run & {"hf_cb", "bound"} else None
+        if plain is not None and args.device != "cpu":
+            plain.to(device=args.device, dtype=torch.bfloat16)
         if args.device != "cpu":
             # The host serves a LoadedBase as given: put it on the device (bf16) first.
             base.model.to(device=args.device, dtype=torch.bfloat16)
@@ -460,6 +542,20 @@ def main(argv: list[str] | None = None) -> int:
             results["peft_naive"] = run_peft(pm, host, args.clients, specs, assign("peft_naive", n, args.seed), n_peft)
             print(f"[serve_engine] peft_naive: {results['peft_naive']['tokens_per_s']:.1f} tok/s", file=sys.stderr)
             del pm
+        if "hf_cb" in run and plain is not None:
+            results["hf_cb"] = serve_bound.run_hf_cb(plain, serve_bound.prompt_ids(host, specs), specs, host.eos_ids(),
+                                                     args.clients, args.requests_per_client, args.hf_cb_batch_tokens)
+            print(f"[serve_engine] hf_cb: {results['hf_cb']['tokens_per_s']:.1f} tok/s", file=sys.stderr)
+        if "bound" in run and plain is not None:
+            results["bound"] = serve_bound.measure_bound(plain, args.clients, args.bound_prefill_tokens, args.bound_width,
+                                                         args.bound_kv, args.device)
+            results["bound"] |= serve_bound.share_of_bound(results["bound"], sum(s.prompt_tokens for s in specs),
+                                                           results.get("8"), args.clients)
+            print(f"[serve_engine] bound: prefill {results['bound']['prefill_ms_per_token']:.2f} ms/token, "
+                  f"decode step {results['bound']['decode_step_ms_c']:.1f} ms at {args.clients} rows", file=sys.stderr)
+        del plain
+        if "chat" in run:
+            results["chat"] = serve_chat.run_both(host, config, convs)
         if "64_cold" in run:
             # Same pool size as the warm 64 run: the pre-loaded copies leave first.
             for k in warm:
@@ -496,6 +592,8 @@ def _document(args: argparse.Namespace, results: dict[str, dict[str, Any]], spec
 
     eight = results.get("8", {})
     cold = results.get("64_cold")
+    base, hf = results.get("base", {}), results.get("hf_cb", {})
+    chat = serve_chat.headline(results.get("chat"))
     headline: dict[str, Any] = {
         "tokens_per_s_base": rate("base"), "tokens_per_s_1": rate("1"), "tokens_per_s_8": rate("8"),
         "tokens_per_s_64": rate("64"), "tokens_per_s_64_cold": rate("64_cold"),
@@ -505,6 +603,11 @@ def _document(args: argparse.Namespace, results: dict[str, dict[str, Any]], spec
         "itl_p50_ms": eight.get("itl_p50_ms"), "itl_p99_ms": eight.get("itl_p99_ms"),
         "clients": args.clients, "threads": args.threads, "adapter": args.adapter, "model": args.model, "device": args.device,
         "requests_per_client": args.requests_per_client,
+        "tokens_per_s_hf_cb_base": rate("hf_cb"),
+        "ttft_p50_ms_hf_cb": hf.get("ttft_p50_ms"), "ttft_p99_ms_hf_cb": hf.get("ttft_p99_ms"),
+        "itl_p50_ms_hf_cb": hf.get("itl_p50_ms"), "itl_p99_ms_hf_cb": hf.get("itl_p99_ms"),
+        **chat,
+        **serve_bound.headline(results.get("bound")),
         "ratios": {
             "one_over_base": _ratio(rate("1"), rate("base")),
             "a64_over_1": _ratio(rate("64"), rate("1")),
@@ -512,6 +615,10 @@ def _document(args: argparse.Namespace, results: dict[str, dict[str, Any]], spec
             "over_peft_naive": _ratio(rate("8"), rate("peft_naive")),
             "over_static": _ratio(rate("8"), rate("static")),
             "itl_p99_over_p50": _ratio(eight.get("itl_p99_ms"), eight.get("itl_p50_ms")),
+            "engine_base_over_hf_cb": _ratio(rate("base"), rate("hf_cb")),
+            "itl_p99_hf_cb_over_engine": _ratio(hf.get("itl_p99_ms"), base.get("itl_p99_ms")),
+            "chat_cache_over_nocache": _ratio(chat["chat_tokens_per_s_cache"], chat["chat_tokens_per_s_nocache"]),
+            "chat_ttft5_cache_over_nocache": _ratio(chat["chat_ttft_p50_ms_turn5_cache"], chat["chat_ttft_p50_ms_turn5_nocache"]),
         },
         "workloads": {w: {k: v for k, v in r.items() if k != "engine"} | ({"adapter_loads": r["engine"]["adapter_loads"]} if "engine" in r else {})
                       for w, r in results.items()},
@@ -531,6 +638,8 @@ def _document(args: argparse.Namespace, results: dict[str, dict[str, Any]], spec
             "max_tokens_range": list(args.max_tokens), "prompt_tokens_total": sum(s.prompt_tokens for s in specs),
             "max_tokens_total": sum(s.max_tokens for s in specs), "zipf_s": ZIPF_S, "cold_refs": "name@version" if args.cold_pinned else "name",
             "peft_requests": min(args.peft_requests, len(specs)), "static_requests": min(args.static_requests or len(specs), len(specs)),
+            "chat": {"turns": args.chat_turns, "first_tokens_range": list(args.chat_first_tokens),
+                     "followup_tokens_range": list(args.chat_followup_tokens), "max_tokens_range": list(args.chat_max_tokens)},
         },
         "engine_config": config.model_dump(),
         "measured": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -540,20 +649,23 @@ def _document(args: argparse.Namespace, results: dict[str, dict[str, Any]], spec
     }
 
 
+def fmt(x: Any, spec: str = ".1f") -> str:
+    """A number for the markdown tables; a dash for None."""
+    return "—" if x is None else format(x, spec)
+
+
 def _markdown(doc: dict[str, Any]) -> str:
     h = doc["headline"]
     m = doc["machine"]
-
-    def f(x: Any, spec: str = ".1f") -> str:
-        return "—" if x is None else format(x, spec)
+    f = fmt
 
     labels = {"base": "bare base", "1": "1 adapter", "8": "8 adapters, uniform", "64": "64 adapters, Zipf, loaded",
               "64_cold": "64 adapters, Zipf, cold (registry)", "static": "static batches (8 adapters)",
-              "peft_naive": "peft, one at a time (8 adapters)"}
+              "peft_naive": "peft, one at a time (8 adapters)", "hf_cb": "transformers continuous batching (bare base)"}
     rows = []
     for w in WORKLOADS:
         r = doc["workloads"].get(w)
-        if r is None:
+        if r is None or w not in labels:
             continue
         loads = r.get("engine", {}).get("adapter_loads")
         rows.append(f"| {labels[w]} | {f(r['tokens_per_s'])} | {r['requests']} | {r['completion_tokens']} | "
@@ -561,6 +673,8 @@ def _markdown(doc: dict[str, Any]) -> str:
                     f"{f(r['latency_p50_ms'])} / {f(r['latency_p99_ms'])} | {'' if loads is None else loads} |")
     ratios = ", ".join(f"{k} {f(v, '.3f')}" for k, v in h["ratios"].items())
     mix = doc["mix"]
+    w = doc["workloads"]
+    extra = [*serve_bound.markdown_hf_cb(w.get("hf_cb")), *serve_chat.markdown(w.get("chat")), *serve_bound.markdown_bound(w.get("bound"))]
     return "\n".join([
         f"Serving engine benchmark ({doc['model']}, LoRA {doc['adapter']}, CPU fp32, {m['torch_threads']} thread(s), "
         f"{h['clients']} closed-loop clients × {h['requests_per_client']} requests; prompts {mix['prompt_tokens_range'][0]}-"
@@ -573,6 +687,7 @@ def _markdown(doc: dict[str, Any]) -> str:
         "",
         f"Ratios: {ratios}",
         "",
+        *extra,
     ])
 
 
