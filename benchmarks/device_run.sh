@@ -72,8 +72,8 @@ cd - >/dev/null
 echo "== 3. serving engine (benchmarks/serve_engine.py, SmolLM2 shape with random weights, bf16)"
 # The packaged SmolLM2 weights do not travel to the lent machine: the random model has the
 # same shape, so the step costs are the real ones (outputs are noise; tokens/s counts them).
-timeout 420 "$PY" benchmarks/serve_engine.py --model random --device "$DEVICE" --clients 16 --requests-per-client 4 \
-  --workloads base,1,8,64,64_cold,static --out "$OUT/serve_engine-random-qv-r8-$DEVICE.json" --json > "$OUT/serve_engine.log" 2>&1 || status=1
+timeout 540 "$PY" benchmarks/serve_engine.py --model random --device "$DEVICE" --clients 16 --requests-per-client 4 \
+  --workloads base,1,8,64,64_cold,static,hf_cb,chat,bound --out "$OUT/serve_engine-random-qv-r8-$DEVICE.json" --json > "$OUT/serve_engine.log" 2>&1 || status=1
 tail -20 "$OUT/serve_engine.log"
 echo "device_run: exit $status"
 exit $status

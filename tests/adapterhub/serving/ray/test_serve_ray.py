@@ -187,8 +187,13 @@ def test_a_stream_works_and_ends_with_done(server: dict[str, Any], references: d
 
 def test_requests_for_one_adapter_stick_to_the_replicas_holding_it(server: dict[str, Any]) -> None:
     client = _client(server)
-    before = per_replica(metrics(server), "adapterhub_replica_adapter_loads_total")
+    m0 = metrics(server)
+    before = per_replica(m0, "adapterhub_replica_adapter_loads_total")
     assert len(before) == 2, before
+    # The concurrent mix of the first test may have put it on both replicas already (Ray
+    # routes to another replica when the holder is busy): only new holders count here.
+    held_before = {labels["replica"] for labels, _ in m0.get("adapterhub_replica_adapter_loaded", [])
+                   if labels["adapter"] == "team-b/lora@1.0.0"}
     for _ in range(12):
         client.completions.create(model="team-b/lora", prompt=PROMPT, max_tokens=2, temperature=0)
     time.sleep(1.0)  # replicas post their figures every 0.25 s
@@ -199,7 +204,9 @@ def test_requests_for_one_adapter_stick_to_the_replicas_holding_it(server: dict[
     assert loads <= 1, (before, after)
     holders = {labels["replica"] for labels, _ in m["adapterhub_replica_adapter_loaded"]
                if labels["adapter"] == "team-b/lora@1.0.0"}
-    assert len(holders) == 1, m["adapterhub_replica_adapter_loaded"]
+    assert holders, m["adapterhub_replica_adapter_loaded"]
+    # Sequential requests stick: no replica that lacked it loads it, once one holds it.
+    assert len(holders - held_before) <= (0 if held_before else 1), (held_before, holders)
     assert sum(v for _, v in m["adapterhub_ray_replicas"]) == 2
 
 
