@@ -95,18 +95,43 @@ class LayerSelectiveRuntime:
 
     # -- routing -------------------------------------------------------------------------------
     def route_tokens(self, spans: Sequence[TokenSpan], inputs: dict[str, Any]) -> AbstractContextManager[dict[str, Any]]:
-        """``PackedRuntime``: a packed forward is one adapter's (the swap is for every
-        token), so its spans must cover every token with one adapter, or name none."""
+        """``PackedRuntime``: the swap is for every token of the forward, so its spans
+        must all name one adapter and cover ``[0, T)`` (then this is ``route([id])``), or
+        name none (the forward passes through). ``T`` comes from ``input_ids`` or
+        ``inputs_embeds``; without either only gaps between spans can be seen."""
         ref = inputs.get("input_ids")
         if ref is None:
             ref = inputs.get("inputs_embeds")
-        total = int(ref.shape[1]) if isinstance(ref, torch.Tensor) and ref.dim() >= 2 else 0
-        named = [sp for sp in spans if sp.adapter_id is not None and sp.stop > sp.start]
-        rows: list[str | None] = [sp.adapter_id for sp in named]
-        covered = sum(sp.stop - sp.start for sp in named)
-        if named and covered < total:
-            rows.append(None)  # tokens on no adapter of this method: refused by _single
-        return self.route(rows or [None], inputs)
+        total = int(ref.shape[1]) if isinstance(ref, torch.Tensor) and ref.dim() >= 2 else None
+        named: list[str] = []
+        uncovered: tuple[int, int] | None = None  # the first tokens on no adapter
+        at = 0
+        for sp in spans:
+            if sp.start < at or sp.stop < sp.start or (total is not None and sp.stop > total):
+                raise ValueError(f"token spans must be sorted, disjoint and inside [0, {'T' if total is None else total}): got {sp}")
+            if sp.stop == sp.start:
+                continue
+            if uncovered is None and sp.start > at:
+                uncovered = (at, sp.start)
+            if sp.adapter_id is None:
+                uncovered = uncovered or (sp.start, sp.stop)
+            elif sp.adapter_id not in named:
+                named.append(sp.adapter_id)
+            at = sp.stop
+        if uncovered is None and total is not None and at < total:
+            uncovered = (at, total)
+        if len(named) > 1:
+            raise IncompatibleAdapterError(
+                "layer-selective adapters rewrite base weights, so one packed forward can use only one; "
+                f"its token spans name {', '.join(repr(n) for n in named)}"
+            )
+        if named and uncovered is not None:
+            # The swapped weights are shared by every token: those would get the adapter.
+            raise IncompatibleAdapterError(
+                f"layer-selective adapter {named[0]!r} rewrites base weights for every token of a packed "
+                f"forward, but tokens [{uncovered[0]}, {uncovered[1]}) are on no adapter"
+            )
+        return self.route(named or [None], inputs)
 
     def initial_kv(self, adapter_id: str) -> None:
         """``PackedRuntime``: a selective adapter adds nothing to a request's cache."""

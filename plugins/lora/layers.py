@@ -206,10 +206,11 @@ class Route:
     :class:`SlotGroup` per adapter that gets its own shrink and expand, and ``gather``
     the rows or tokens whose A and B are gathered per row (see :data:`SEGMENT_MIN`).
 
-    A packed route (``packed``: the tokens of a ``(1, T)`` forward) uses both: segments
-    for adapters with many tokens (a prompt chunk), one gather for the rest (decode
-    tokens). A per-row route holds both forms over all rows and picks at the forward:
-    segments when each row brings at least ``SEGMENT_MIN`` tokens, else the gather.
+    A packed route (``packed``: the tokens of a ``(1, T)`` forward) uses both: a segment
+    for each long run of tokens on one adapter (a prompt chunk), one gather for the rest
+    (decode tokens; ``LoraRuntime._packed``). A per-row route holds both forms over all
+    rows and picks at the forward: segments when each row brings at least
+    ``SEGMENT_MIN`` tokens, else the gather.
     """
 
     mask: int
@@ -409,9 +410,11 @@ class MultiLoraLinear(_SharedLinear):
             a3 = self.lora_A[:, :r].index_select(0, gather.index)  # (n, r, in)
             b3 = self.lora_B[:, :, :r].index_select(0, gather.index)  # (n, out, r)
             if isinstance(gather.sel, slice):
-                xs3 = x3[gather.sel]
+                # Every row (a per-row decode step): no view to make (~2 us each).
+                whole = gather.count == x3.shape[0]
+                xs3 = x3 if whole else x3[gather.sel]
                 h3 = torch.bmm(xs3, a3.transpose(1, 2)).mul_(gather.scales)
-                o3[gather.sel].baddbmm_(h3, b3.transpose(1, 2))
+                (o3 if whole else o3[gather.sel]).baddbmm_(h3, b3.transpose(1, 2))
             else:
                 xs3 = x3.index_select(0, gather.sel)
                 h3 = torch.bmm(xs3, a3.transpose(1, 2)).mul_(gather.scales)

@@ -19,6 +19,12 @@ returned cache, append a ``1`` column to the mask and use ``position_ids = last 
 ``route`` on a forward whose cache already holds tokens (a decode step, or the second
 chunk of a chunked prefill in the serving engine) passes the kwargs through: the rows'
 prefixes entered the cache with their first forward and stay there.
+
+In a packed forward (``PackedRuntime``: many requests' tokens in one ``(1, T)``
+sequence) the engine seeds each request's own cache with :meth:`PrefixRuntime.initial_kv`,
+the adapter's ``(L, Hkv, T, D)`` virtual tokens, and positions the request's tokens from
+``T`` on, as ``route`` does; ``route_tokens`` then has nothing to add and passes the
+inputs through (after checking every span's adapter is resident).
 """
 
 from __future__ import annotations

@@ -170,3 +170,69 @@ def test_plan_converts_to_the_base_dtype(trained: Any) -> None:
         name = "model.layers.1.mlp.up_proj.weight"
         assert torch.equal(model.get_parameter(name), trained["a"][0][name].bfloat16())
     _assert_same(model, snap)
+
+
+def _packed() -> dict[str, torch.Tensor]:
+    """A packed forward's inputs: batch 1, T = 9 tokens."""
+    ids = _inputs()["input_ids"][:1]
+    return {"input_ids": ids, "position_ids": torch.arange(ids.shape[1])[None]}
+
+
+def test_route_tokens_on_one_adapter_is_route_of_that_adapter(trained: Any) -> None:
+    from adapterhub.protocols.method import PackedRuntime, TokenSpan
+
+    model = _model()
+    snap = _snapshot(model)
+    rt = METHOD.runtime(model)
+    rt.apply(rt.plan("a", CFG_A, trained["a"][0]))
+    assert isinstance(rt, PackedRuntime) and rt.initial_kv("a") is None
+    inputs = _packed()
+    with rt.route(["a"], inputs) as kwargs:
+        want = _logits(model, kwargs)
+    assert (want - _logits(model, inputs)).abs().max() > 1e-3  # the adapter matters
+    for spans in ([TokenSpan("a", 0, 9)], [TokenSpan("a", 0, 4), TokenSpan("a", 4, 4), TokenSpan("a", 4, 9)]):
+        with rt.route_tokens(spans, inputs) as kwargs:
+            assert kwargs is inputs and torch.equal(_logits(model, kwargs), want)
+        _assert_same(model, snap)
+    for spans in ([], [TokenSpan(None, 0, 9)]):  # no token on a selective adapter: the base
+        with rt.route_tokens(spans, inputs) as kwargs:
+            assert torch.equal(_logits(model, kwargs), _logits(model, inputs))
+    with pytest.raises(AdapterUnloadedError, match="'b'"):
+        with rt.route_tokens([TokenSpan("b", 0, 9)], inputs):
+            pass
+
+
+@pytest.mark.parametrize(
+    ("spans", "needle"),
+    [
+        ([("a", 0, 4), ("b", 4, 9)], "one packed forward can use only one; its token spans name 'a', 'b'"),
+        ([("a", 0, 4), (None, 4, 6), ("a", 6, 9)], r"tokens \[4, 6\) are on no adapter"),
+        ([("a", 0, 4), ("a", 6, 9)], r"tokens \[4, 6\) are on no adapter"),  # a gap
+        ([("a", 2, 9)], r"tokens \[0, 2\) are on no adapter"),
+        ([("a", 0, 7)], r"tokens \[7, 9\) are on no adapter"),  # T from input_ids
+    ],
+)
+def test_route_tokens_refuses_a_forward_it_cannot_swap_for(trained: Any, spans: list[Any], needle: str) -> None:
+    from adapterhub.protocols.method import TokenSpan
+
+    model = _model()
+    snap = _snapshot(model)
+    rt = METHOD.runtime(model)
+    rt.apply(rt.plan("a", CFG_A, trained["a"][0]))
+    rt.apply(rt.plan("b", CFG_B, trained["b"][0]))
+    with pytest.raises(IncompatibleAdapterError, match=needle) as err:
+        with rt.route_tokens([TokenSpan(*s) for s in spans], _packed()):
+            pass
+    assert "\n" not in str(err.value)
+    _assert_same(model, snap)
+
+
+def test_route_tokens_refuses_spans_that_break_the_protocol(trained: Any) -> None:
+    from adapterhub.protocols.method import TokenSpan
+
+    rt = METHOD.runtime(_model())
+    rt.apply(rt.plan("a", CFG_A, trained["a"][0]))
+    for spans in ([TokenSpan("a", 0, 5), TokenSpan("a", 3, 9)], [TokenSpan("a", 0, 10)]):
+        with pytest.raises(ValueError, match="sorted, disjoint and inside"):
+            with rt.route_tokens(spans, _packed()):
+                pass

@@ -460,3 +460,120 @@ def test_a_token_route_segments_chunks_and_gathers_decode_tokens(adapters: dict[
         alone = logits(model, t[None], rt, [name])[0]
         assert (packed[at : at + len(t)] - alone).abs().max().item() <= TOL, name
         at += len(t)
+
+
+def _wrapped_layers(model: Any) -> list[tuple[str, MultiLoraLinear]]:
+    return [(p, m) for p, m in model.named_modules() if isinstance(m, MultiLoraLinear)]
+
+
+def _alone(rt: LoraRuntime, layer: MultiLoraLinear, x: torch.Tensor, name: str | None) -> torch.Tensor:
+    """``x`` through one layer with every row on ``name`` (the single-adapter fast path)."""
+    with torch.no_grad(), rt.route([name] * x.shape[0], {}):
+        return layer(x)
+
+
+@pytest.mark.parametrize("seq", [1, 3, 8])  # below SEGMENT_MIN: the per-row gather; at it: segments
+def test_grouped_rows_equal_each_row_on_its_adapter_alone(adapters: dict[str, Any], seq: int) -> None:
+    from adapterhub.plugins.lora.layers import SEGMENT_MIN
+
+    model, rt = loaded_runtime(adapters)
+    # Repeated adapters on non-contiguous rows, rows with none, three ranks and target sets.
+    rows: list[str | None] = ["all8", "qv4", None, "all8", "mlp2", "qv4", None, "all8"]
+    route = rt.build_route(rows)
+    assert route is not None and route.slot is None
+    groups, gather = route.parts_for(len(rows), seq)
+    assert (gather is None) == (seq >= SEGMENT_MIN)
+    gen = torch.Generator().manual_seed(seq)
+    for path, layer in _wrapped_layers(model):
+        x = torch.randn(len(rows), seq, layer.in_features, generator=gen)
+        with torch.no_grad(), rt.route(rows, {}):
+            got = layer(x)
+        base = layer.base_linear(x)  # the same base GEMM (a 1-row GEMM may round differently)
+        for i, name in enumerate(rows):
+            if name is None:
+                assert torch.equal(got[i], base[i]), path  # no adapter: exactly the base
+            else:
+                want = _alone(rt, layer, x[i : i + 1], name)[0]
+                assert (got[i] - want).abs().max().item() <= TOL, (path, i, name)
+        # Beam search repeats each row consecutively; the route follows.
+        with torch.no_grad(), rt.route(rows, {}):
+            beams = layer(x.repeat_interleave(2, dim=0))
+        assert (beams - got.repeat_interleave(2, dim=0)).abs().max().item() <= TOL, path
+
+
+S = 8  # = SEGMENT_MIN (checked below): a run this long gets its own segment
+PACKED_LAYOUTS = {
+    # decode tokens, one on no adapter, a chunk whose adapter also has decode tokens
+    "chunk-and-decode": [("qv4", 0, 1), ("all8", 1, 2), ("qv4", 2, 3), (None, 3, 4), ("qv4", 4, 4 + S + 3), ("mlp2", 4 + S + 3, 4 + S + 4)],
+    # many short runs on one adapter (an index segment), a gap, two chunks of one adapter
+    "short-runs-gap-two-chunks": [*((("all8" if t % 2 else "mlp2"), t, t + 1) for t in range(2 * S)),
+                                  ("qv4", 2 * S + 2, 3 * S + 2), ("all8", 3 * S + 2, 3 * S + 4), ("qv4", 3 * S + 4, 4 * S + 4)],
+    "one-adapter": [("mlp2", 0, 3), ("mlp2", 3, 3 + S)],
+}
+
+
+@pytest.mark.parametrize("layout", list(PACKED_LAYOUTS))
+def test_route_tokens_equals_each_span_alone_on_every_linear(adapters: dict[str, Any], layout: str) -> None:
+    from adapterhub.plugins.lora.layers import SEGMENT_MIN
+
+    from adapterhub.protocols.method import TokenSpan
+
+    assert S == SEGMENT_MIN
+    model, rt = loaded_runtime(adapters)
+    spans = [TokenSpan(*s) for s in PACKED_LAYOUTS[layout]]
+    total = spans[-1].stop + 1  # one trailing token no span covers
+    route = rt.build_token_route(spans, total)
+    assert route is not None
+    if layout == "chunk-and-decode":
+        # qv4's chunk is a slice segment; its decode tokens join the gather of the rest.
+        assert [(g.slot, g.sel) for g in route.groups] == [(rt.slot_of("qv4"), slice(4, 4 + S + 3))]
+        gathered = route.gather  # every short run in one gather, mlp2's last token too
+        assert gathered is not None and torch.equal(gathered.sel, torch.tensor([0, 1, 2, 4 + S + 3]))  # type: ignore[arg-type]
+        assert gathered.index.tolist() == [rt.slot_of(n) for n in ("qv4", "all8", "qv4", "mlp2")]
+    elif layout == "short-runs-gap-two-chunks":
+        # Short runs adding up to S or more (all8's 8 + 2 tokens, mlp2's 8): index
+        # segments, nothing gathered; qv4's two chunks: two slices.
+        kinds = sorted((g.slot, isinstance(g.sel, slice), g.count) for g in route.groups)
+        assert kinds == sorted([(rt.slot_of("all8"), False, S + 2), (rt.slot_of("mlp2"), False, S),
+                                (rt.slot_of("qv4"), True, S), (rt.slot_of("qv4"), True, S)])
+        assert route.gather is None
+    else:
+        assert route.slot is None  # the trailing token is on no adapter: not the fast path
+        assert rt.build_token_route(spans, spans[-1].stop).slot == rt.slot_of("mlp2")  # type: ignore[union-attr]
+    owner: list[str | None] = [None] * total
+    for sp in spans:
+        owner[sp.start : sp.stop] = [sp.adapter_id] * (sp.stop - sp.start)
+    gen = torch.Generator().manual_seed(7)
+    for path, layer in _wrapped_layers(model):
+        x = torch.randn(1, total, layer.in_features, generator=gen)
+        with torch.no_grad(), rt.route_tokens(spans, {"input_ids": torch.zeros(1, total, dtype=torch.long)}):
+            got = layer(x)[0]
+        base = layer.base_linear(x)[0]
+        for t, name in enumerate(owner):
+            if name is None:
+                assert torch.equal(got[t], base[t]), (path, t)
+        for sp in spans:
+            if sp.adapter_id is not None and sp.stop > sp.start:
+                want = _alone(rt, layer, x[:, sp.start : sp.stop], sp.adapter_id)[0]
+                assert (got[sp.start : sp.stop] - want).abs().max().item() <= TOL, (path, sp)
+    assert rt._router.route is None  # the context ended
+
+
+def test_route_tokens_errors(adapters: dict[str, Any]) -> None:
+    from adapterhub.protocols.method import TokenSpan
+
+    _, rt = loaded_runtime(adapters)
+    inputs = {"input_ids": torch.zeros(1, 6, dtype=torch.long)}
+    with pytest.raises(AdapterUnloadedError, match="'nope'"):
+        with rt.route_tokens([TokenSpan("qv4", 0, 2), TokenSpan("nope", 2, 6)], inputs):
+            pass
+    bad = ([TokenSpan("qv4", 0, 4), TokenSpan("all8", 3, 6)],  # overlapping: two updates on token 3
+           [TokenSpan("qv4", 3, 6), TokenSpan("all8", 0, 2)],  # not sorted
+           [TokenSpan("qv4", 0, 7)])  # past T
+    for spans in bad:
+        with pytest.raises(ValueError, match="sorted, disjoint and inside"):
+            with rt.route_tokens(spans, inputs):
+                pass
+    assert rt._router.route is None
+    with rt.route_tokens([TokenSpan(None, 0, 6)], inputs) as kwargs:
+        assert kwargs is inputs and rt._router.route is None  # nothing on LoRA: the bare base

@@ -188,3 +188,43 @@ def test_runtime_refuses_foreign_config(method: PrefixTuningMethod, model: Any, 
 
     with pytest.raises(IncompatibleAdapterError, match="PrefixTuningConfig"):
         runtime.plan("x", Other(), h.random_prefix(model, 3, seed=0))
+
+
+def test_initial_kv_is_the_resident_prefix_and_seeds_a_request_like_route(method: PrefixTuningMethod, model: Any, h: Any) -> None:
+    from adapterhub.plugins.prefix_tuning.layout import cache_kwarg, prefilled_cache
+
+    from adapterhub.protocols.method import PackedRuntime
+
+    runtime, adapters = setup_runtime(method, model, h)
+    assert isinstance(runtime, PackedRuntime)
+    key, value = runtime.initial_kv("b")
+    assert key is runtime.get("b").key and value is runtime.get("b").value  # read, never copied
+    assert torch.equal(key, adapters["b"]["prefix.key"]) and torch.equal(value, adapters["b"]["prefix.value"])
+    assert key.shape == (model.config.num_hidden_layers, model.config.num_key_value_heads, TOKENS["b"], model.config.head_dim)
+    # What the engine does with it: the cache starts with the virtual tokens and the
+    # request's own tokens take positions T, T + 1, ...; that equals route([id]).
+    seq = prompts()[1][None]
+    n = TOKENS["b"]
+    cache = prefilled_cache(model, [k[None] for k in key], [v[None] for v in value])
+    with torch.no_grad():
+        seeded = model(input_ids=seq, position_ids=torch.arange(n, n + seq.shape[1])[None], **{cache_kwarg(model): cache}).logits
+        with runtime.route(["b"], {"input_ids": seq, "attention_mask": torch.ones_like(seq)}) as kw:
+            routed = model(**kw).logits
+    assert (seeded - routed).abs().max() <= 1e-5
+    with pytest.raises(AdapterUnloadedError, match="'nope'"):
+        runtime.initial_kv("nope")
+
+
+def test_route_tokens_passes_the_inputs_through_and_refuses_non_resident(method: PrefixTuningMethod, model: Any, h: Any) -> None:
+    from adapterhub.protocols.method import TokenSpan
+
+    runtime, _ = setup_runtime(method, model, h)
+    ids = torch.randint(0, 256, (1, 9), generator=torch.Generator().manual_seed(3))
+    inputs = {"input_ids": ids, "position_ids": torch.tensor([[3, 4, 5, 0, 1, 6, 7, 8, 9]])}
+    spans = [TokenSpan("a", 0, 3), TokenSpan(None, 3, 5), TokenSpan("b", 5, 9)]
+    with runtime.route_tokens(spans, inputs) as kwargs:
+        assert kwargs is inputs and set(kwargs) == {"input_ids", "position_ids"}  # no cache, mask unchanged
+    runtime.remove("a")
+    with pytest.raises(AdapterUnloadedError, match="'a'"):
+        with runtime.route_tokens(spans, inputs):
+            pass
