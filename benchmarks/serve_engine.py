@@ -113,7 +113,7 @@ ADAPTERS: dict[str, dict[str, Any]] = {
 }
 MODELS = {"smollm2": "smollm2-135m-instruct", "tiny": "tiny-random-llama", "random": "random-smollm2-shape"}
 ENGINE_WORKLOADS = ("base", "1", "8", "64", "64_cold")
-WORKLOADS = (*ENGINE_WORKLOADS, "peft_naive", "static", "hf_cb", "chat", "bound")
+WORKLOADS = (*ENGINE_WORKLOADS, "8_unpacked", "peft_naive", "static", "hf_cb", "chat", "bound")
 N_ADAPTERS = 64
 NAMESPACE = "team"
 # Zipf exponent of the 64-adapter popularity (issue 13).
@@ -489,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     specs = draw_mix(base.tokenizer, docs, n, args.prompt_tokens, args.max_tokens, args.seed)
     n_peft = min(args.peft_requests, n)
     n_static = min(args.static_requests or n, n)
-    need = max([N_ADAPTERS if run & {"64", "64_cold"} else 0, 8 if run & {"8", "peft_naive", "static", "chat"} else 0, 1 if "1" in run else 0])
+    need = max([N_ADAPTERS if run & {"64", "64_cold"} else 0, 8 if run & {"8", "8_unpacked", "peft_naive", "static", "chat"} else 0, 1 if "1" in run else 0])
     extra: dict[str, Any] = {}
     if args.max_prefill_tokens is not None:
         extra["max_prefill_tokens"] = args.max_prefill_tokens
@@ -535,6 +535,16 @@ def main(argv: list[str] | None = None) -> int:
             if w in run:
                 results[w] = run_engine(host, config, args.clients, specs, assign(w, n, args.seed), args.requests_per_client)
                 print(f"[serve_engine] {w}: {results[w]['tokens_per_s']:.1f} tok/s", file=sys.stderr)
+        if "8_unpacked" in run:
+            # The engine as it was before issue 25, in the same run: a per-row forward per
+            # decode group and per prefill (no method packs), no prefix cache.
+            host.packable = lambda entry: False  # type: ignore[method-assign]
+            try:
+                results["8_unpacked"] = run_engine(host, config.model_copy(update={"prefix_cache": False}), args.clients,
+                                                   specs, assign("8", n, args.seed), args.requests_per_client)
+            finally:
+                del host.packable
+            print(f"[serve_engine] 8_unpacked: {results['8_unpacked']['tokens_per_s']:.1f} tok/s", file=sys.stderr)
         if "static" in run:
             results["static"] = run_static(host, args.clients, specs, assign("static", n, args.seed), n_static)
             print(f"[serve_engine] static: {results['static']['tokens_per_s']:.1f} tok/s", file=sys.stderr)
@@ -599,6 +609,7 @@ def _document(args: argparse.Namespace, results: dict[str, dict[str, Any]], spec
         "tokens_per_s_64": rate("64"), "tokens_per_s_64_cold": rate("64_cold"),
         "adapter_loads_64_cold": None if cold is None else cold["engine"]["adapter_loads"],
         "peft_naive_tokens_per_s": rate("peft_naive"), "static_tokens_per_s": rate("static"),
+        "tokens_per_s_8_unpacked": rate("8_unpacked"),
         "ttft_p50_ms": eight.get("ttft_p50_ms"), "ttft_p99_ms": eight.get("ttft_p99_ms"),
         "itl_p50_ms": eight.get("itl_p50_ms"), "itl_p99_ms": eight.get("itl_p99_ms"),
         "clients": args.clients, "threads": args.threads, "adapter": args.adapter, "model": args.model, "device": args.device,
@@ -614,6 +625,7 @@ def _document(args: argparse.Namespace, results: dict[str, dict[str, Any]], spec
             "a64cold_over_64": _ratio(rate("64_cold"), rate("64")),
             "over_peft_naive": _ratio(rate("8"), rate("peft_naive")),
             "over_static": _ratio(rate("8"), rate("static")),
+            "over_unpacked": _ratio(rate("8"), rate("8_unpacked")),
             "itl_p99_over_p50": _ratio(eight.get("itl_p99_ms"), eight.get("itl_p50_ms")),
             "engine_base_over_hf_cb": _ratio(rate("base"), rate("hf_cb")),
             "itl_p99_hf_cb_over_engine": _ratio(hf.get("itl_p99_ms"), base.get("itl_p99_ms")),
@@ -661,6 +673,7 @@ def _markdown(doc: dict[str, Any]) -> str:
 
     labels = {"base": "bare base", "1": "1 adapter", "8": "8 adapters, uniform", "64": "64 adapters, Zipf, loaded",
               "64_cold": "64 adapters, Zipf, cold (registry)", "static": "static batches (8 adapters)",
+              "8_unpacked": "8 adapters, per-row forwards, no prefix cache (the engine before issue 25)",
               "peft_naive": "peft, one at a time (8 adapters)", "hf_cb": "transformers continuous batching (bare base)"}
     rows = []
     for w in WORKLOADS:
