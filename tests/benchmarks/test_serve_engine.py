@@ -13,16 +13,16 @@ REPO = Path(__file__).resolve().parents[2]
 
 RATES = (
     "tokens_per_s_base", "tokens_per_s_1", "tokens_per_s_8", "tokens_per_s_64", "tokens_per_s_64_cold",
-    "peft_naive_tokens_per_s", "static_tokens_per_s", "tokens_per_s_hf_cb_base", "chat_tokens_per_s_cache",
+    "peft_naive_tokens_per_s", "static_tokens_per_s", "tokens_per_s_8_unpacked", "tokens_per_s_hf_cb_base", "chat_tokens_per_s_cache",
     "chat_tokens_per_s_nocache", "bound_tokens_per_s", "prefill_ms_per_token", "decode_step_ms_c", "share_of_bound",
     "chat_ttft_p50_ms_turn5_cache", "chat_ttft_p50_ms_turn5_nocache",
 )
 RATIOS = (
-    "one_over_base", "a64_over_1", "a64cold_over_64", "over_peft_naive", "over_static", "itl_p99_over_p50",
+    "one_over_base", "a64_over_1", "a64cold_over_64", "over_peft_naive", "over_static", "over_unpacked", "itl_p99_over_p50",
     "engine_base_over_hf_cb", "itl_p99_hf_cb_over_engine", "chat_cache_over_nocache", "chat_ttft5_cache_over_nocache",
 )
-STREAMED = ("base", "1", "8", "64", "64_cold", "hf_cb")
-SERVED_MIX = ("base", "1", "8", "64", "64_cold", "static", "hf_cb")
+STREAMED = ("base", "1", "8", "64", "64_cold", "8_unpacked", "hf_cb")
+SERVED_MIX = ("base", "1", "8", "64", "64_cold", "8_unpacked", "static", "hf_cb")
 
 
 def test_serve_engine_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -55,7 +55,7 @@ def test_serve_engine_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         assert head["ratios"][key] is not None and head["ratios"][key] > 0, key
 
     per = head["workloads"]
-    assert set(per) == {"base", "1", "8", "64", "64_cold", "peft_naive", "static", "hf_cb", "chat", "bound"}
+    assert set(per) == {"base", "1", "8", "64", "64_cold", "8_unpacked", "peft_naive", "static", "hf_cb", "chat", "bound"}
     for name in SERVED_MIX:
         w = per[name]
         assert w["requests"] == 8, name
